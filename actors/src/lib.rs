@@ -1,0 +1,177 @@
+//! edinode-actors: one file per actor. Each actor is a handler over one typed input from
+//! `edinode_proto::envelope`; it returns what should happen next ([`Out`]) and the node's runner
+//! (in the `edinode` crate) publishes those outputs durably before it acknowledges the input.
+//!
+//! - [`mime_unwrapper`]: classifies the current entity and routes it; decompresses; finishes.
+//! - [`decryptor`]: opens EnvelopedData / AuthEnvelopedData.
+//! - [`verifier`]: checks signatures against the partner's certificates, computes the MIC.
+//! - [`mdn_sender`]: builds (and signs) the MDN, replies synchronously or POSTs it.
+//! - [`deliverer`]: writes documents to the inbox and publishes them on `edinode.inbound`.
+//!
+//! The HTTP receiver lives in the node crate (it needs the web server); its logic that is not
+//! HTTP plumbing is in [`http_receiver`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod decryptor;
+pub mod deliverer;
+pub mod http_receiver;
+pub mod mdn_sender;
+pub mod mime_unwrapper;
+pub mod verifier;
+
+use edinode_proto::envelope::{self, Blob, Inbound};
+use edinode_proto::mime::MimeLimits;
+use edinode_proto::profile::Directory;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Queue names, one per actor input.
+pub mod queues {
+    pub const MIME_UNWRAPPER: &str = "edinode.mime_unwrapper";
+    pub const DECRYPTOR: &str = "edinode.decryptor";
+    pub const VERIFIER: &str = "edinode.verifier";
+    pub const MDN_SENDER: &str = "edinode.mdn_sender";
+    pub const DELIVERER: &str = "edinode.deliverer";
+    pub const DEAD: &str = "edinode.dead";
+    /// Exchange where delivered documents are published for the enterprise bus.
+    pub const INBOUND_EXCHANGE: &str = "edinode.inbound";
+}
+
+/// A failure of an actor's handler.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    /// Worth retrying (storage, broker or network hiccup).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying will not help; the input goes to the dead-letter queue.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// What a handler asks the runner to do once it returns.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// Publish to a durable work queue (with a publisher confirm).
+    Send { queue: &'static str, body: Vec<u8> },
+    /// Publish a synchronous reply to a node's reply queue (not durable).
+    Reply { queue: String, body: Vec<u8> },
+    /// Publish to an exchange for consumers outside edinode.
+    Publish { exchange: &'static str, routing_key: String, headers: Vec<(String, String)>, body: Vec<u8> },
+}
+
+impl Out {
+    pub fn send<T: Serialize>(queue: &'static str, v: &T) -> Result<Out, ActorError> {
+        Ok(Out::Send { queue, body: envelope::encode(v).map_err(ActorError::Permanent)? })
+    }
+}
+
+/// Shared blob storage for raw requests and large bodies (a directory, later S3).
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync {
+    async fn put(&self, key: &str, data: &[u8]) -> Result<(), String>;
+    async fn get(&self, key: &str) -> Result<Vec<u8>, String>;
+    async fn delete(&self, key: &str) -> Result<(), String>;
+    /// Delete every blob whose key starts with `prefix` (the working copies of one message).
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), String>;
+}
+
+/// The outcome of claiming (partner, Message-ID) for a reception.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First time we see it.
+    New,
+    /// Our own earlier attempt at the same reception (a retry): not a duplicate.
+    Own,
+    /// Another reception already had it.
+    Duplicate { first: String },
+}
+
+/// Shared state: duplicates, message status, delivery names (Redis, or local files).
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// Claim (station, partner, message id) for reception `id`, kept for `ttl_secs`.
+    async fn claim(&self, key: &str, id: &str, ttl_secs: u64) -> Result<Claim, String>;
+    /// Append a status record for a message.
+    async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), String>;
+    /// The status history of a message, oldest first: (unix ms, status, detail).
+    async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String>;
+    /// Set `key` to `value` if absent; returns the value now stored.
+    async fn set_once(&self, key: &str, value: &str, ttl_secs: u64) -> Result<String, String>;
+}
+
+/// Limits and thresholds.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub mime: MimeLimits,
+    pub max_depth: u8,
+    pub max_decompressed: usize,
+    /// Bodies larger than this travel as blob references.
+    pub inline_threshold: usize,
+    pub duplicate_ttl_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            mime: MimeLimits::default(),
+            max_depth: 8,
+            max_decompressed: 512 * 1024 * 1024,
+            inline_threshold: 1024 * 1024,
+            duplicate_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// Everything an actor may use, handed over at start: no globals.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub node_id: String,
+    pub directory: Arc<Directory>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub state: Arc<dyn StateStore>,
+    pub limits: Limits,
+    pub http: reqwest::Client,
+    /// Root of the inbox (`<inbox>/<station>/<partner>/`).
+    pub inbox: std::path::PathBuf,
+    pub reporting_ua: String,
+    /// Async MDN POST attempts before giving up.
+    pub mdn_post_attempts: u32,
+}
+
+impl NodeContext {
+    /// Load a blob's bytes.
+    pub async fn load(&self, blob: &Blob) -> Result<Vec<u8>, ActorError> {
+        match blob {
+            Blob::Inline(b) => Ok(b.clone()),
+            Blob::Stored { key, .. } => self.blobs.get(key).await.map_err(ActorError::Transient),
+        }
+    }
+
+    /// Keep bytes inline when small, else store them under a key derived from `hint`.
+    pub async fn blob(&self, ctx: &Inbound, hint: &str, data: Vec<u8>) -> Result<Blob, ActorError> {
+        if data.len() <= self.limits.inline_threshold {
+            return Ok(Blob::Inline(data));
+        }
+        let key = format!("work/{}/{}", ctx.id, hint);
+        self.blobs.put(&key, &data).await.map_err(ActorError::Transient)?;
+        Ok(Blob::Stored { key, len: data.len() as u64 })
+    }
+
+    /// Record a status, logging (not failing) when the store is unavailable.
+    pub async fn status(&self, id: &str, status: &str, detail: &str) {
+        if let Err(error) = self.state.record(id, status, detail).await {
+            tracing::warn!(message = "Failed to record message status.", %error, id, status);
+        }
+    }
+}
+
+/// An actor: a name, a typed input, and a handler.
+#[async_trait::async_trait]
+pub trait Actor: Send + Sync + 'static {
+    /// The actor's name as used in `--actors` and metrics.
+    const NAME: &'static str;
+    /// The queue it consumes.
+    const QUEUE: &'static str;
+    type Input: serde::de::DeserializeOwned + Send;
+    async fn handle(&self, cx: &NodeContext, input: Self::Input) -> Result<Vec<Out>, ActorError>;
+}

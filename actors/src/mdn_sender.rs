@@ -1,0 +1,121 @@
+//! MdnSender: turns a message's outcome into an MDN (signed when asked, with the first MIC
+//! algorithm we support from the sender's list), then answers the waiting HTTP request
+//! (synchronous) or POSTs it to Receipt-Delivery-Option (asynchronous, retried with backoff by
+//! the runner).
+
+use crate::{queues, Actor, ActorError, NodeContext, Out};
+use edinode_proto::alg::DigestAlg;
+use edinode_proto::cms::SignOptions;
+use edinode_proto::envelope::{AsyncMdn, Conclude, Reply};
+use edinode_proto::mdn::{self, MdnContent, MdnIds, MdnSigner};
+use serde::{Deserialize, Serialize};
+
+/// The MdnSender's inputs: an outcome to answer, or a built asynchronous MDN to POST.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MdnSenderInput {
+    Conclude(Conclude),
+    Post(AsyncMdn),
+}
+
+pub struct MdnSender;
+
+impl MdnSender {
+    fn build(cx: &NodeContext, c: &Conclude) -> Result<Option<mdn::BuiltMdn>, ActorError> {
+        let Some(req) = c.ctx.request.mdn.as_ref() else { return Ok(None) };
+        let station = cx.directory.station_by_as2(&c.ctx.request.as2_to);
+        let partner = cx.directory.partner(&c.ctx.request.as2_to, &c.ctx.request.as2_from);
+        let policy = partner.map(|p| p.policy.clone()).unwrap_or_default();
+        let text = match &c.reason {
+            Some(r) => format!("The AS2 message {} could not be processed: {}", c.ctx.request.message_id, r),
+            None => format!(
+                "The AS2 message {} received from {} has been processed. This is not a guarantee that the content has been read or understood.",
+                c.ctx.request.message_id, c.ctx.request.as2_from
+            ),
+        };
+        let content = MdnContent {
+            reporting_ua: &cx.reporting_ua,
+            station: &c.ctx.request.as2_to,
+            partner: &c.ctx.request.as2_from,
+            original_message_id: &c.ctx.request.message_id,
+            mic: c.ctx.security.mic.as_ref(),
+            disposition: &c.disposition,
+            text: &text,
+            spelling: policy.mic_spelling,
+        };
+        let uid = uuid::Uuid::new_v4().simple().to_string();
+        let message_id = format!("<{}@{}>", uid, cx.node_id);
+        let rb = format!("----=_report_{uid}");
+        let sb = format!("----=_signed_{uid}");
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let ids = MdnIds { message_id: &message_id, report_boundary: &rb, signed_boundary: &sb, date: &date };
+        let built = match (req.signed, station) {
+            (true, Some(st)) => {
+                let digest = req.preferred_micalg().unwrap_or(DigestAlg::Sha256);
+                let signer = MdnSigner {
+                    key: &st.signing_key,
+                    cert: &st.signing_cert,
+                    digest,
+                    opts: SignOptions { padding: policy.mdn_padding, algorithm_protection: policy.algorithm_protection, ..SignOptions::default() },
+                };
+                mdn::build(&content, &ids, Some(&signer))
+            }
+            _ => mdn::build(&content, &ids, None),
+        };
+        built.map(Some).map_err(|e| ActorError::Permanent(format!("cannot build MDN: {e}")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Actor for MdnSender {
+    const NAME: &'static str = "mdn_sender";
+    const QUEUE: &'static str = queues::MDN_SENDER;
+    type Input = MdnSenderInput;
+
+    async fn handle(&self, cx: &NodeContext, input: MdnSenderInput) -> Result<Vec<Out>, ActorError> {
+        match input {
+            MdnSenderInput::Conclude(c) => {
+                let status = if c.disposition.is_positive() { "processed" } else { "failed" };
+                let detail = c.reason.clone().unwrap_or_else(|| c.disposition.field_value());
+                cx.status(&c.ctx.id, status, &detail).await;
+                let cx2 = cx.clone();
+                let c2 = c.clone();
+                let built = tokio::task::spawn_blocking(move || MdnSender::build(&cx2, &c2))
+                    .await
+                    .map_err(|e| ActorError::Transient(e.to_string()))??;
+                let mut outs = Vec::new();
+                match (&c.ctx.reply, c.ctx.request.mdn.as_ref().and_then(|m| m.async_url.clone())) {
+                    (_, Some(url)) => {
+                        if let Some(mdn) = built {
+                            outs.push(Out::send(queues::MDN_SENDER, &MdnSenderInput::Post(AsyncMdn { ctx: c.ctx.clone(), url, mdn }))?);
+                        }
+                    }
+                    (Some(route), None) => {
+                        let reply = Reply { correlation: route.correlation.clone(), status: 200, mdn: built };
+                        let body = edinode_proto::envelope::encode(&reply).map_err(ActorError::Permanent)?;
+                        outs.push(Out::Reply { queue: route.queue.clone(), body });
+                        cx.status(&c.ctx.id, "mdn-sent", "sync").await;
+                    }
+                    (None, None) => {}
+                }
+                Ok(outs)
+            }
+            MdnSenderInput::Post(m) => {
+                let mut req = cx.http.post(&m.url).timeout(std::time::Duration::from_secs(60));
+                for (k, v) in &m.mdn.headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                let resp = req.body(m.mdn.body.clone()).send().await.map_err(|e| ActorError::Transient(format!("async MDN POST to {} failed: {e}", m.url)))?;
+                let code = resp.status();
+                if code.is_success() {
+                    cx.status(&m.ctx.id, "mdn-sent", &format!("async to {} ({})", m.url, code.as_u16())).await;
+                    Ok(vec![])
+                } else if code.is_server_error() || code.as_u16() == 429 || code.as_u16() == 408 {
+                    Err(ActorError::Transient(format!("async MDN POST to {} answered {}", m.url, code)))
+                } else {
+                    cx.status(&m.ctx.id, "mdn-failed", &format!("async to {} answered {}", m.url, code)).await;
+                    Err(ActorError::Permanent(format!("async MDN POST to {} answered {}", m.url, code)))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! MimeUnwrapper: looks at the current entity and routes it to the actor that opens its layer
+//! (Decryptor, Verifier); decompresses in place (cheap, bounded); and once no layer is left,
+//! checks the partner's policy and duplicates, and hands the documents to the Deliverer and the
+//! outcome to the MdnSender.
+
+use crate::{queues, Actor, ActorError, Claim, NodeContext, Out};
+use edinode_proto::alg::DigestAlg;
+use edinode_proto::envelope::{Blob, Conclude, Decrypt, Deliver, Inbound, Payload, Unwrap, Verify};
+use edinode_proto::error::{Disposition, ProcessingError};
+use edinode_proto::unwrap::{self, Step};
+
+pub struct MimeUnwrapper;
+
+/// Conclude a message with a processing error (an error MDN follows).
+pub fn fail(ctx: Inbound, err: &ProcessingError) -> Result<Vec<Out>, ActorError> {
+    tracing::warn!(message = "Message processing failed.", id = %ctx.id, partner = %ctx.partner, error = %err);
+    Ok(vec![Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude {
+        ctx,
+        disposition: err.disposition(),
+        reason: Some(err.to_string()),
+    }))?])
+}
+
+/// The MIC algorithm to report: the first supported one the sender asked for.
+pub fn requested_mic_alg(ctx: &Inbound) -> Option<DigestAlg> {
+    ctx.request.mdn.as_ref().and_then(|m| m.preferred_micalg())
+}
+
+impl MimeUnwrapper {
+    async fn finish(&self, cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<Vec<Out>, ActorError> {
+        let Some(partner) = cx.directory.partner(&ctx.request.as2_to, &ctx.request.as2_from) else {
+            return fail(ctx, &ProcessingError::Unexpected("partner no longer configured".into()));
+        };
+        let policy = &partner.policy;
+        if policy.require_signed && ctx.security.signer.is_none() {
+            return fail(ctx, &ProcessingError::InsufficientSecurity("the partner agreement requires signed messages".into()));
+        }
+        if policy.require_encrypted && !ctx.security.encrypted {
+            return fail(ctx, &ProcessingError::InsufficientSecurity("the partner agreement requires encrypted messages".into()));
+        }
+        if ctx.security.mic.is_none() {
+            let alg = requested_mic_alg(&ctx).unwrap_or(DigestAlg::Sha1);
+            ctx.security.mic = Some(unwrap::unsigned_mic(&entity, alg, policy.binary_mic, &cx.limits.mime));
+        }
+        let docs = match unwrap::documents(&entity, &cx.limits.mime) {
+            Ok(d) => d,
+            Err(e) => return fail(ctx, &e),
+        };
+        let key = format!("dup:{}:{}:{}", ctx.request.as2_to, ctx.request.as2_from, ctx.request.message_id);
+        match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)? {
+            Claim::Duplicate { first } => {
+                tracing::info!(message = "Duplicate message; not delivered again.", id = %ctx.id, first = %first, message_id = %ctx.request.message_id);
+                return Ok(vec![Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude {
+                    ctx,
+                    disposition: Disposition::Warning(Disposition::DUPLICATE.into()),
+                    reason: Some(format!("duplicate of reception {first}")),
+                }))?]);
+            }
+            Claim::New | Claim::Own => {}
+        }
+        let bare = ctx.request.bare_message_id().to_string();
+        let n = docs.len();
+        let mut payloads = Vec::with_capacity(n);
+        for (i, d) in docs.into_iter().enumerate() {
+            let filename = d.filename.clone().unwrap_or_else(|| default_filename(&bare, i, n, &d.content_type));
+            let data = cx.blob(&ctx, &format!("doc{i}"), d.data).await?;
+            payloads.push(Payload { filename, content_type: d.content_type, data });
+        }
+        Ok(vec![
+            Out::send(queues::DELIVERER, &Deliver { ctx: ctx.clone(), payloads })?,
+            Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude { ctx, disposition: Disposition::Processed, reason: None }))?,
+        ])
+    }
+}
+
+/// A file name for a document that came without one: from the Message-ID, made safe.
+pub fn default_filename(message_id: &str, index: usize, count: usize, content_type: &str) -> String {
+    let safe: String = message_id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' }).take(150).collect();
+    let ext = match content_type {
+        "application/edi-x12" | "application/edifact" | "application/edi-consent" => "edi",
+        "application/xml" | "text/xml" => "xml",
+        "application/pdf" => "pdf",
+        "text/plain" => "txt",
+        _ => "bin",
+    };
+    if count > 1 { format!("{safe}_{index}.{ext}") } else { format!("{safe}.{ext}") }
+}
+
+#[async_trait::async_trait]
+impl Actor for MimeUnwrapper {
+    const NAME: &'static str = "mime_unwrapper";
+    const QUEUE: &'static str = queues::MIME_UNWRAPPER;
+    type Input = Unwrap;
+
+    async fn handle(&self, cx: &NodeContext, input: Unwrap) -> Result<Vec<Out>, ActorError> {
+        let Unwrap { mut ctx, entity } = input;
+        let mut bytes = cx.load(&entity).await?;
+        let mut blob = Some(entity);
+        loop {
+            if ctx.security.depth > cx.limits.max_depth {
+                return fail(ctx, &ProcessingError::Unexpected(format!("more than {} nested layers", cx.limits.max_depth)));
+            }
+            let step = match unwrap::classify(&bytes, &cx.limits.mime) {
+                Ok(s) => s,
+                Err(e) => return fail(ctx, &e),
+            };
+            let current = match blob.take() {
+                Some(b) => b,
+                None => cx.blob(&ctx, &format!("layer{}", ctx.security.depth), bytes.clone()).await?,
+            };
+            match step {
+                Step::Decrypt => return Ok(vec![Out::send(queues::DECRYPTOR, &Decrypt { ctx, entity: current })?]),
+                Step::Verify => return Ok(vec![Out::send(queues::VERIFIER, &Verify { ctx, entity: current })?]),
+                Step::Decompress => {
+                    bytes = match unwrap::decompress(&bytes, cx.limits.max_decompressed, &cx.limits.mime) {
+                        Ok(b) => b,
+                        Err(e) => return fail(ctx, &e),
+                    };
+                    ctx.security.compressed = true;
+                    ctx.security.depth += 1;
+                }
+                Step::Payload => {
+                    drop(current);
+                    return self.finish(cx, ctx, bytes).await;
+                }
+            }
+        }
+    }
+}
+
+/// Re-enter the unwrapper with the next entity.
+pub fn next(ctx: Inbound, entity: Blob) -> Result<Out, ActorError> {
+    Out::send(queues::MIME_UNWRAPPER, &Unwrap { ctx, entity })
+}

@@ -1,0 +1,49 @@
+//! Verifier: checks a signature against the partner's configured certificates (never against a
+//! certificate that merely travels inside the message), enforces accepted digests, records the
+//! MIC over the signed content as received, and sends the content back to the MimeUnwrapper.
+
+use crate::mime_unwrapper::{fail, next, requested_mic_alg};
+use crate::{queues, Actor, ActorError, NodeContext, Out};
+use edinode_proto::envelope::Verify;
+use edinode_proto::error::ProcessingError;
+use edinode_proto::unwrap;
+
+pub struct Verifier;
+
+#[async_trait::async_trait]
+impl Actor for Verifier {
+    const NAME: &'static str = "verifier";
+    const QUEUE: &'static str = queues::VERIFIER;
+    type Input = Verify;
+
+    async fn handle(&self, cx: &NodeContext, input: Verify) -> Result<Vec<Out>, ActorError> {
+        let Verify { mut ctx, entity } = input;
+        let bytes = cx.load(&entity).await?;
+        let Some(partner) = cx.directory.partner(&ctx.request.as2_to, &ctx.request.as2_from) else {
+            return fail(ctx, &ProcessingError::Authentication("partner no longer configured".into()));
+        };
+        let certs = partner.verify_certs.clone();
+        let accepted = partner.policy.accepted_digests.clone();
+        let mic_alg = requested_mic_alg(&ctx);
+        let limits = cx.limits.mime;
+        let result = tokio::task::spawn_blocking(move || unwrap::verify(&bytes, &certs, mic_alg, &limits))
+            .await
+            .map_err(|e| ActorError::Transient(e.to_string()))?;
+        match result {
+            Ok(v) => {
+                if !accepted.is_empty() && !accepted.contains(&v.digest) {
+                    return fail(ctx, &ProcessingError::InsufficientSecurity(format!("signature digest {:?} is not accepted for this partner", v.digest)));
+                }
+                ctx.security.signer = Some(v.signer_thumbprint.clone());
+                if ctx.security.mic.is_none() {
+                    ctx.security.mic = Some(v.mic.clone());
+                }
+                ctx.security.depth += 1;
+                let blob = cx.blob(&ctx, &format!("layer{}", ctx.security.depth), v.inner).await?;
+                cx.status(&ctx.id, "verified", &format!("signer {}", v.signer_thumbprint)).await;
+                Ok(vec![next(ctx, blob)?])
+            }
+            Err(e) => fail(ctx, &e),
+        }
+    }
+}

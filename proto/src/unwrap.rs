@@ -1,0 +1,298 @@
+//! One unwrapping step at a time: classify the current MIME entity and open its layer.
+//!
+//! A sender may nest encryption, signing and compression in any order; each step takes the
+//! current entity (headers + body, as received or as produced by the previous step) and returns
+//! the next one. The actors decide where each step runs; this module only computes.
+
+use crate::alg::DigestAlg;
+use crate::cms::{self, CmsError, CmsKind};
+use crate::error::ProcessingError;
+use crate::mdn::Mic;
+use crate::mime::{self, Entity, MimeLimits};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+/// What the current entity is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// EnvelopedData or AuthEnvelopedData: decrypt it.
+    Decrypt,
+    /// multipart/signed, or opaque signed-data: verify it.
+    Verify,
+    /// CompressedData: decompress it.
+    Decompress,
+    /// No security layer left: this is the payload entity.
+    Payload,
+}
+
+fn is_pkcs7_mime(ct: &mime::ContentType) -> bool {
+    ct.is("application/pkcs7-mime") || ct.is("application/x-pkcs7-mime")
+}
+
+/// Classify an entity.
+pub fn classify(raw: &[u8], limits: &MimeLimits) -> Result<Step, ProcessingError> {
+    let e = Entity::parse(raw, limits)?;
+    let ct = e.content_type();
+    if ct.is("multipart/signed") {
+        return Ok(Step::Verify);
+    }
+    if is_pkcs7_mime(&ct) {
+        let smime = ct.param("smime-type").map(|s| s.to_ascii_lowercase());
+        match smime.as_deref() {
+            Some("enveloped-data") | Some("authenveloped-data") => return Ok(Step::Decrypt),
+            Some("compressed-data") => return Ok(Step::Decompress),
+            Some("signed-data") => return Ok(Step::Verify),
+            _ => {}
+        }
+        // No (or an unknown) smime-type: look at the CMS content type itself.
+        let der = e.decoded_body()?;
+        return match cms::kind(&der) {
+            Ok(CmsKind::Enveloped | CmsKind::AuthEnveloped) => Ok(Step::Decrypt),
+            Ok(CmsKind::Compressed) => Ok(Step::Decompress),
+            Ok(CmsKind::Signed) => Ok(Step::Verify),
+            Ok(other) => Err(ProcessingError::Unexpected(format!("unsupported CMS content {other:?}"))),
+            Err(err) => Err(ProcessingError::Unexpected(format!("a pkcs7-mime body that is not CMS: {err}"))),
+        };
+    }
+    Ok(Step::Payload)
+}
+
+/// Turn decrypted (or decompressed) content into the next entity. Some senders (Mendelson for
+/// unsigned messages) encrypt the bare payload rather than a MIME entity; that is wrapped in a
+/// minimal entity so the next steps see one shape.
+pub fn as_entity(content: Vec<u8>, limits: &MimeLimits) -> Vec<u8> {
+    if looks_like_entity(&content, limits) {
+        return content;
+    }
+    let mut out = b"Content-Type: application/octet-stream\r\n\r\n".to_vec();
+    out.extend_from_slice(&content);
+    out
+}
+
+fn looks_like_entity(content: &[u8], limits: &MimeLimits) -> bool {
+    let head = &content[..content.len().min(limits.max_header_bytes)];
+    let lower = String::from_utf8_lossy(&head[..head.len().min(64)]).to_ascii_lowercase();
+    if !(lower.starts_with("content-") || lower.starts_with("mime-version")) {
+        return false;
+    }
+    match Entity::parse(content, limits) {
+        Ok(e) => e.header("content-type").is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Decrypt an enveloped entity.
+pub fn decrypt(raw: &[u8], keys: &[(PKey<Private>, X509)], limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
+    let e = Entity::parse(raw, limits)?;
+    let der = e.decoded_body().map_err(|err| ProcessingError::Decryption(err.to_string()))?;
+    if keys.is_empty() {
+        return Err(ProcessingError::Decryption("no decryption key configured for this station".into()));
+    }
+    let plain = cms::decrypt(&der, keys).map_err(|err| ProcessingError::Decryption(err.to_string()))?;
+    Ok(as_entity(plain, limits))
+}
+
+/// Decompress a compressed entity; the output may not exceed `max_output` bytes.
+pub fn decompress(raw: &[u8], max_output: usize, limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
+    let e = Entity::parse(raw, limits)?;
+    let der = e.decoded_body().map_err(|err| ProcessingError::Decompression(err.to_string()))?;
+    let plain = cms::decompress(&der, max_output).map_err(|err| ProcessingError::Decompression(err.to_string()))?;
+    Ok(as_entity(plain, limits))
+}
+
+/// The result of a signature check.
+#[derive(Debug, Clone)]
+pub struct VerifiedEntity {
+    /// The signed content: the next entity.
+    pub inner: Vec<u8>,
+    pub digest: DigestAlg,
+    pub pss: bool,
+    /// SHA-1 thumbprint (hex) of the certificate that signed.
+    pub signer_thumbprint: String,
+    /// The MIC over the signed content with the requested algorithm (or the signature's).
+    pub mic: Mic,
+}
+
+fn cms_to_processing(err: CmsError) -> ProcessingError {
+    match err {
+        CmsError::SignatureInvalid(m) if m.to_ascii_lowercase().contains("digest") => ProcessingError::Integrity(m),
+        CmsError::SignatureInvalid(m) | CmsError::UnknownSigner(m) => ProcessingError::Authentication(m),
+        CmsError::Malformed(m) => ProcessingError::Authentication(format!("unreadable signature: {m}")),
+        other => ProcessingError::Authentication(other.to_string()),
+    }
+}
+
+/// Verify a signed entity against the partner's certificates and compute the MIC over the
+/// signed content as received (RFC 4130 7.3.1). `mic_alg` is the algorithm the MDN request
+/// asked for; None means the signature's own digest.
+pub fn verify(raw: &[u8], trusted: &[X509], mic_alg: Option<DigestAlg>, limits: &MimeLimits) -> Result<VerifiedEntity, ProcessingError> {
+    let e = Entity::parse(raw, limits)?;
+    let ct = e.content_type();
+    if trusted.is_empty() {
+        return Err(ProcessingError::Authentication("no verification certificate configured for this partner".into()));
+    }
+    let (inner, verified) = if ct.is("multipart/signed") {
+        let boundary = ct.param("boundary").unwrap_or("");
+        let parts = mime::split_multipart(e.body, boundary, limits)
+            .map_err(|err| ProcessingError::Authentication(format!("unreadable multipart/signed: {err}")))?;
+        if parts.len() != 2 {
+            return Err(ProcessingError::Authentication(format!("multipart/signed with {} parts instead of 2", parts.len())));
+        }
+        let sig_entity = Entity::parse(parts[1], limits)?;
+        let sig_ct = sig_entity.content_type();
+        if !(sig_ct.is("application/pkcs7-signature") || sig_ct.is("application/x-pkcs7-signature")) {
+            return Err(ProcessingError::Authentication(format!("unsupported signature type {}", sig_ct.mime)));
+        }
+        let sig = sig_entity.decoded_body().map_err(|err| ProcessingError::Authentication(err.to_string()))?;
+        verify_with_line_end_tolerance(&sig, parts[0], trusted, limits)?
+    } else {
+        let der = e.decoded_body().map_err(|err| ProcessingError::Authentication(err.to_string()))?;
+        let (content, v) = cms::verify_embedded(&der, trusted).map_err(cms_to_processing)?;
+        (content, v)
+    };
+    let alg = mic_alg.unwrap_or(verified.digest);
+    let mic = compute_mic(&inner, alg);
+    let thumb = verified.signer.digest(openssl::hash::MessageDigest::sha1()).map(|d| hex::encode(d)).unwrap_or_default();
+    Ok(VerifiedEntity {
+        inner: as_entity(inner, limits),
+        digest: verified.digest,
+        pss: verified.padding == crate::alg::SignaturePadding::Pss,
+        signer_thumbprint: thumb,
+        mic,
+    })
+}
+
+/// Verify over the bytes as received; when that fails on the digest only, try the two forms a
+/// store-and-forward hop may have turned CRLF into LF in: headers restored to CRLF (what the
+/// sender signs for a binary part), then everything in CRLF. The content (and so the MIC) is
+/// the form that verified.
+fn verify_with_line_end_tolerance(sig: &[u8], signed: &[u8], trusted: &[X509], limits: &MimeLimits) -> Result<(Vec<u8>, cms::Verified), ProcessingError> {
+    let first = match cms::verify_detached(sig, signed, trusted) {
+        Ok(v) => return Ok((signed.to_vec(), v)),
+        Err(e) => e,
+    };
+    let digest_only = matches!(&first, CmsError::SignatureInvalid(_));
+    let has_bare_lf = signed.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') || signed.first() == Some(&b'\n');
+    if digest_only && has_bare_lf {
+        let mut candidates = Vec::new();
+        if let Ok(e) = Entity::parse(signed, limits) {
+            let head_len = signed.len() - e.body.len();
+            let mut c = mime::canonicalize_crlf(&signed[..head_len]);
+            c.extend_from_slice(e.body);
+            candidates.push(c);
+        }
+        candidates.push(mime::canonicalize_crlf(signed));
+        for c in candidates {
+            if let Ok(v) = cms::verify_detached(sig, &c, trusted) {
+                return Ok((c, v));
+            }
+        }
+    }
+    Err(cms_to_processing(first))
+}
+
+/// A MIC over exactly these bytes.
+pub fn compute_mic(bytes: &[u8], alg: DigestAlg) -> Mic {
+    use base64::Engine;
+    let digest = openssl::hash::hash(alg.message_digest(), bytes)
+        .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+        .unwrap_or_default();
+    Mic { digest, alg }
+}
+
+/// The MIC of an unsigned message: over the payload entity, with text canonicalized to CRLF
+/// unless the partner is configured to treat everything as binary.
+pub fn unsigned_mic(entity: &[u8], alg: DigestAlg, binary: bool, limits: &MimeLimits) -> Mic {
+    let is_text = Entity::parse(entity, limits).map(|e| e.content_type().mime.starts_with("text/")).unwrap_or(false);
+    if is_text && !binary {
+        compute_mic(&mime::canonicalize_crlf(entity), alg)
+    } else {
+        compute_mic(entity, alg)
+    }
+}
+
+/// One delivered document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// Split the payload entity into documents: one, or each part of a multipart/related.
+pub fn documents(raw: &[u8], limits: &MimeLimits) -> Result<Vec<Document>, ProcessingError> {
+    let e = Entity::parse(raw, limits)?;
+    let ct = e.content_type();
+    if ct.is("multipart/related") || ct.is("multipart/mixed") {
+        let parts = mime::split_multipart(e.body, ct.param("boundary").unwrap_or(""), limits)?;
+        let mut docs = Vec::with_capacity(parts.len());
+        for p in parts {
+            let pe = Entity::parse(p, limits)?;
+            if pe.content_type().mime.starts_with("multipart/") {
+                return Err(ProcessingError::Unexpected("nested multipart inside multipart/related".into()));
+            }
+            docs.push(Document { filename: pe.filename(), content_type: pe.content_type().mime, data: pe.decoded_body()? });
+        }
+        if docs.is_empty() {
+            return Err(ProcessingError::Unexpected("multipart/related without documents".into()));
+        }
+        return Ok(docs);
+    }
+    if ct.mime.starts_with("multipart/") && !ct.is("multipart/report") {
+        return Err(ProcessingError::Unexpected(format!("unsupported payload type {}", ct.mime)));
+    }
+    Ok(vec![Document { filename: e.filename(), content_type: ct.mime.clone(), data: e.decoded_body()? }])
+}
+
+/// Build the first entity from the HTTP request: its content headers and the body as received.
+pub fn entity_from_http(headers: &[mime::Header], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 256);
+    for h in headers {
+        let n = h.name.to_ascii_lowercase();
+        if n == "content-type" || n == "content-transfer-encoding" || n == "content-disposition" {
+            out.extend_from_slice(h.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_layers_by_content_type() {
+        let l = MimeLimits::default();
+        assert_eq!(classify(b"Content-Type: multipart/signed; boundary=x\r\n\r\n", &l).unwrap(), Step::Verify);
+        assert_eq!(classify(b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nx", &l).unwrap(), Step::Decrypt);
+        assert_eq!(classify(b"Content-Type: application/x-pkcs7-mime; smime-type=compressed-data\r\n\r\nx", &l).unwrap(), Step::Decompress);
+        assert_eq!(classify(b"Content-Type: application/edi-x12\r\n\r\nISA", &l).unwrap(), Step::Payload);
+        // pkcs7-mime without smime-type and garbage inside: an error, never a payload.
+        assert!(classify(b"Content-Type: application/pkcs7-mime\r\n\r\ngarbage", &l).is_err());
+    }
+
+    #[test]
+    fn bare_content_is_wrapped() {
+        let l = MimeLimits::default();
+        let e = as_entity(b"UNA:+.? 'UNB+UNOC".to_vec(), &l);
+        assert!(e.starts_with(b"Content-Type: application/octet-stream\r\n\r\nUNA"));
+        let e2 = as_entity(b"Content-Type: text/plain\r\n\r\nhi".to_vec(), &l);
+        assert_eq!(e2, b"Content-Type: text/plain\r\n\r\nhi");
+    }
+
+    #[test]
+    fn multiple_attachments_become_documents() {
+        let raw = b"Content-Type: multipart/related; boundary=\"B\"; type=\"application/edi-x12\"\r\n\r\n--B\r\nContent-Type: application/edi-x12\r\nContent-Disposition: attachment; filename=\"a.edi\"\r\n\r\nAAA\r\n--B\r\nContent-Type: application/xml\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=b.xml\r\n\r\nPHg+PC94Pg==\r\n--B--\r\n";
+        let docs = documents(raw, &MimeLimits::default()).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].filename.as_deref(), Some("a.edi"));
+        assert_eq!(docs[0].data, b"AAA");
+        assert_eq!(docs[1].filename.as_deref(), Some("b.xml"));
+        assert_eq!(docs[1].data, b"<x></x>");
+    }
+}

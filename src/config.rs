@@ -1,0 +1,315 @@
+//! Configuration: config/default.toml (built in), an optional file, then EDINODE__* variables.
+//! Loading resolves key and certificate files into a [`Directory`]; every failure names the
+//! file, the key and the reason.
+
+use edinode_proto::alg::{ContentCipher, DigestAlg, MicSpelling, SignaturePadding};
+use edinode_proto::profile::{Directory, Partner, Policy, Station};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub node: NodeSettings,
+    pub http: HttpSettings,
+    pub rabbitmq: RabbitSettings,
+    pub redis: RedisSettings,
+    pub limits: LimitSettings,
+    pub spool: SpoolSettings,
+    pub mdn: MdnSettings,
+    #[serde(default)]
+    pub stations: BTreeMap<String, StationConfig>,
+    #[serde(default)]
+    pub partners: BTreeMap<String, PartnerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Node id; empty means host name and process id.
+    pub id: String,
+    /// Working data directory.
+    pub data_dir: PathBuf,
+    /// Inbox root for delivered documents.
+    pub inbox: PathBuf,
+    /// "all" or a comma-separated list of actor names.
+    pub actors: String,
+    /// Reporting-UA in MDNs.
+    pub reporting_ua: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address of the partner-facing listener.
+    pub listen: String,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Synchronous MDN timeout.
+    pub sync_mdn_timeout_secs: u64,
+    /// HTTP worker threads.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitSettings {
+    /// AMQP URL; empty for the embedded mode.
+    pub url: String,
+    /// Unacknowledged deliveries per actor.
+    pub prefetch: u16,
+    /// Attempts before dead-lettering.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt.
+    pub retry_base_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Redis URL; empty for the embedded state.
+    pub url: String,
+    /// Key prefix.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_header_bytes: usize,
+    pub max_mime_depth: u8,
+    pub max_decompressed_bytes: usize,
+    pub inline_threshold_bytes: usize,
+    pub duplicate_retention_days: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// fsync each spooled message.
+    pub fsync: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdnSettings {
+    /// Attempts to POST an asynchronous MDN.
+    pub async_post_attempts: u32,
+}
+
+/// A key pair given as PEM files (key and cert may be the same file) or as PKCS#12.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPairConfig {
+    pub key: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub pkcs12: Option<PathBuf>,
+    /// Password of the PKCS#12 file or of an encrypted PEM key.
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    /// Our AS2 id.
+    pub as2_id: String,
+    /// Key and certificate we sign MDNs (and messages) with.
+    pub signing: KeyPairConfig,
+    /// Decryption key pairs; default: the signing pair.
+    #[serde(default)]
+    pub decryption: Vec<KeyPairConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub require_signed: bool,
+    pub require_encrypted: bool,
+    /// Accepted signature digests (any spelling); empty accepts all.
+    pub accepted_digests: Vec<String>,
+    pub accepted_ciphers: Vec<String>,
+    /// rfc5751 (default), compact or hyphenated.
+    pub mic_spelling: Option<MicSpelling>,
+    /// Treat every payload as binary for unsigned MICs.
+    pub binary_mic: bool,
+    /// Sign MDNs with RSASSA-PSS.
+    pub pss: bool,
+    /// Add the RFC 6211 algorithm-protection attribute (off: IBM Sterling rejects it).
+    pub algorithm_protection: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    pub as2_id: String,
+    /// Name of the station (a key of [stations]) this partner talks to.
+    pub station: String,
+    /// Certificates that verify the partner's signatures (several during rollover).
+    #[serde(default)]
+    pub verify_certs: Vec<PathBuf>,
+    pub encryption_cert: Option<PathBuf>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub test: bool,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// A configuration error naming where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {key}: {reason}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub key: String,
+    pub reason: String,
+}
+
+fn err(src: &str, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError { source_name: src.to_string(), key: key.into(), reason: reason.into() }
+}
+
+/// Load settings from the defaults, an optional file and the environment.
+pub fn load(file: Option<&Path>) -> Result<(Settings, String), ConfigError> {
+    let src = file.map(|f| f.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+    let mut b = config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+    if let Some(f) = file {
+        if !f.exists() {
+            return Err(err(&src, "--config", "file not found"));
+        }
+        b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
+    }
+    b = b.add_source(config::Environment::with_prefix("EDINODE").separator("__").try_parsing(true));
+    let c = b.build().map_err(|e| err(&src, "(syntax)", e.to_string()))?;
+    let s: Settings = c.try_deserialize().map_err(|e| err(&src, "(settings)", e.to_string()))?;
+    Ok((s, src))
+}
+
+fn read(src: &str, key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| err(src, key, format!("cannot read {}: {e}", path.display())))
+}
+
+fn load_cert(src: &str, key: &str, path: &Path) -> Result<X509, ConfigError> {
+    let b = read(src, key, path)?;
+    X509::from_pem(&b).or_else(|_| X509::from_der(&b)).map_err(|e| err(src, key, format!("{} is not a PEM or DER certificate: {e}", path.display())))
+}
+
+fn load_pair(src: &str, key: &str, kp: &KeyPairConfig) -> Result<(PKey<Private>, X509), ConfigError> {
+    if let Some(p12) = &kp.pkcs12 {
+        let b = read(src, key, p12)?;
+        let pass = kp.password.clone().unwrap_or_default();
+        let parsed = openssl::pkcs12::Pkcs12::from_der(&b)
+            .and_then(|p| p.parse2(&pass))
+            .map_err(|e| err(src, format!("{key}.pkcs12"), format!("cannot open {}: {e} (wrong password, or RC2 encryption OpenSSL 3 refuses)", p12.display())))?;
+        let (Some(k), Some(c)) = (parsed.pkey, parsed.cert) else {
+            return Err(err(src, format!("{key}.pkcs12"), "needs both a private key and a certificate"));
+        };
+        return Ok((k, c));
+    }
+    let (Some(kpath), Some(cpath)) = (&kp.key, kp.cert.as_ref().or(kp.key.as_ref())) else {
+        return Err(err(src, key, "needs `key` and `cert` (PEM) or `pkcs12`"));
+    };
+    let kb = read(src, &format!("{key}.key"), kpath)?;
+    let k = match &kp.password {
+        Some(p) => PKey::private_key_from_pem_passphrase(&kb, p.as_bytes()),
+        None => PKey::private_key_from_pem(&kb),
+    }
+    .map_err(|e| err(src, format!("{key}.key"), format!("{} holds no usable private key: {e}", kpath.display())))?;
+    let c = load_cert(src, &format!("{key}.cert"), cpath)?;
+    if !c.public_key().map(|pk| pk.public_eq(&k)).unwrap_or(false) {
+        return Err(err(src, key, "the certificate does not match the private key"));
+    }
+    Ok((k, c))
+}
+
+fn digests(src: &str, key: &str, names: &[String]) -> Result<Vec<DigestAlg>, ConfigError> {
+    names.iter().map(|n| DigestAlg::parse(n).ok_or_else(|| err(src, key, format!("unknown digest {n}")))).collect()
+}
+
+/// Resolve stations and partners into a directory of loaded keys.
+pub fn directory(s: &Settings, src: &str) -> Result<Directory, ConfigError> {
+    let mut d = Directory::default();
+    for (name, st) in &s.stations {
+        let key = format!("stations.{name}");
+        if edinode_proto::headers::parse_as2_name(&st.as2_id).as_deref() != Some(st.as2_id.as_str()) {
+            return Err(err(src, format!("{key}.as2_id"), "must be 1 to 128 printable ASCII characters"));
+        }
+        let (sk, sc) = load_pair(src, &format!("{key}.signing"), &st.signing)?;
+        let mut decryption = Vec::new();
+        for (i, kp) in st.decryption.iter().enumerate() {
+            decryption.push(load_pair(src, &format!("{key}.decryption[{i}]"), kp)?);
+        }
+        if decryption.is_empty() {
+            decryption.push((sk.clone(), sc.clone()));
+        }
+        d.stations.insert(name.clone(), Station { name: name.clone(), as2_id: st.as2_id.clone(), signing_key: sk, signing_cert: sc, decryption });
+    }
+    for (name, p) in &s.partners {
+        let key = format!("partners.{name}");
+        let Some(station) = s.stations.get(&p.station) else {
+            return Err(err(src, format!("{key}.station"), format!("no station named {}", p.station)));
+        };
+        if edinode_proto::headers::parse_as2_name(&p.as2_id).as_deref() != Some(p.as2_id.as_str()) {
+            return Err(err(src, format!("{key}.as2_id"), "must be 1 to 128 printable ASCII characters"));
+        }
+        let mut verify_certs = Vec::new();
+        for (i, c) in p.verify_certs.iter().enumerate() {
+            verify_certs.push(load_cert(src, &format!("{key}.verify_certs[{i}]"), c)?);
+        }
+        let encryption_cert = match &p.encryption_cert {
+            Some(c) => Some(load_cert(src, &format!("{key}.encryption_cert"), c)?),
+            None => None,
+        };
+        let pc = &p.policy;
+        let accepted_ciphers = pc
+            .accepted_ciphers
+            .iter()
+            .map(|n| ContentCipher::parse(n).ok_or_else(|| err(src, format!("{key}.policy.accepted_ciphers"), format!("unknown cipher {n}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = Policy {
+            require_signed: pc.require_signed,
+            require_encrypted: pc.require_encrypted,
+            accepted_digests: digests(src, &format!("{key}.policy.accepted_digests"), &pc.accepted_digests)?,
+            accepted_ciphers,
+            mic_spelling: pc.mic_spelling.unwrap_or_default(),
+            binary_mic: pc.binary_mic,
+            mdn_padding: if pc.pss { SignaturePadding::Pss } else { SignaturePadding::Pkcs1v15 },
+            algorithm_protection: pc.algorithm_protection,
+        };
+        if policy.require_signed && verify_certs.is_empty() {
+            return Err(err(src, format!("{key}.verify_certs"), "require_signed needs at least one certificate"));
+        }
+        let partner = Partner {
+            name: name.clone(),
+            as2_id: p.as2_id.clone(),
+            station: p.station.clone(),
+            verify_certs,
+            encryption_cert,
+            url: p.url.clone(),
+            policy,
+            test: p.test,
+        };
+        let k = (station.as2_id.clone(), p.as2_id.clone());
+        if d.partners.insert(k, partner).is_some() {
+            return Err(err(src, format!("{key}.as2_id"), "another partner has the same AS2 id for this station"));
+        }
+    }
+    Ok(d)
+}
+
+pub const ACTORS: &[&str] = &["http_receiver", "mime_unwrapper", "decryptor", "verifier", "mdn_sender", "deliverer"];
+
+/// Parse the actor selection.
+pub fn actors(spec: &str) -> Result<Vec<String>, String> {
+    if spec.trim() == "all" || spec.trim().is_empty() {
+        return Ok(ACTORS.iter().map(|s| s.to_string()).collect());
+    }
+    spec.split(',')
+        .map(|a| a.trim().to_string())
+        .map(|a| if ACTORS.contains(&a.as_str()) { Ok(a) } else { Err(format!("unknown actor {a} (known: {})", ACTORS.join(", "))) })
+        .collect()
+}

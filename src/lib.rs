@@ -1,0 +1,16 @@
+//! The edinode node: CLI, configuration, transport (RabbitMQ and embedded), storage adapters and
+//! the wiring of actors.
+//!
+//! - [`config`]: settings and the directory of stations and partners.
+//! - [`transport`]: durable queues (RabbitMQ or the embedded spool) and reply routing.
+//! - [`storage`]: blob store and state store adapters (Redis or local).
+//! - [`runner`]: runs an actor on its queue: ack after outputs are durable, retries, dead letters.
+//! - [`http`]: the partner-facing listener.
+//! - [`node`]: wiring.
+
+pub mod config;
+pub mod http;
+pub mod node;
+pub mod runner;
+pub mod storage;
+pub mod transport;

@@ -1,0 +1,141 @@
+//! Wiring: builds the NodeContext from settings, picks the transport and state store (RabbitMQ
+//! and Redis, or the embedded spool and local state), starts the selected actors and the HTTP
+//! listener.
+
+use crate::config::{self, Settings};
+use crate::http::{self, HttpState, Waiters};
+use crate::runner::{self, RetryPolicy};
+use crate::storage::{FsBlobStore, LocalState, RedisState};
+use crate::transport::{local::LocalTransport, rabbit::RabbitTransport, Transport};
+use actix_web::{web, App, HttpServer};
+use edinode_actors::{Limits, NodeContext, StateStore};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A started node.
+pub struct Node {
+    pub cx: NodeContext,
+    pub transport: Arc<dyn Transport>,
+    pub settings: Settings,
+}
+
+fn node_id(s: &Settings) -> String {
+    if !s.node.id.is_empty() {
+        return s.node.id.clone();
+    }
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "edinode".into());
+    format!("{}-{}", host, std::process::id())
+}
+
+pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
+    let directory = config::directory(&settings, src)?;
+    let data = settings.node.data_dir.clone();
+    let blobs = Arc::new(FsBlobStore::new(&data.join("blobs"))?);
+    let state: Arc<dyn StateStore> = if settings.redis.url.is_empty() {
+        Arc::new(LocalState::open(&data.join("state.jsonl"))?)
+    } else {
+        Arc::new(RedisState::connect(&settings.redis.url, &settings.redis.prefix).await?)
+    };
+    let transport: Arc<dyn Transport> = if settings.rabbitmq.url.is_empty() {
+        Arc::new(LocalTransport::open(&data.join("spool"), settings.spool.fsync)?)
+    } else {
+        Arc::new(RabbitTransport::connect(&settings.rabbitmq.url).await?)
+    };
+    let l = &settings.limits;
+    let limits = Limits {
+        mime: edinode_proto::mime::MimeLimits { max_header_bytes: l.max_header_bytes, ..Default::default() },
+        max_depth: l.max_mime_depth,
+        max_decompressed: l.max_decompressed_bytes,
+        inline_threshold: l.inline_threshold_bytes,
+        duplicate_ttl_secs: l.duplicate_retention_days * 24 * 3600,
+    };
+    let cx = NodeContext {
+        node_id: node_id(&settings),
+        directory: Arc::new(directory),
+        blobs,
+        state,
+        limits,
+        http: reqwest::Client::builder().build()?,
+        inbox: settings.node.inbox.clone(),
+        reporting_ua: settings.node.reporting_ua.clone(),
+        mdn_post_attempts: settings.mdn.async_post_attempts,
+    };
+    Ok(Node { cx, transport, settings })
+}
+
+impl Node {
+    /// Start the selected actors; returns once they consume. Then serve HTTP if selected.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let actors = config::actors(&self.settings.node.actors).map_err(anyhow::Error::msg)?;
+        let retry = RetryPolicy { max_attempts: self.settings.rabbitmq.max_attempts.max(1), base: Duration::from_millis(self.settings.rabbitmq.retry_base_ms) };
+        let prefetch = self.settings.rabbitmq.prefetch;
+        let has = |n: &str| actors.iter().any(|a| a == n);
+        // Open every consumer first (the embedded spool replays here), then start processing.
+        let mut pending = Vec::new();
+        macro_rules! consumer {
+            ($name:literal, $actor:expr, $ty:ty) => {
+                if has($name) {
+                    let rx = self.transport.consume(<$ty as Actor>::QUEUE, prefetch).await?;
+                    pending.push(Box::new({
+                        let (cx, t, retry) = (self.cx.clone(), self.transport.clone(), retry.clone());
+                        let conc = usize::from(prefetch);
+                        move || runner::spawn($actor, cx, t, rx, conc, retry)
+                    }) as Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>);
+                }
+            };
+        }
+        use edinode_actors::*;
+        consumer!("mime_unwrapper", mime_unwrapper::MimeUnwrapper, mime_unwrapper::MimeUnwrapper);
+        consumer!("decryptor", decryptor::Decryptor, decryptor::Decryptor);
+        consumer!("verifier", verifier::Verifier, verifier::Verifier);
+        consumer!("mdn_sender", mdn_sender::MdnSender, mdn_sender::MdnSender);
+        consumer!("deliverer", deliverer::Deliverer, deliverer::Deliverer);
+        let handles: Vec<_> = pending.into_iter().map(|f| f()).collect();
+        tracing::info!(message = "Node started.", node = %self.cx.node_id, actors = %actors.join(","), mode = if self.settings.rabbitmq.url.is_empty() { "embedded" } else { "rabbitmq" });
+        if has("http_receiver") {
+            self.serve_http().await?;
+        } else {
+            futures::future::join_all(handles).await;
+        }
+        Ok(())
+    }
+
+    async fn serve_http(&self) -> anyhow::Result<()> {
+        let (reply_queue, mut replies) = self.transport.reply_queue(&self.cx.node_id).await?;
+        let waiters = Arc::new(Waiters::default());
+        let w2 = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(b) = replies.recv().await {
+                match edinode_proto::envelope::decode(&b) {
+                    Ok(r) => w2.complete(r),
+                    Err(error) => tracing::warn!(message = "Undecodable reply.", %error),
+                }
+            }
+        });
+        let state = web::Data::new(HttpState {
+            cx: self.cx.clone(),
+            transport: self.transport.clone(),
+            waiters,
+            reply_queue,
+            sync_timeout: Duration::from_secs(self.settings.http.sync_mdn_timeout_secs),
+        });
+        let max_body = self.settings.http.max_body_bytes;
+        let listen = self.settings.http.listen.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .route("/as2", web::post().to(http::as2))
+                .route("/healthz", web::get().to(http::healthz))
+        })
+        .workers(self.settings.http.workers.max(1))
+        .max_connection_rate(1024)
+        .bind(&listen)?;
+        for a in server.addrs() {
+            // Tests and scripts read this line to find the port when listening on :0.
+            println!("edinode listening on http://{a}");
+        }
+        server.run().await?;
+        Ok(())
+    }
+}

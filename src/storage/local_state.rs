@@ -1,0 +1,92 @@
+//! State for the embedded mode: in memory, persisted to an append-only JSON-lines file that is
+//! replayed on start (so duplicates are still recognised after kill -9). One process only.
+
+use edinode_actors::{Claim, StateStore};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Inner {
+    keys: HashMap<String, (String, i64)>,
+    status: HashMap<String, Vec<(i64, String, String)>>,
+}
+
+pub struct LocalState {
+    inner: Mutex<Inner>,
+    log: Mutex<std::fs::File>,
+}
+
+impl LocalState {
+    pub fn open(path: &Path) -> anyhow::Result<LocalState> {
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        let mut inner = Inner::default();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let now = crate::storage::now_ms();
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+                match v["t"].as_str() {
+                    Some("k") => {
+                        let exp = v["exp"].as_i64().unwrap_or(0);
+                        if exp > now {
+                            let k = v["k"].as_str().unwrap_or("").to_string();
+                            inner.keys.entry(k).or_insert((v["v"].as_str().unwrap_or("").to_string(), exp));
+                        }
+                    }
+                    Some("s") => inner.status.entry(v["id"].as_str().unwrap_or("").to_string()).or_default().push((
+                        v["at"].as_i64().unwrap_or(0),
+                        v["status"].as_str().unwrap_or("").to_string(),
+                        v["detail"].as_str().unwrap_or("").to_string(),
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(LocalState { inner: Mutex::new(inner), log: Mutex::new(log) })
+    }
+
+    fn append(&self, v: serde_json::Value) -> Result<(), String> {
+        let mut f = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut line = v.to_string();
+        line.push('\n');
+        f.write_all(line.as_bytes()).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for LocalState {
+    async fn claim(&self, key: &str, id: &str, ttl_secs: u64) -> Result<Claim, String> {
+        let stored = self.set_once(key, id, ttl_secs).await?;
+        Ok(if stored == id { Claim::New } else { Claim::Duplicate { first: stored } })
+    }
+
+    async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), String> {
+        let at = crate::storage::now_ms();
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).status.entry(id.to_string()).or_default().push((at, status.to_string(), detail.to_string()));
+        self.append(serde_json::json!({"t": "s", "id": id, "at": at, "status": status, "detail": detail}))
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String> {
+        Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).status.get(id).cloned().unwrap_or_default())
+    }
+
+    async fn set_once(&self, key: &str, value: &str, ttl_secs: u64) -> Result<String, String> {
+        let now = crate::storage::now_ms();
+        let exp = now + (ttl_secs as i64) * 1000;
+        {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((v, e)) = g.keys.get(key) {
+                if *e > now {
+                    return Ok(v.clone());
+                }
+            }
+            g.keys.insert(key.to_string(), (value.to_string(), exp));
+        }
+        self.append(serde_json::json!({"t": "k", "k": key, "v": value, "exp": exp}))?;
+        Ok(value.to_string())
+    }
+}

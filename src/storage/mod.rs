@@ -1,0 +1,70 @@
+//! Storage adapters: [`FsBlobStore`] (raw requests and large bodies in a directory shared by the
+//! nodes), [`RedisState`] (duplicates, status, claims in Redis) and [`LocalState`] (the same in
+//! one process, persisted to an append-only file, for the embedded mode).
+
+mod local_state;
+mod redis_state;
+
+pub use local_state::LocalState;
+pub use redis_state::RedisState;
+
+use edinode_actors::BlobStore;
+use std::path::{Path, PathBuf};
+
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    pub fn new(root: &Path) -> std::io::Result<FsBlobStore> {
+        std::fs::create_dir_all(root)?;
+        Ok(FsBlobStore { root: root.to_path_buf() })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, String> {
+        if key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(format!("invalid blob key {key}"));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put(&self, key: &str, data: &[u8]) -> Result<(), String> {
+        let path = self.path(key)?;
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| e.to_string())?;
+        }
+        let tmp = path.with_extension("tmp");
+        tokio::fs::write(&tmp, data).await.map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+        let path = self.path(key)?;
+        tokio::fs::read(&path).await.map_err(|e| format!("read {}: {e}", path.display()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), String> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

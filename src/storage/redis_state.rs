@@ -1,0 +1,86 @@
+//! Shared state in Redis: duplicate claims (`SET NX EX`), status history lists, name claims.
+
+use edinode_actors::{Claim, StateStore};
+use redis::AsyncCommands;
+
+const STATUS_TTL_SECS: i64 = 30 * 24 * 3600;
+
+pub struct RedisState {
+    conn: redis::aio::ConnectionManager,
+    prefix: String,
+}
+
+impl RedisState {
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisState> {
+        let client = redis::Client::open(url)?;
+        let conn = redis::aio::ConnectionManager::new(client).await?;
+        Ok(RedisState { conn, prefix: prefix.to_string() })
+    }
+
+    fn key(&self, k: &str) -> String {
+        format!("{}{}", self.prefix, k)
+    }
+
+    pub async fn ping(&self) -> bool {
+        let mut c = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for RedisState {
+    async fn claim(&self, key: &str, id: &str, ttl_secs: u64) -> Result<Claim, String> {
+        let stored = self.set_once(key, id, ttl_secs).await?;
+        Ok(if stored == id { Claim::New } else { Claim::Duplicate { first: stored } })
+    }
+
+    async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        let entry = serde_json::json!({"at": crate::storage::now_ms(), "status": status, "detail": detail}).to_string();
+        let k = self.key(&format!("status:{id}"));
+        redis::pipe()
+            .rpush(&k, entry)
+            .expire(&k, STATUS_TTL_SECS)
+            .hset(self.key(&format!("msg:{id}")), "status", status)
+            .expire(self.key(&format!("msg:{id}")), STATUS_TTL_SECS)
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String> {
+        let mut c = self.conn.clone();
+        let items: Vec<String> = c.lrange(self.key(&format!("status:{id}")), 0, -1).await.map_err(|e| e.to_string())?;
+        Ok(items
+            .iter()
+            .filter_map(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .map(|v| {
+                (
+                    v["at"].as_i64().unwrap_or(0),
+                    v["status"].as_str().unwrap_or("").to_string(),
+                    v["detail"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect())
+    }
+
+    async fn set_once(&self, key: &str, value: &str, ttl_secs: u64) -> Result<String, String> {
+        let mut c = self.conn.clone();
+        let k = self.key(key);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&k)
+            .arg(value)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
+        if set.is_some() {
+            return Ok(value.to_string());
+        }
+        let existing: Option<String> = c.get(&k).await.map_err(|e| e.to_string())?;
+        Ok(existing.unwrap_or_else(|| value.to_string()))
+    }
+}
+

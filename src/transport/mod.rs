@@ -1,0 +1,51 @@
+//! Transport: durable work queues between actors, reply routing for synchronous MDNs, and the
+//! exchange for the enterprise bus. Two implementations: [`rabbit::RabbitTransport`] (RabbitMQ,
+//! for any number of nodes) and [`local::LocalTransport`] (embedded: a spool directory, one node).
+
+pub mod local;
+pub mod rabbit;
+
+use tokio::sync::mpsc;
+
+/// A received work item; it must be acknowledged (done) or rejected (requeue).
+pub struct Delivery {
+    pub body: Vec<u8>,
+    /// How many times it was already retried.
+    pub attempt: u32,
+    pub trace: Vec<(String, String)>,
+    pub acker: Box<dyn Acker>,
+}
+
+#[async_trait::async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(self: Box<Self>) -> anyhow::Result<()>;
+    async fn requeue(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// A message to publish.
+pub struct Publish<'a> {
+    pub queue: &'a str,
+    pub body: &'a [u8],
+    pub attempt: u32,
+    /// Why it is being dead-lettered, for the dead-letter queue.
+    pub reason: Option<&'a str>,
+    pub origin: Option<&'a str>,
+}
+
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync {
+    /// Publish durably; returns once the broker (or disk) has it.
+    async fn publish(&self, p: Publish<'_>) -> anyhow::Result<()>;
+    /// Send a synchronous reply to a node's reply queue.
+    async fn reply(&self, queue: &str, body: &[u8]) -> anyhow::Result<()>;
+    /// Publish on an exchange for consumers outside edinode.
+    async fn publish_exchange(&self, exchange: &str, routing_key: &str, headers: &[(String, String)], body: &[u8]) -> anyhow::Result<()>;
+    /// Consume a work queue, at most `prefetch` unacknowledged at a time.
+    async fn consume(&self, queue: &str, prefetch: u16) -> anyhow::Result<mpsc::Receiver<Delivery>>;
+    /// This node's reply queue and the replies arriving on it.
+    async fn reply_queue(&self, node_id: &str) -> anyhow::Result<(String, mpsc::Receiver<Vec<u8>>)>;
+    /// Messages waiting in a queue, when the transport can tell.
+    async fn depth(&self, queue: &str) -> Option<u64>;
+    /// True when the broker answers.
+    async fn ready(&self) -> bool;
+}

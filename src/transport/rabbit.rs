@@ -1,0 +1,269 @@
+//! RabbitMQ transport (lapin): durable queues, persistent messages, publisher confirms, a
+//! dead-letter queue, per-node reply queues, and reconnection after a broker restart.
+
+use super::{Acker, Delivery, Publish, Transport};
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex};
+
+pub const ATTEMPT_HEADER: &str = "x-edinode-attempt";
+
+pub struct RabbitTransport {
+    url: String,
+    publisher: Mutex<Option<(Connection, Channel)>>,
+    declared: Mutex<std::collections::HashSet<String>>,
+}
+
+struct RabbitAcker {
+    delivery: lapin::message::Delivery,
+}
+
+#[async_trait::async_trait]
+impl Acker for RabbitAcker {
+    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+        self.delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+    async fn requeue(self: Box<Self>) -> anyhow::Result<()> {
+        self.delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await?;
+        Ok(())
+    }
+}
+
+fn str_header(t: &FieldTable, name: &str) -> Option<String> {
+    match t.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+fn int_header(t: &FieldTable, name: &str) -> Option<u32> {
+    match t.inner().get(name)? {
+        AMQPValue::LongUInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortShortUInt(v) => Some(u32::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
+        _ => None,
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<Connection> {
+    let props = ConnectionProperties::default().with_connection_name("edinode".into());
+    Ok(Connection::connect(url, props).await?)
+}
+
+async fn declare_queue(ch: &Channel, name: &str) -> anyhow::Result<()> {
+    ch.queue_declare(name.into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
+    Ok(())
+}
+
+impl RabbitTransport {
+    pub async fn connect(url: &str) -> anyhow::Result<RabbitTransport> {
+        let t = RabbitTransport { url: url.to_string(), publisher: Mutex::new(None), declared: Mutex::new(Default::default()) };
+        t.channel().await?;
+        Ok(t)
+    }
+
+    /// The publishing channel (confirm mode), reconnecting if the broker went away.
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        let mut g = self.publisher.lock().await;
+        if let Some((conn, ch)) = g.as_ref() {
+            if conn.status().connected() && ch.status().connected() {
+                return Ok(ch.clone());
+            }
+        }
+        *g = None;
+        self.declared.lock().await.clear();
+        let conn = connect(&self.url).await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        ch.exchange_declare(
+            edinode_actors::queues::INBOUND_EXCHANGE.into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+        *g = Some((conn, ch.clone()));
+        Ok(ch)
+    }
+
+    async fn ensure_queue(&self, ch: &Channel, name: &str) -> anyhow::Result<()> {
+        if self.declared.lock().await.contains(name) {
+            return Ok(());
+        }
+        declare_queue(ch, name).await?;
+        self.declared.lock().await.insert(name.to_string());
+        Ok(())
+    }
+
+    async fn publish_once(&self, exchange: &str, rk: &str, body: &[u8], props: BasicProperties, durable_queue: bool) -> anyhow::Result<()> {
+        let ch = self.channel().await?;
+        if durable_queue {
+            self.ensure_queue(&ch, rk).await?;
+        }
+        let confirm = ch
+            .basic_publish(exchange.into(), rk.into(), BasicPublishOptions { mandatory: durable_queue, ..Default::default() }, body, props)
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            anyhow::bail!("broker refused the message for {rk}");
+        }
+        if let Some(ret) = confirm.take_message() {
+            anyhow::bail!("message for {rk} was returned unroutable: {:?}", ret.reply_text);
+        }
+        Ok(())
+    }
+
+    /// Publish with a few quick retries across reconnects.
+    async fn publish_retry(&self, exchange: &str, rk: &str, body: &[u8], props: BasicProperties, durable_queue: bool) -> anyhow::Result<()> {
+        let mut last = None;
+        for i in 0..5u64 {
+            match self.publish_once(exchange, rk, body, props.clone(), durable_queue).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100 * (1 << i))).await;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("publish failed")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for RabbitTransport {
+    async fn publish(&self, p: Publish<'_>) -> anyhow::Result<()> {
+        let mut headers = FieldTable::default();
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(p.attempt));
+        if let Some(r) = p.reason {
+            headers.insert("x-edinode-reason".into(), AMQPValue::LongString(LongString::from(r.as_bytes().to_vec())));
+        }
+        if let Some(o) = p.origin {
+            headers.insert("x-edinode-queue".into(), AMQPValue::LongString(LongString::from(o.as_bytes().to_vec())));
+        }
+        let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        self.publish_retry("", p.queue, p.body, props, true).await
+    }
+
+    async fn reply(&self, queue: &str, body: &[u8]) -> anyhow::Result<()> {
+        let ch = self.channel().await?;
+        ch.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, BasicProperties::default()).await?.await?;
+        Ok(())
+    }
+
+    async fn publish_exchange(&self, exchange: &str, rk: &str, headers: &[(String, String)], body: &[u8]) -> anyhow::Result<()> {
+        let mut t = FieldTable::default();
+        for (k, v) in headers {
+            t.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
+        }
+        let ct = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
+        let props = BasicProperties::default().with_delivery_mode(2).with_headers(t).with_content_type(ct.into());
+        self.publish_retry(exchange, rk, body, props, false).await
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> anyhow::Result<mpsc::Receiver<Delivery>> {
+        let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
+        let url = self.url.clone();
+        let queue = queue.to_string();
+        // Declare now so publishers find the queue even before the first delivery.
+        let ch = self.channel().await?;
+        self.ensure_queue(&ch, &queue).await?;
+        tokio::spawn(async move {
+            loop {
+                let result: anyhow::Result<()> = async {
+                    let conn = connect(&url).await?;
+                    let ch = conn.create_channel().await?;
+                    declare_queue(&ch, &queue).await?;
+                    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+                    let mut consumer = ch.basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+                    while let Some(d) = consumer.next().await {
+                        let d = d?;
+                        let headers = d.properties.headers().clone().unwrap_or_default();
+                        let attempt = int_header(&headers, ATTEMPT_HEADER).unwrap_or(0);
+                        let mut trace = Vec::new();
+                        for k in ["traceparent", "tracestate"] {
+                            if let Some(v) = str_header(&headers, k) {
+                                trace.push((k.to_string(), v));
+                            }
+                        }
+                        let body = d.data.clone();
+                        if tx.send(Delivery { body, attempt, trace, acker: Box::new(RabbitAcker { delivery: d }) }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    anyhow::bail!("consumer stream ended")
+                }
+                .await;
+                if tx.is_closed() {
+                    return;
+                }
+                if let Err(error) = result {
+                    tracing::warn!(message = "RabbitMQ consumer lost; reconnecting.", queue = %queue, %error);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn reply_queue(&self, node_id: &str) -> anyhow::Result<(String, mpsc::Receiver<Vec<u8>>)> {
+        let name = format!("edinode.reply.{node_id}");
+        let (tx, rx) = mpsc::channel(10_000);
+        let url = self.url.clone();
+        let q = name.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            loop {
+                let result: anyhow::Result<()> = async {
+                    let conn = connect(&url).await?;
+                    let ch = conn.create_channel().await?;
+                    ch.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default()).await?;
+                    let mut consumer = ch
+                        .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+                        .await?;
+                    if let Some(r) = ready_tx.take() {
+                        let _ = r.send(());
+                    }
+                    while let Some(d) = consumer.next().await {
+                        let d = d?;
+                        if tx.send(d.data).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    anyhow::bail!("reply consumer ended")
+                }
+                .await;
+                if tx.is_closed() {
+                    return;
+                }
+                if let Err(error) = result {
+                    tracing::warn!(message = "Reply queue lost; reconnecting.", %error);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
+        Ok((name, rx))
+    }
+
+    async fn depth(&self, queue: &str) -> Option<u64> {
+        let ch = self.channel().await.ok()?;
+        let q = ch
+            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .ok()?;
+        Some(u64::from(q.message_count()))
+    }
+
+    async fn ready(&self) -> bool {
+        self.channel().await.is_ok()
+    }
+}

@@ -1,0 +1,287 @@
+//! Test harness: generated keys, configs, node processes, the pyas2lib peer, fixtures.
+#![allow(dead_code)]
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+/// A key pair written as PEM files.
+pub struct Identity {
+    pub key: PKey<Private>,
+    pub cert: X509,
+    pub key_pem: PathBuf,
+    pub cert_pem: PathBuf,
+}
+
+pub fn identity(dir: &Path, cn: &str) -> Identity {
+    let rsa = Rsa::generate(2048).unwrap();
+    let key = PKey::from_rsa(rsa).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let serial = BigNum::from_u32(rand_u32()).unwrap().to_asn1_integer().unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(365).unwrap()).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let key_pem = dir.join(format!("{cn}.key.pem"));
+    let cert_pem = dir.join(format!("{cn}.cert.pem"));
+    std::fs::write(&key_pem, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    std::fs::write(&cert_pem, cert.to_pem().unwrap()).unwrap();
+    Identity { key, cert, key_pem, cert_pem }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    u32::from_le_bytes(b) & 0x7fff_ffff
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{:08x}", rand_u32())
+}
+
+/// Where the shared fixtures are.
+pub fn fixtures() -> PathBuf {
+    let p = std::env::var("EDINODE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    assert!(p.join("as2").is_dir(), "fixtures not found at {} (set EDINODE_FIXTURES)", p.display());
+    p
+}
+
+/// A node process.
+pub struct NodeProc {
+    pub child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl NodeProc {
+    pub fn as2_url(&self) -> String {
+        format!("{}/as2", self.url)
+    }
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Start `edinode serve` with a config file; waits for the listening line when HTTP runs.
+pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> NodeProc {
+    let log = dir.join(format!("node-{}.log", rand_u32()));
+    let logf = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edinode"));
+    cmd.arg("--config").arg(config).arg("serve").args(extra).current_dir(dir).stdout(Stdio::piped()).stderr(logf);
+    cmd.env("RUST_LOG", "info,actix_server=warn,lapin=warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let http = !extra.iter().any(|a| a.starts_with("--actors")) || extra.iter().any(|a| a.contains("http_receiver"));
+    let stdout = child.stdout.take().unwrap();
+    let mut url = String::new();
+    if http {
+        let mut reader = BufReader::new(stdout);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut line = String::new();
+        while Instant::now() < deadline {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                let logtext = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("node exited before listening: {logtext}");
+            }
+            if let Some(u) = line.trim().strip_prefix("edinode listening on ") {
+                url = u.to_string();
+                break;
+            }
+        }
+        assert!(!url.is_empty(), "node did not report its address");
+        std::thread::spawn(move || for _ in reader.lines() {});
+    } else {
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    NodeProc { child, url, dir: dir.to_path_buf(), log }
+}
+
+/// Config of one station and partners, written to `dir/edinode.toml`.
+pub struct ConfigBuilder {
+    pub text: String,
+}
+
+impl ConfigBuilder {
+    pub fn new(dir: &Path) -> ConfigBuilder {
+        let text = format!(
+            "[node]\ndata_dir = \"{d}/var\"\ninbox = \"{d}/inbox\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nsync_mdn_timeout_secs = 60\n\n[rabbitmq]\nretry_base_ms = 100\n",
+            d = dir.display()
+        );
+        ConfigBuilder { text }
+    }
+    pub fn rabbit(mut self, prefix: &str) -> ConfigBuilder {
+        // A per-test vhost is not available with guest; queues are shared, so tests that use
+        // RabbitMQ purge them first (see purge_queues) and run one at a time.
+        self.text = self.text.replace("[rabbitmq]\n", &format!("[rabbitmq]\nurl = \"{AMQP_URL}\"\n"));
+        self.text.push_str(&format!("\n[redis]\nurl = \"{REDIS_URL}\"\nprefix = \"{prefix}:\"\n"));
+        self
+    }
+    pub fn station(mut self, name: &str, as2_id: &str, id: &Identity) -> ConfigBuilder {
+        self.text.push_str(&format!(
+            "\n[stations.{name}]\nas2_id = \"{as2_id}\"\nsigning = {{ key = \"{}\", cert = \"{}\" }}\n",
+            id.key_pem.display(),
+            id.cert_pem.display()
+        ));
+        self
+    }
+    pub fn station_paths(mut self, name: &str, as2_id: &str, key: &Path, cert: &Path, password: &str) -> ConfigBuilder {
+        self.text.push_str(&format!(
+            "\n[stations.{name}]\nas2_id = \"{as2_id}\"\nsigning = {{ key = \"{}\", cert = \"{}\", password = \"{password}\" }}\n",
+            key.display(),
+            cert.display()
+        ));
+        self
+    }
+    pub fn partner(mut self, name: &str, as2_id: &str, station: &str, certs: &[&Path], policy: &str) -> ConfigBuilder {
+        let list: Vec<String> = certs.iter().map(|c| format!("\"{}\"", c.display())).collect();
+        self.text.push_str(&format!(
+            "\n[partners.{name}]\nas2_id = \"{as2_id}\"\nstation = \"{station}\"\nverify_certs = [{}]\n[partners.{name}.policy]\n{policy}\n",
+            list.join(", ")
+        ));
+        self
+    }
+    pub fn raw(mut self, s: &str) -> ConfigBuilder {
+        self.text.push_str(s);
+        self
+    }
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let p = dir.join("edinode.toml");
+        std::fs::write(&p, &self.text).unwrap();
+        p
+    }
+}
+
+/// A raw HTTP capture (headers, blank line, body) split into headers and body.
+pub fn split_capture(raw: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+    // Captures end their headers with CRLF CRLF, LF LF, or (Mendelson's, re-saved) LF CRLF.
+    let find = |pat: &[u8]| raw.windows(pat.len()).position(|w| w == pat).map(|p| (p, p + pat.len()));
+    let pos = [find(b"\r\n\r\n"), find(b"\n\r\n"), find(b"\n\n")].into_iter().flatten().min_by_key(|p| p.0).expect("no header end in capture");
+    let head = String::from_utf8_lossy(&raw[..pos.0]).to_string();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    (headers, raw[pos.1..].to_vec())
+}
+
+/// POST a capture (skipping hop-by-hop headers), returning status, headers and body.
+pub fn post_capture(url: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    let mut req = client.post(url);
+    for (k, v) in headers {
+        let l = k.to_ascii_lowercase();
+        if ["content-length", "host", "connection", "expect", "transfer-encoding"].contains(&l.as_str()) {
+            continue;
+        }
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.body(body).send().unwrap();
+    let status = resp.status().as_u16();
+    let hs = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).to_string())).collect();
+    (status, hs, resp.bytes().unwrap().to_vec())
+}
+
+/// Files delivered under `inbox/<station>/<partner>/`.
+pub fn delivered(inbox: &Path, station: &str, partner: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = inbox.join(station).join(partner);
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.contains(".part-") {
+                continue;
+            }
+            out.push((n, std::fs::read(e.path()).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Wait until `f` returns Some, or panic after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The Python venv with pyas2lib (created once per target directory).
+pub fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyvenv");
+    let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyvenv.lock");
+    // Serialize venv creation across test processes.
+    let f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&lock).unwrap();
+    let fd = std::os::unix::io::AsRawFd::as_raw_fd(&f);
+    unsafe_flock(fd);
+    let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).status().unwrap();
+    assert!(st.success(), "python peer setup failed");
+    drop(f);
+    venv.join("bin/python")
+}
+
+fn unsafe_flock(fd: i32) {
+    // flock via the `flock` utility would need a child; use libc through std's raw syscalls.
+    unsafe extern "C" {
+        fn flock(fd: i32, op: i32) -> i32;
+    }
+    // SAFETY: fd is a valid open descriptor for the lifetime of this call; LOCK_EX = 2.
+    unsafe {
+        flock(fd, 2);
+    }
+}
+
+/// Purge edinode's work queues so a RabbitMQ test starts clean.
+pub fn purge_queues() {
+    for q in ["edinode.mime_unwrapper", "edinode.decryptor", "edinode.verifier", "edinode.mdn_sender", "edinode.deliverer", "edinode.dead"] {
+        let _ = Command::new("rabbitmqctl").args(["purge_queue", q]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
