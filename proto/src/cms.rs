@@ -308,6 +308,7 @@ fn verify_inner(
 
     let infos = ffi::signer_infos(&cms)?;
     let mut first: Option<Verified> = None;
+    let all_attributed = !infos.is_empty() && infos.iter().all(|si| si.has_signed_attributes());
     for si in &infos {
         let (digest_oid, sig_oid) = si.algorithms()?;
         let digest = DigestAlg::from_oid(&digest_oid).ok_or_else(|| {
@@ -351,8 +352,20 @@ fn verify_inner(
     } else {
         None
     };
-    cms.verify(Some(&certs), None, detached, out, flags)
-        .map_err(|e| CmsError::SignatureInvalid(e.to_string()))?;
+    if let Err(e) = cms.verify(Some(&certs), None, detached, out, flags) {
+        // With signed attributes, tell an altered content (the signature over the attributes
+        // still holds, the messageDigest does not) from a bad signature.
+        if all_attributed && detached.is_some() {
+            let _ = ErrorStack::get();
+            let attrs_only = flags | CMSOptions::NO_CONTENT_VERIFY;
+            if cms.verify(Some(&certs), None, detached, None, attrs_only).is_ok() {
+                return Err(CmsError::SignatureInvalid(format!(
+                    "content digest mismatch: the signed content was altered ({e})"
+                )));
+            }
+        }
+        return Err(CmsError::SignatureInvalid(e.to_string()));
+    }
     Ok((content, verified))
 }
 
@@ -878,6 +891,7 @@ mod ffi {
             lastpos: c_int,
         ) -> c_int;
         fn CMS_signed_delete_attr(si: *mut CMS_SignerInfo, loc: c_int) -> *mut X509_ATTRIBUTE;
+        fn CMS_signed_get_attr_count(si: *const CMS_SignerInfo) -> c_int;
         fn CMS_signed_add1_attr_by_OBJ(
             si: *mut CMS_SignerInfo,
             obj: *const ASN1_OBJECT,
@@ -1109,6 +1123,13 @@ mod ffi {
                 }
             }
             Ok(())
+        }
+
+        /// Whether the SignerInfo carries signed attributes (then the signature covers them and
+        /// the content is bound through the messageDigest attribute).
+        pub fn has_signed_attributes(&self) -> bool {
+            // SAFETY: read-only query on a live SignerInfo.
+            unsafe { CMS_signed_get_attr_count(self.ptr) > 0 }
         }
 
         /// Deletes every CMSAlgorithmProtection signed attribute.

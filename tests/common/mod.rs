@@ -253,35 +253,88 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
-/// The Python venv with pyas2lib (created once per target directory).
+/// The Python venv with pyas2lib (created once per target directory; setup.sh locks and is
+/// idempotent, so concurrent test processes are fine).
 pub fn python() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyvenv");
-    let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyvenv.lock");
-    // Serialize venv creation across test processes.
-    let f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&lock).unwrap();
-    let fd = std::os::unix::io::AsRawFd::as_raw_fd(&f);
-    unsafe_flock(fd);
-    let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).status().unwrap();
+    let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).stdin(Stdio::null()).status().unwrap();
     assert!(st.success(), "python peer setup failed");
-    drop(f);
     venv.join("bin/python")
-}
-
-fn unsafe_flock(fd: i32) {
-    // flock via the `flock` utility would need a child; use libc through std's raw syscalls.
-    unsafe extern "C" {
-        fn flock(fd: i32, op: i32) -> i32;
-    }
-    // SAFETY: fd is a valid open descriptor for the lifetime of this call; LOCK_EX = 2.
-    unsafe {
-        flock(fd, 2);
-    }
 }
 
 /// Purge edinode's work queues so a RabbitMQ test starts clean.
 pub fn purge_queues() {
     for q in ["edinode.mime_unwrapper", "edinode.decryptor", "edinode.verifier", "edinode.mdn_sender", "edinode.deliverer", "edinode.dead"] {
         let _ = Command::new("rabbitmqctl").args(["purge_queue", q]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+/// Client-side AS2 message building for tests that need to craft or damage messages.
+pub mod build {
+    use edinode_proto::alg::{ContentCipher, DigestAlg, KeyTransport};
+    use edinode_proto::cms;
+    use openssl::pkey::{PKey, Private};
+    use openssl::x509::X509;
+
+    pub fn b64(data: &[u8]) -> Vec<u8> {
+        edinode_proto::mdn::base64_lines(data)
+    }
+
+    /// A payload entity.
+    pub fn entity(content_type: &str, filename: &str, body: &[u8]) -> Vec<u8> {
+        let mut e = format!("Content-Type: {content_type}\r\nContent-Transfer-Encoding: binary\r\nContent-Disposition: attachment; filename=\"{filename}\"\r\n\r\n").into_bytes();
+        e.extend_from_slice(body);
+        e
+    }
+
+    pub fn signed(inner: &[u8], key: &PKey<Private>, cert: &X509, digest: DigestAlg) -> Vec<u8> {
+        let sig = cms::sign_detached(inner, key, cert, digest, &cms::SignOptions::default()).unwrap();
+        let b = "----=_sig_boundary_1";
+        let mut out = format!(
+            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg={}; boundary=\"{b}\"\r\n\r\n--{b}\r\n",
+            digest.name(edinode_proto::alg::MicSpelling::Rfc5751)
+        )
+        .into_bytes();
+        out.extend_from_slice(inner);
+        out.extend_from_slice(format!("\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\nContent-Transfer-Encoding: base64\r\n\r\n").as_bytes());
+        out.extend_from_slice(&b64(&sig));
+        out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+        out
+    }
+
+    pub fn compressed(inner: &[u8]) -> Vec<u8> {
+        let der = cms::compress(inner).unwrap();
+        let mut out = b"Content-Type: application/pkcs7-mime; smime-type=compressed-data; name=smime.p7z\r\nContent-Transfer-Encoding: binary\r\n\r\n".to_vec();
+        out.extend_from_slice(&der);
+        out
+    }
+
+    pub fn encrypted(inner: &[u8], to: &X509) -> Vec<u8> {
+        let der = cms::encrypt(inner, to, ContentCipher::Aes128Cbc, KeyTransport::RsaPkcs1v15).unwrap();
+        let mut out = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: binary\r\n\r\n".to_vec();
+        out.extend_from_slice(&der);
+        out
+    }
+
+    /// Split an entity into (its Content-Type etc. as HTTP headers, its body).
+    pub fn to_http(entity: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+        super::split_capture(entity)
+    }
+
+    /// AS2 headers plus the entity's headers, ready for post_capture.
+    pub fn request(from: &str, to: &str, message_id: &str, mdn: Option<&str>, entity: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+        let (mut hs, body) = to_http(entity);
+        hs.push(("AS2-Version".into(), "1.2".into()));
+        hs.push(("AS2-From".into(), from.into()));
+        hs.push(("AS2-To".into(), to.into()));
+        hs.push(("Message-ID".into(), message_id.into()));
+        if let Some(m) = mdn {
+            hs.push(("Disposition-Notification-To".into(), "mailto:test@example.com".into()));
+            if m == "signed" {
+                hs.push(("Disposition-Notification-Options".into(), "signed-receipt-protocol=optional, pkcs7-signature; signed-receipt-micalg=optional, sha-256".into()));
+            }
+        }
+        (hs, body)
     }
 }
