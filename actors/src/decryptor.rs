@@ -31,7 +31,7 @@ impl Actor for Decryptor {
                 ctx.security.encrypted = true;
                 ctx.security.depth += 1;
                 let blob = cx.blob(&ctx, &format!("layer{}", ctx.security.depth), inner).await?;
-                cx.status(&ctx.id, "decrypted", "").await;
+                cx.status(&ctx.id, "decrypted", &format!("by {}", cx.node_id)).await;
                 Ok(vec![next(ctx, blob)?])
             }
             Err(e) => fail(ctx, &e),

@@ -40,7 +40,7 @@ impl Actor for Verifier {
                 }
                 ctx.security.depth += 1;
                 let blob = cx.blob(&ctx, &format!("layer{}", ctx.security.depth), v.inner).await?;
-                cx.status(&ctx.id, "verified", &format!("signer {}", v.signer_thumbprint)).await;
+                cx.status(&ctx.id, "verified", &format!("signer {} by {}", v.signer_thumbprint, cx.node_id)).await;
                 Ok(vec![next(ctx, blob)?])
             }
             Err(e) => fail(ctx, &e),

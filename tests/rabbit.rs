@@ -1,0 +1,227 @@
+//! Acceptance 5, over the machine's real RabbitMQ and Redis: two node processes share the work;
+//! a node killed with SIGKILL and a RabbitMQ restart mid-run lose nothing that got a positive
+//! MDN, and deliver it exactly once. These tests share the broker's queues, so they run one at a
+//! time (a lock here for `cargo test`, a nextest test group for CI).
+
+mod common;
+use common::build::*;
+use common::*;
+use edinode_proto::alg::DigestAlg;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    station: Identity,
+    partner: Identity,
+    cfg: std::path::PathBuf,
+    prefix: String,
+}
+
+fn cluster() -> Cluster {
+    purge_queues();
+    let dir = tempfile::tempdir().unwrap();
+    let station = identity(dir.path(), "station");
+    let partner = identity(dir.path(), "partner");
+    let prefix = unique("edinode-test-");
+    let cfg = ConfigBuilder::new(dir.path())
+        .rabbit(&prefix)
+        .station("edinode", "edinode", &station)
+        .partner("acme", "acme", "edinode", &[&partner.cert_pem], "require_signed = true\nrequire_encrypted = true")
+        .write(dir.path());
+    Cluster { dir, station, partner, cfg, prefix }
+}
+
+fn node(c: &Cluster, id: &str, actors: Option<&str>) -> NodeProc {
+    let mut extra = vec![];
+    let a;
+    if let Some(x) = actors {
+        a = format!("--actors={x}");
+        extra.push(a.as_str());
+    }
+    start_node(&c.cfg, c.dir.path(), &extra, &[("EDINODE__NODE__ID", id)])
+}
+
+/// Build one signed+encrypted message body (sent many times with different Message-IDs).
+fn message(c: &Cluster, n: usize) -> Vec<u8> {
+    let doc = entity("application/edi-x12", &format!("msg-{n}.edi"), format!("ISA*00*{n:06}~\r\nGS*PO~\r\n").as_bytes());
+    encrypted(&signed(&doc, &c.partner.key, &c.partner.cert, DigestAlg::Sha256), &c.station.cert)
+}
+
+/// Send messages 0..n from `threads` threads to `url`; returns n -> positive MDN received.
+fn send_all(c: &Cluster, url: &str, n: usize, threads: usize, pause: Duration) -> HashMap<usize, bool> {
+    let results = Arc::new(Mutex::new(HashMap::new()));
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|i| message(c, i)).collect());
+    let mut hs = Vec::new();
+    for t in 0..threads {
+        let (results, bodies, url) = (results.clone(), bodies.clone(), url.to_string());
+        hs.push(std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
+            for i in (t..n).step_by(threads) {
+                let (headers, body) = request("acme", "edinode", &format!("<rabbit-{i}@test>"), Some("signed"), &bodies[i]);
+                let mut req = client.post(&url);
+                for (k, v) in &headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                let ok = match req.body(body).send() {
+                    Ok(r) => {
+                        let st = r.status().as_u16();
+                        let text = String::from_utf8_lossy(&r.bytes().unwrap_or_default()).to_string();
+                        st == 200 && text.contains("MDN-sent-automatically; processed\r\n")
+                    }
+                    Err(_) => false,
+                };
+                results.lock().unwrap().insert(i, ok);
+                std::thread::sleep(pause);
+            }
+        }));
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+    Arc::try_unwrap(results).unwrap().into_inner().unwrap()
+}
+
+/// Every message with a positive MDN is in the inbox exactly once.
+fn assert_delivered_once(inbox: &Path, results: &HashMap<usize, bool>) {
+    let positive: Vec<usize> = results.iter().filter(|(_, ok)| **ok).map(|(i, _)| *i).collect();
+    assert!(!positive.is_empty(), "no message got a positive MDN at all");
+    wait_for(60, "deliveries", || {
+        let files: Vec<String> = delivered(inbox, "edinode", "acme").into_iter().map(|f| f.0).collect();
+        positive.iter().all(|i| files.iter().any(|f| f.ends_with(&format!("msg-{i}.edi")))).then_some(())
+    });
+    // Let stragglers (redeliveries) land before counting.
+    std::thread::sleep(Duration::from_secs(2));
+    let files: Vec<String> = delivered(inbox, "edinode", "acme").into_iter().map(|f| f.0).collect();
+    for i in positive {
+        let copies = files.iter().filter(|f| f.ends_with(&format!("msg-{i}.edi"))).count();
+        assert_eq!(copies, 1, "message {i} delivered {copies} times: {files:?}");
+    }
+}
+
+/// Count status records "decrypted by <node>" per node in Redis.
+fn work_by_node(prefix: &str) -> HashMap<String, usize> {
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:status:*")).query(&mut con).unwrap();
+    let mut by = HashMap::new();
+    for k in keys {
+        let items: Vec<String> = redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(&mut con).unwrap();
+        for it in items {
+            let v: serde_json::Value = serde_json::from_str(&it).unwrap();
+            if v["status"] == "decrypted" {
+                let d = v["detail"].as_str().unwrap().trim_start_matches("by ").to_string();
+                *by.entry(d).or_insert(0) += 1;
+            }
+        }
+    }
+    by
+}
+
+#[test]
+fn two_nodes_share_the_work() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cluster();
+    let a = node(&c, "node-a", None);
+    let _b = node(&c, "node-b", Some("decryptor,verifier"));
+    let results = send_all(&c, &a.as2_url(), 80, 8, Duration::from_millis(0));
+    assert!(results.values().all(|ok| *ok), "every message gets a positive MDN: {results:?}");
+    assert_delivered_once(&c.dir.path().join("inbox"), &results);
+    let by = work_by_node(&c.prefix);
+    assert_eq!(by.values().sum::<usize>(), 80, "{by:?}");
+    assert!(by.get("node-a").copied().unwrap_or(0) > 0 && by.get("node-b").copied().unwrap_or(0) > 0, "both nodes decrypted: {by:?}");
+}
+
+#[test]
+fn a_node_killed_with_sigkill_loses_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cluster();
+    let front = node(&c, "front", Some("http_receiver,mime_unwrapper,mdn_sender"));
+    let mut worker = node(&c, "worker-1", Some("decryptor,verifier,deliverer,mime_unwrapper"));
+    let url = front.as2_url();
+    let sender = {
+        let bodies: Vec<Vec<u8>> = (0..120).map(|i| message(&c, i)).collect();
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
+            let results = Arc::new(Mutex::new(HashMap::new()));
+            let mut hs = Vec::new();
+            let bodies = Arc::new(bodies);
+            for t in 0..6 {
+                let (client, results, bodies, url) = (client.clone(), results.clone(), bodies.clone(), url.clone());
+                hs.push(std::thread::spawn(move || {
+                    for i in (t..120).step_by(6) {
+                        let (headers, body) = request("acme", "edinode", &format!("<kill-{i}@test>"), Some("signed"), &bodies[i]);
+                        let mut req = client.post(&url);
+                        for (k, v) in &headers {
+                            req = req.header(k.as_str(), v.as_str());
+                        }
+                        let ok = req.body(body).send().ok().map(|r| {
+                            let st = r.status().as_u16();
+                            st == 200 && String::from_utf8_lossy(&r.bytes().unwrap_or_default()).contains("MDN-sent-automatically; processed\r\n")
+                        });
+                        results.lock().unwrap().insert(i, ok.unwrap_or(false));
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }));
+            }
+            for h in hs {
+                h.join().unwrap();
+            }
+            Arc::try_unwrap(results).unwrap().into_inner().unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    worker.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _worker2 = node(&c, "worker-2", Some("decryptor,verifier,deliverer,mime_unwrapper"));
+    let results: HashMap<usize, bool> = sender.join().unwrap();
+    let positive = results.values().filter(|v| **v).count();
+    assert!(positive >= 100, "only {positive} of 120 got a positive MDN");
+    assert_delivered_once(&c.dir.path().join("inbox"), &results);
+    let by = work_by_node(&c.prefix);
+    assert!(by.contains_key("worker-1") && by.contains_key("worker-2"), "work before and after the kill: {by:?}");
+}
+
+#[test]
+fn a_rabbitmq_restart_loses_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cluster();
+    let a = node(&c, "solo", None);
+    let url = a.as2_url();
+    let bodies: Vec<Vec<u8>> = (0..150).map(|i| message(&c, i)).collect();
+    let sender = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
+        let mut results = HashMap::new();
+        for (i, b) in bodies.iter().enumerate() {
+            let (headers, body) = request("acme", "edinode", &format!("<restart-{i}@test>"), Some("signed"), b);
+            let mut req = client.post(&url);
+            for (k, v) in &headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            let ok = req.body(body).send().ok().map(|r| {
+                let st = r.status().as_u16();
+                st == 200 && String::from_utf8_lossy(&r.bytes().unwrap_or_default()).contains("MDN-sent-automatically; processed\r\n")
+            });
+            results.insert(i, ok.unwrap_or(false));
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        results
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let st = std::process::Command::new("rabbitmqctl").args(["stop_app"]).status().unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = std::process::Command::new("rabbitmqctl").args(["start_app"]).status().unwrap();
+    assert!(st.success());
+    let results = sender.join().unwrap();
+    let positive = results.values().filter(|v| **v).count();
+    let after: Vec<usize> = (120..150).filter(|i| results[i]).collect();
+    assert!(after.len() >= 25, "the node recovers after the restart: {} of the last 30 processed", after.len());
+    eprintln!("{positive} of 150 got a positive MDN across the restart");
+    assert_delivered_once(&c.dir.path().join("inbox"), &results);
+}
