@@ -15,7 +15,8 @@
 //! Environment knobs (defaults in brackets):
 //! BENCH_MESSAGES [3000] measured messages per run, BENCH_WARMUP [200], BENCH_CONCURRENCY [16],
 //! BENCH_REPEATS [3], BENCH_PAYLOAD_BYTES [1024], BENCH_LARGE_MIB [100] (0 skips the large
-//! message), BENCH_MODES [embedded,rabbitmq,large], BENCH_MAX_SECS [90] (a measured phase stops
+//! message), BENCH_MODES [proto,embedded,rabbitmq,large] ("proto": single-thread cost of the
+//! edinode_proto steps for the same message, the floor under the node's CPU per message), BENCH_MAX_SECS [90] (a measured phase stops
 //! issuing requests after this long and reports what it got), EDINODE_BIN (binary to run).
 //!
 //! The node's own log level follows RUST_LOG when set (node default otherwise); its log is kept
@@ -656,6 +657,72 @@ fn run_large(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, mib: usize, 
     })
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// What the protocol work alone costs (one thread, in this process): the floor under the node's
+// CPU per message.
+// ---------------------------------------------------------------------------------------------
+
+struct StepCost {
+    name: &'static str,
+    ms: f64,
+}
+
+fn time_op(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    t.elapsed().as_secs_f64() * 1000.0 / iters as f64
+}
+
+fn proto_costs(keys: &Keys, msg: &As2Message) -> Vec<StepCost> {
+    use edinode_proto::mdn::{self, MdnContent, MdnIds, MdnSigner};
+    use edinode_proto::mime::{Header, MimeLimits};
+    use edinode_proto::unwrap;
+    let limits = MimeLimits::default();
+    let h = |n: &str, v: &str| Header { name: n.to_string(), value: v.to_string() };
+    let headers = vec![h("Content-Type", "application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m")];
+    let layer0 = unwrap::entity_from_http(&headers, &msg.body);
+    let dkeys = vec![(keys.station.key.clone(), keys.station.cert.clone())];
+    let signed = unwrap::decrypt(&layer0, &dkeys, &limits).expect("decrypt");
+    let trusted = vec![keys.client.cert.clone()];
+    let verified = unwrap::verify(&signed, &trusted, Some(DigestAlg::Sha256), &limits).expect("verify");
+    assert_eq!(verified.mic.digest, msg.mic, "MIC computed by the proto crate differs from the client's");
+    let n = 300;
+    let mut out = vec![
+        StepCost { name: "classify (MIME parse)", ms: time_op(n, || drop(unwrap::classify(&layer0, &limits))) },
+        StepCost { name: "decrypt (RSA-2048 private + AES)", ms: time_op(n, || drop(unwrap::decrypt(&layer0, &dkeys, &limits).expect("decrypt"))) },
+        StepCost { name: "verify (RSA-2048 public, MIC)", ms: time_op(n, || drop(unwrap::verify(&signed, &trusted, Some(DigestAlg::Sha256), &limits).expect("verify"))) },
+    ];
+    let disposition = edinode_proto::error::Disposition::Processed;
+    let content = MdnContent {
+        reporting_ua: "edinode",
+        station: "edinode",
+        partner: "bench",
+        original_message_id: "<bench@bench.client>",
+        mic: Some(&verified.mic),
+        disposition: &disposition,
+        text: "The AS2 message has been processed.",
+        spelling: Default::default(),
+    };
+    let ids = MdnIds { message_id: "<mdn@edinode>", report_boundary: "----=_report_x", signed_boundary: "----=_signed_x", date: "Sat, 21 Nov 2026 00:00:00 GMT" };
+    let signer = MdnSigner { key: &keys.station.key, cert: &keys.station.cert, digest: DigestAlg::Sha256, opts: SignOptions::default() };
+    out.push(StepCost { name: "signed MDN (RSA-2048 private)", ms: time_op(n, || drop(mdn::build(&content, &ids, Some(&signer)).expect("mdn"))) });
+    let data = vec![0u8; 32];
+    let rsa = keys.station.key.clone();
+    out.push(StepCost {
+        name: "bare RSA-2048 sign (reference)",
+        ms: time_op(n, || {
+            let mut s = openssl::sign::Signer::new(MessageDigest::sha256(), &rsa).expect("signer");
+            s.update(&data).expect("update");
+            drop(s.sign_to_vec().expect("sign"));
+        }),
+    });
+    out
+}
+
 fn main() {
     // `cargo bench` passes "--bench"; there is nothing to filter, so arguments are ignored.
     let total = Instant::now();
@@ -669,13 +736,14 @@ fn main() {
     let repeats = env_usize("BENCH_REPEATS", 3).max(1);
     let payload_bytes = env_usize("BENCH_PAYLOAD_BYTES", 1024);
     let large_mib = env_usize("BENCH_LARGE_MIB", 100);
-    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "embedded,rabbitmq,large".into());
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "proto,embedded,rabbitmq,large".into());
     let want = |m: &str| modes.split(',').any(|x| x.trim() == m);
 
     let bin = locate_binary();
     let keydir = tempfile::Builder::new().prefix("edinode-bench-keys-").tempdir().expect("tempdir");
     let keys = Keys { station: identity(keydir.path(), "edinode"), client: identity(keydir.path(), "bench") };
     let msg = build_message(x12_payload(payload_bytes), &keys);
+    let costs = if want("proto") { proto_costs(&keys, &msg) } else { vec![] };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     eprintln!(
@@ -755,6 +823,18 @@ fn main() {
             r.done,
             all.join(", ")
         );
+    }
+    if !costs.is_empty() {
+        let sum: f64 = costs.iter().filter(|c| !c.name.contains("reference")).map(|c| c.ms).sum();
+        println!();
+        println!("Protocol work alone for the same message (edinode_proto, one thread in the bench process, no IO):");
+        println!();
+        println!("| Step | CPU ms |");
+        println!("|---|---:|");
+        for c in &costs {
+            println!("| {} | {:.3} |", c.name, c.ms);
+        }
+        println!("| **sum of the steps (floor of node CPU-ms/msg)** | **{sum:.3}** |");
     }
     if let Some(l) = &large {
         println!();

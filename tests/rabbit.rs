@@ -225,3 +225,94 @@ fn a_rabbitmq_restart_loses_nothing() {
     eprintln!("{positive} of 150 got a positive MDN across the restart");
     assert_delivered_once(&c.dir.path().join("inbox"), &results);
 }
+
+#[test]
+fn documents_are_published_on_the_inbound_exchange_with_headers() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cluster();
+    let a = node(&c, "bus", None);
+    // An enterprise consumer: a queue bound to edinode.inbound.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let qname = unique("enterprise-");
+    let (conn, ch) = rt.block_on(async {
+        use lapin::options::*;
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_declare("edinode.inbound".into(), lapin::ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+        ch.queue_declare(qname.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, Default::default()).await.unwrap();
+        ch.queue_bind(qname.as_str().into(), "edinode.inbound".into(), "#".into(), Default::default(), Default::default()).await.unwrap();
+        (conn, ch)
+    });
+    let results = send_all(&c, &a.as2_url(), 3, 1, Duration::from_millis(0));
+    assert!(results.values().all(|v| *v));
+    let got = rt.block_on(async {
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            if let Some(d) = ch.basic_get(qname.as_str().into(), Default::default()).await.unwrap() {
+                got.push(d);
+                if got.len() == 3 {
+                    break;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        got
+    });
+    drop(conn);
+    assert_eq!(got.len(), 3);
+    for d in got {
+        let h = d.delivery.properties.headers().clone().unwrap();
+        let s = |k: &str| match h.inner().get(k) {
+            Some(lapin::types::AMQPValue::LongString(v)) => String::from_utf8_lossy(v.as_bytes()).to_string(),
+            other => panic!("header {k}: {other:?}"),
+        };
+        assert_eq!(s("as2-from"), "acme");
+        assert_eq!(s("as2-to"), "edinode");
+        assert!(s("message-id").starts_with("<rabbit-"));
+        let n: usize = s("message-id").trim_start_matches("<rabbit-").trim_end_matches("@test>").parse().unwrap();
+        assert_eq!(s("filename"), format!("msg-{n}.edi"));
+        assert_eq!(s("content-type"), "application/edi-x12");
+        assert_eq!(d.delivery.data, format!("ISA*00*{n:06}~\r\nGS*PO~\r\n").into_bytes());
+    }
+}
+
+#[test]
+fn a_stage_that_keeps_failing_dead_letters_with_reason_and_attempts() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cluster();
+    // The inbox is a file, not a directory: the Deliverer cannot write, every attempt fails.
+    let blocked = c.dir.path().join("blocked-inbox");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let a = start_node(
+        &c.cfg,
+        c.dir.path(),
+        &[],
+        &[("EDINODE__NODE__ID", "dlq"), ("EDINODE__NODE__INBOX", blocked.to_str().unwrap()), ("EDINODE__RABBITMQ__MAX_ATTEMPTS", "3")],
+    );
+    let results = send_all(&c, &a.as2_url(), 1, 1, Duration::from_millis(0));
+    assert!(results[&0], "the MDN is positive: the document is durable in the deliverer's queue");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = rt.block_on(async {
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        for _ in 0..100 {
+            if let Some(d) = ch.basic_get("edinode.dead".into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("nothing dead-lettered");
+    });
+    let h = d.delivery.properties.headers().clone().unwrap();
+    let reason = match h.inner().get("x-edinode-reason") {
+        Some(lapin::types::AMQPValue::LongString(v)) => String::from_utf8_lossy(v.as_bytes()).to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(reason.contains("blocked-inbox"), "{reason}");
+    assert_eq!(h.inner().get("x-edinode-attempt"), Some(&lapin::types::AMQPValue::LongUInt(3)));
+    match h.inner().get("x-edinode-queue") {
+        Some(lapin::types::AMQPValue::LongString(v)) => assert_eq!(v.as_bytes(), b"edinode.deliverer"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -90,6 +90,8 @@ impl RabbitTransport {
             FieldTable::default(),
         )
         .await?;
+        // The dead-letter queue exists from the start, so operators (and tools) can watch it.
+        declare_queue(&ch, edinode_actors::queues::DEAD).await?;
         *g = Some((conn, ch.clone()));
         Ok(ch)
     }
