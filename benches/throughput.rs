@@ -16,8 +16,10 @@
 //! BENCH_MESSAGES [3000] measured messages per run, BENCH_WARMUP [200], BENCH_CONCURRENCY [16],
 //! BENCH_REPEATS [3], BENCH_PAYLOAD_BYTES [1024], BENCH_LARGE_MIB [100] (0 skips the large
 //! message), BENCH_MODES [proto,embedded,rabbitmq,large] ("proto": single-thread cost of the
-//! edinode_proto steps for the same message, the floor under the node's CPU per message), BENCH_MAX_SECS [90] (a measured phase stops
-//! issuing requests after this long and reports what it got), EDINODE_BIN (binary to run).
+//! edinode_proto steps for the same message, the floor under the node's CPU per message), BENCH_MAX_SECS [60] (a measured phase stops
+//! issuing requests after this long and reports what it got; warm-up gets a third of it),
+//! EDINODE_BIN (binary to run), BENCH_NODE_LOG (print the node's log after the large message). Node data goes under the system temporary directory (TMPDIR):
+//! `TMPDIR=/dev/shm` measures the node without the disk's file system.
 //!
 //! The node's own log level follows RUST_LOG when set (node default otherwise); its log is kept
 //! in the run's temporary directory and failures print its warnings.
@@ -189,11 +191,16 @@ fn clk_tck() -> f64 {
 
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: &str) -> Option<u64> {
+    cpu_split(pid).map(|(u, s)| u + s)
+}
+
+/// (utime, stime) of a process, in clock ticks.
+fn cpu_split(pid: &str) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    Some((f.get(11)?.parse::<u64>().ok()?, f.get(12)?.parse::<u64>().ok()?))
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
@@ -236,6 +243,18 @@ impl Node {
     }
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+    /// How the node ended, when it has ("exit code 1", "killed by signal 9").
+    fn exit_description(&mut self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        match self.child.try_wait() {
+            Ok(Some(st)) => Some(match (st.code(), st.signal()) {
+                (Some(c), _) => format!("exit code {c}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => st.to_string(),
+            }),
+            _ => None,
+        }
     }
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -298,6 +317,34 @@ fn start_node(bin: &Path, config: &Path, dir: &Path) -> Result<Node, String> {
             Err(format!("node did not report its address within 60 s; log:\n{text}"))
         }
     }
+}
+
+/// The file system under `path` ("ext4 (no journal) on /dev/vda mounted at /", "tmpfs ...").
+fn describe_fs(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let best = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .filter(|(_, mnt, _)| path.starts_with(mnt))
+        .max_by_key(|(_, mnt, _)| mnt.len());
+    let Some((dev, mnt, fstype)) = best else { return "unknown file system".into() };
+    let mut kind = fstype.clone();
+    if fstype == "ext4" {
+        let name = dev.rsplit('/').next().unwrap_or("");
+        if let Ok(j) = std::fs::read_to_string(format!("/sys/fs/ext4/{name}/journal_task")) {
+            if j.trim() == "<none>" {
+                // Without a journal, ext4 skips inodes freed recently (their inode-table block
+                // still cached) on every create: file churn gets slower the more files were
+                // deleted in the last hours.
+                kind = "ext4 without journal".into();
+            }
+        }
+    }
+    format!("{kind} ({dev} at {mnt})")
 }
 
 fn locate_binary() -> PathBuf {
@@ -478,6 +525,7 @@ impl Mode {
     }
 }
 
+#[derive(Clone)]
 struct RunResult {
     done: usize,
     failures: usize,
@@ -487,12 +535,15 @@ struct RunResult {
     p99: f64,
     max: f64,
     node_cpu_ms: f64,
+    /// The kernel's part of node_cpu_ms (stime).
+    node_sys_ms: f64,
     client_cpu_ms: f64,
     /// RabbitMQ (beam.smp) + redis-server CPU per message, RabbitMQ mode only.
     broker_cpu_ms: Option<f64>,
     elapsed: f64,
     log_problems: (usize, Vec<String>),
-    node_died: bool,
+    /// How the node ended, if it did before the end of the run.
+    node_died: Option<String>,
 }
 
 struct Settings {
@@ -518,17 +569,17 @@ fn run_once(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, msg: &As2Mess
         .build()
         .map_err(|e| e.to_string())?;
     let tag = format!("{:08x}", rand_u32());
-    let warm = rt.block_on(load(&client, &url, msg, s.warmup, s.concurrency, s.max, &format!("{tag}w")));
+    let warm = rt.block_on(load(&client, &url, msg, s.warmup, s.concurrency, s.max / 3, &format!("{tag}w")));
     if warm.failures.count > 0 {
         eprintln!("  warm-up: {} of {} failed, e.g. {:?}", warm.failures.count, warm.done, warm.failures.samples.first());
     }
     let pid = node.pid().to_string();
     let broker_pids = if mode == Mode::Rabbit { pids_named(&["beam.smp", "redis-server"]) } else { vec![] };
     let me = std::process::id().to_string();
-    let (n0, c0, b0) = (cpu_ticks(&pid).unwrap_or(0), cpu_ticks(&me).unwrap_or(0), sum_ticks(&broker_pids));
+    let (n0, c0, b0) = (cpu_split(&pid).unwrap_or((0, 0)), cpu_ticks(&me).unwrap_or(0), sum_ticks(&broker_pids));
     let mut phase = rt.block_on(load(&client, &url, msg, s.messages, s.concurrency, s.max, &format!("{tag}m")));
-    let (n1, c1, b1) = (cpu_ticks(&pid).unwrap_or(0), cpu_ticks(&me).unwrap_or(0), sum_ticks(&broker_pids));
-    let node_died = !node.alive();
+    let (n1, c1, b1) = (cpu_split(&pid).unwrap_or((0, 0)), cpu_ticks(&me).unwrap_or(0), sum_ticks(&broker_pids));
+    let node_died = node.exit_description();
     let log_problems = node.log_problems(5);
     node.kill();
     if mode == Mode::Rabbit {
@@ -545,7 +596,8 @@ fn run_once(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, msg: &As2Mess
         p50: percentile(&phase.latencies, 50.0),
         p99: percentile(&phase.latencies, 99.0),
         max: phase.latencies.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN),
-        node_cpu_ms: per_msg(n1.saturating_sub(n0)),
+        node_cpu_ms: per_msg((n1.0 + n1.1).saturating_sub(n0.0 + n0.1)),
+        node_sys_ms: per_msg(n1.1.saturating_sub(n0.1)),
         client_cpu_ms: per_msg(c1.saturating_sub(c0)),
         broker_cpu_ms: (mode == Mode::Rabbit).then(|| per_msg(b1.saturating_sub(b0))),
         elapsed: phase.elapsed.as_secs_f64(),
@@ -553,7 +605,7 @@ fn run_once(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, msg: &As2Mess
         node_died,
     };
     eprintln!(
-        "  {} run {run}: {} msgs in {:.1} s = {:.0} msg/s, {} failed, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, node {:.2} CPU-ms/msg, client {:.2} CPU-ms/msg{}",
+        "  {} run {run}: {} msgs in {:.1} s = {:.0} msg/s, {} failed, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, node {:.2} CPU-ms/msg ({:.2} in the kernel), client {:.2} CPU-ms/msg{}",
         mode.label(),
         r.done,
         r.elapsed,
@@ -563,14 +615,15 @@ fn run_once(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, msg: &As2Mess
         r.p99,
         r.max,
         r.node_cpu_ms,
+        r.node_sys_ms,
         r.client_cpu_ms,
         r.broker_cpu_ms.map(|b| format!(", broker+redis {b:.2} CPU-ms/msg")).unwrap_or_default()
     );
     for f in &r.samples {
         eprintln!("    failure: {f}");
     }
-    if r.node_died {
-        eprintln!("    the node exited during the run");
+    if let Some(how) = &r.node_died {
+        eprintln!("    the node ended during the run: {how}");
     }
     if r.log_problems.0 > 0 {
         eprintln!("    node log: {} WARN/ERROR lines, first: ", r.log_problems.0);
@@ -608,6 +661,21 @@ fn run_large(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, mib: usize, 
     let client = reqwest::Client::builder().timeout(Duration::from_secs(900)).build().map_err(|e| e.to_string())?;
     let url = format!("{}/as2", node.url);
     let t0 = Instant::now();
+    // VmRSS every 10 ms, to see when the peak happens.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(kib) = status_kib(pid, "VmRSS:") {
+                    samples.push((t0.elapsed().as_secs_f64(), kib));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        })
+    };
     let problem = rt.block_on(async {
         let r = client
             .post(&url)
@@ -635,13 +703,31 @@ fn run_large(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, mib: usize, 
     });
     let secs = t0.elapsed().as_secs_f64();
     let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    if let Some(peak) = samples.iter().max_by_key(|s| s.1) {
+        let step = (secs / 12.0).max(0.05);
+        let mut line = String::new();
+        let mut next = 0.0;
+        for (t, kib) in &samples {
+            if *t >= next {
+                line.push_str(&format!(" {t:.2}s:{}M", kib / 1024));
+                next = t + step;
+            }
+        }
+        eprintln!("  node VmRSS over time (request sent at 0 s, answered at {secs:.2} s):{line}");
+        eprintln!("  sampled peak {} MiB at {:.2} s", peak.1 / 1024, peak.0);
+    }
     let n1 = cpu_ticks(&pid.to_string()).unwrap_or(0);
-    let alive = node.alive();
+    let ended = node.exit_description();
+    if std::env::var_os("BENCH_NODE_LOG").is_some() {
+        eprintln!("  node log:\n{}", std::fs::read_to_string(&node.log).unwrap_or_default());
+    }
     let (nbad, bad) = node.log_problems(5);
     node.kill();
     let mut problem = problem;
-    if !alive {
-        problem = Some(format!("{} (the node exited; VmHWM is the last value read)", problem.unwrap_or_default()));
+    if let Some(how) = ended {
+        problem = Some(format!("{} (the node ended: {how}; VmHWM is the last value read)", problem.unwrap_or_default()));
     }
     if problem.is_some() && nbad > 0 {
         eprintln!("    node log: {nbad} WARN/ERROR lines, first: {bad:#?}");
@@ -730,7 +816,7 @@ fn main() {
         messages: env_usize("BENCH_MESSAGES", 3000),
         warmup: env_usize("BENCH_WARMUP", 200),
         concurrency: env_usize("BENCH_CONCURRENCY", 16).max(1),
-        max: Duration::from_secs(env_usize("BENCH_MAX_SECS", 90) as u64),
+        max: Duration::from_secs(env_usize("BENCH_MAX_SECS", 60) as u64),
         tck: clk_tck(),
     };
     let repeats = env_usize("BENCH_REPEATS", 3).max(1);
@@ -746,9 +832,11 @@ fn main() {
     let costs = if want("proto") { proto_costs(&keys, &msg) } else { vec![] };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let fs = describe_fs(&std::env::temp_dir());
     eprintln!(
-        "edinode throughput: {} ({cpus} CPUs), {} B payload -> {} B body, {} senders, {} warm-up + {} measured messages per run, {repeats} runs per mode",
+        "edinode throughput: {} ({cpus} CPUs), node data under {} on {fs}, {} B payload -> {} B body, {} senders, {} warm-up + {} measured messages per run, {repeats} runs per mode",
         bin.display(),
+        std::env::temp_dir().display(),
         payload_bytes,
         msg.body.len(),
         s.concurrency,
@@ -756,33 +844,46 @@ fn main() {
         s.messages
     );
 
-    let mut table: Vec<(Mode, RunResult, Vec<f64>)> = Vec::new();
+    let mut table: Vec<(Mode, RunResult, Vec<f64>, usize)> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
-    for mode in [Mode::Embedded, Mode::Rabbit] {
-        if !want(if mode == Mode::Embedded { "embedded" } else { "rabbitmq" }) {
-            continue;
-        }
-        if mode == Mode::Rabbit && !(tcp_up("127.0.0.1:5672") && tcp_up("127.0.0.1:6379")) {
+    let mut modes_run = Vec::new();
+    if want("embedded") {
+        modes_run.push(Mode::Embedded);
+    }
+    if want("rabbitmq") {
+        if tcp_up("127.0.0.1:5672") && tcp_up("127.0.0.1:6379") {
+            modes_run.push(Mode::Rabbit);
+        } else {
             errors.push("RabbitMQ + Redis: skipped, 127.0.0.1:5672 or 127.0.0.1:6379 does not answer".into());
-            continue;
         }
-        let mut runs = Vec::new();
-        for i in 1..=repeats {
-            match run_once(&rt, &bin, &keys, &msg, mode, &s, i) {
-                Ok(r) => runs.push(r),
+    }
+    // Runs of the modes alternate (E R E R ...), so slow drift on the shared machine hits both.
+    let mut runs: Vec<Vec<RunResult>> = modes_run.iter().map(|_| Vec::new()).collect();
+    for i in 1..=repeats {
+        for (k, mode) in modes_run.iter().enumerate() {
+            match run_once(&rt, &bin, &keys, &msg, *mode, &s, i) {
+                Ok(r) => runs[k].push(r),
                 Err(e) => {
                     eprintln!("  {} run {i}: {e}", mode.label());
                     errors.push(format!("{} run {i}: {e}", mode.label()));
                 }
             }
         }
-        if runs.is_empty() {
+    }
+    for (mode, mut rs) in modes_run.into_iter().zip(runs) {
+        if rs.is_empty() {
             continue;
         }
-        runs.sort_by(|a, b| a.msg_per_s.total_cmp(&b.msg_per_s));
-        let all: Vec<f64> = runs.iter().map(|r| r.msg_per_s).collect();
-        let median = runs.swap_remove(runs.len() / 2);
-        table.push((mode, median, all));
+        let all: Vec<f64> = rs.iter().map(|r| r.msg_per_s).collect();
+        let total_failures: usize = rs.iter().map(|r| r.failures).sum();
+        // The median of the runs without failures (a run that failed measures something else).
+        let clean: Vec<RunResult> = rs.iter().filter(|r| r.failures == 0 && r.node_died.is_none()).map(|r| r.clone()).collect();
+        if !clean.is_empty() {
+            rs = clean;
+        }
+        rs.sort_by(|a, b| a.msg_per_s.total_cmp(&b.msg_per_s));
+        let median = rs.swap_remove(rs.len() / 2);
+        table.push((mode, median, all, total_failures));
     }
 
     let large = if want("large") && large_mib > 0 {
@@ -801,26 +902,28 @@ fn main() {
     // The report, in Markdown.
     println!();
     println!(
-        "Throughput: {} B X12 payload, signed (sha-256) + encrypted (aes128-cbc, RSA 2048), signed synchronous MDN; {} concurrent senders; {} messages per run after {} warm-up; median of {} runs by msg/s; {} CPUs shared by client and node; `http.workers = 2`.",
-        payload_bytes, s.concurrency, s.messages, s.warmup, repeats, cpus
+        "Throughput: {} B X12 payload, signed (sha-256) + encrypted (aes128-cbc, RSA 2048), signed synchronous MDN; {} concurrent senders; {} messages per run after {} warm-up; median of {} runs by msg/s; {} CPUs shared by client, node and broker; `http.workers = 2`; node data (spool, blobs, inbox) on {}.",
+        payload_bytes, s.concurrency, s.messages, s.warmup, repeats, cpus, fs
     );
     println!();
-    println!("| Mode | msg/s | p50 ms | p99 ms | max ms | node CPU-ms/msg | client CPU-ms/msg | broker+redis CPU-ms/msg | failures | msg/s of all runs |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for (mode, r, all) in &table {
+    println!("| Mode | msg/s | p50 ms | p99 ms | max ms | node CPU-ms/msg | of which kernel | client CPU-ms/msg | broker+redis CPU-ms/msg | failures (median run; all runs) | msg/s of all runs |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (mode, r, all, total_failures) in &table {
         let all: Vec<String> = all.iter().map(|v| format!("{v:.0}")).collect();
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {} | {} / {} | {} |",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} / {}; {} | {} |",
             mode.label(),
             r.msg_per_s,
             r.p50,
             r.p99,
             r.max,
             r.node_cpu_ms,
+            r.node_sys_ms,
             r.client_cpu_ms,
             r.broker_cpu_ms.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into()),
             r.failures,
             r.done,
+            total_failures,
             all.join(", ")
         );
     }

@@ -17,6 +17,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Settings {
     pub node: NodeSettings,
     pub http: HttpSettings,
+    pub admin: AdminSettings,
     pub rabbitmq: RabbitSettings,
     pub redis: RedisSettings,
     pub limits: LimitSettings,
@@ -54,6 +55,22 @@ pub struct HttpSettings {
     pub sync_mdn_timeout_secs: u64,
     /// HTTP worker threads.
     pub workers: usize,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address of the admin listener; empty serves admin routes on the partner listener.
+    pub listen: String,
+    /// Bearer token for the tracking API; empty disables it.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("AdminSettings").field("listen", &self.listen).field("token", &if self.token.is_empty() { "" } else { "***" }).finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

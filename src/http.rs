@@ -1,6 +1,8 @@
-//! The partner-facing HTTP listener (actix-web): POST /as2 runs the HttpReceiver, then answers
-//! with the synchronous MDN when one was asked for (routed back through the reply queue, from
-//! whichever node produced it), or 200 at once once the raw message is durable.
+//! HTTP: the partner-facing listener (POST /as2, /healthz, /readyz) and the admin listener
+//! (/metrics, the tracking API under /api, bearer token required). POST /as2 runs the
+//! HttpReceiver, then answers with the synchronous MDN when one was asked for (routed back
+//! through the reply queue, from whichever node produced it), or 200 at once once the raw
+//! message is durable.
 
 use crate::transport::{Publish, Transport};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// Requests waiting for their synchronous MDN, by correlation id.
 #[derive(Default)]
@@ -41,9 +44,13 @@ pub struct HttpState {
     pub waiters: Arc<Waiters>,
     pub reply_queue: String,
     pub sync_timeout: Duration,
+    /// Bearer token of the admin API; None disables it.
+    pub admin_token: Option<String>,
+    /// Redis (or local state) liveness for /readyz.
+    pub redis_configured: bool,
 }
 
-fn text(status: u16, msg: &str) -> HttpResponse {
+pub fn text(status: u16, msg: &str) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST))
         .content_type("text/plain; charset=utf-8")
         .body(format!("{msg}\n"))
@@ -55,20 +62,47 @@ pub async fn as2(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) -
         .iter()
         .map(|(n, v)| Header { name: n.as_str().to_string(), value: String::from_utf8_lossy(v.as_bytes()).trim().to_string() })
         .collect();
+    let span = tracing::info_span!(
+        "http_receiver",
+        otel.name = "http_receiver",
+        otel.kind = "server",
+        actor = "http_receiver",
+        node = %st.cx.node_id,
+        http.status_code = tracing::field::Empty,
+        message_id = tracing::field::Empty,
+        station = tracing::field::Empty,
+        partner = tracing::field::Empty,
+        direction = "inbound",
+        size = body.len(),
+        error = tracing::field::Empty,
+    );
+    let trace_in: Vec<(String, String)> = headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+    crate::telemetry::set_parent(&span, &trace_in);
+    let resp = receive(headers, body, st.clone()).instrument(span.clone()).await;
+    span.record("http.status_code", resp.status().as_u16());
+    st.cx.metrics.http_requests.with_label_values(&["/as2", resp.status().as_str()]).inc();
+    resp
+}
+
+async fn receive(headers: Vec<Header>, body: web::Bytes, st: web::Data<HttpState>) -> HttpResponse {
+    st.cx.metrics.bytes.with_label_values(&["inbound"]).inc_by(body.len() as u64);
     let accepted = match http_receiver::accept(&st.cx, headers, &body, &st.reply_queue, crate::storage::now_ms()).await {
         Ok(a) => a,
         Err(r) => {
             tracing::warn!(message = "AS2 request refused.", reason = %r, status = r.http_status());
+            tracing::Span::current().record("error", r.to_string().as_str());
             return text(r.http_status(), &r.to_string());
         }
     };
+    edinode_actors::describe(&accepted.first.ctx);
     let id = accepted.id.clone();
     let waiter = (accepted.answer == Answer::SyncMdn).then(|| st.waiters.register(&id));
     let body = match edinode_proto::envelope::encode(&accepted.first) {
         Ok(b) => b,
         Err(e) => return text(500, &e),
     };
-    if let Err(error) = st.transport.publish(Publish { queue: queues::MIME_UNWRAPPER, body: &body, attempt: 0, reason: None, origin: None }).await {
+    let trace = crate::telemetry::inject(&tracing::Span::current());
+    if let Err(error) = st.transport.publish(Publish { queue: queues::MIME_UNWRAPPER, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }).await {
         st.waiters.forget(&id);
         tracing::error!(message = "Could not queue a received message.", %error, id);
         st.cx.status(&id, "failed", &format!("not queued: {error}")).await;
@@ -90,6 +124,7 @@ pub async fn as2(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) -
         },
         _ => {
             st.waiters.forget(&id);
+            st.cx.metrics.mdn_timeouts.inc();
             st.cx.status(&id, "mdn-timeout", "synchronous MDN not ready in time").await;
             text(504, "the MDN was not ready in time; the message is kept and will be processed")
         }
@@ -98,4 +133,121 @@ pub async fn as2(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) -
 
 pub async fn healthz() -> HttpResponse {
     text(200, "ok")
+}
+
+/// Ready when the broker (or spool) and the state store answer.
+pub async fn readyz(st: web::Data<HttpState>) -> HttpResponse {
+    let broker = st.transport.ready().await;
+    let state = st.cx.state.ping().await;
+    let body = serde_json::json!({"ready": broker && state, "broker": broker, "state": state});
+    if broker && state {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+pub async fn metrics(st: web::Data<HttpState>) -> HttpResponse {
+    for q in [queues::MIME_UNWRAPPER, queues::DECRYPTOR, queues::VERIFIER, queues::MDN_SENDER, queues::DELIVERER, queues::DEAD] {
+        if let Some(n) = st.transport.depth(q).await {
+            st.cx.metrics.queue_depth.with_label_values(&[q]).set(n as i64);
+        }
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(st.cx.metrics.render())
+}
+
+/// Constant-time-ish comparison of the bearer token.
+fn authorized(req: &HttpRequest, st: &HttpState) -> bool {
+    let Some(token) = &st.admin_token else { return false };
+    let Some(h) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else { return false };
+    let Some(given) = h.strip_prefix("Bearer ").map(str::trim) else { return false };
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized().insert_header(("WWW-Authenticate", "Bearer")).json(serde_json::json!({"error": "a valid bearer token is required"}))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ListQuery {
+    station: Option<String>,
+    partner: Option<String>,
+    direction: Option<String>,
+    status: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<usize>,
+}
+
+pub async fn list_messages(req: HttpRequest, q: web::Query<ListQuery>, st: web::Data<HttpState>) -> HttpResponse {
+    if !authorized(&req, &st) {
+        return unauthorized();
+    }
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let ids = match st.cx.state.list(q.since.unwrap_or(0), q.until.unwrap_or(i64::MAX), 10_000).await {
+        Ok(ids) => ids,
+        Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e})),
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        let Ok(Some(m)) = st.cx.state.summary(&id).await else { continue };
+        let keep = |field: &str, want: &Option<String>| want.as_ref().is_none_or(|w| m.get(field) == Some(w));
+        if keep("station", &q.station) && keep("partner", &q.partner) && keep("direction", &q.direction) && keep("status", &q.status) {
+            let mut v = serde_json::to_value(&m).unwrap_or_default();
+            v["id"] = serde_json::Value::String(id);
+            out.push(v);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    HttpResponse::Ok().json(serde_json::json!({"messages": out}))
+}
+
+pub async fn get_message(req: HttpRequest, path: web::Path<String>, st: web::Data<HttpState>) -> HttpResponse {
+    if !authorized(&req, &st) {
+        return unauthorized();
+    }
+    let id = path.into_inner();
+    let summary = match st.cx.state.summary(&id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return HttpResponse::NotFound().json(serde_json::json!({"error": "no such message"})),
+        Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e})),
+    };
+    let history: Vec<_> = st
+        .cx
+        .state
+        .history(&id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(at, status, detail)| serde_json::json!({"at": at, "status": status, "detail": detail}))
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({"id": id, "summary": summary, "history": history}))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ReplayQuery {
+    id: Option<String>,
+}
+
+/// Move dead-lettered work back to the queue it came from (all of it, or one message's).
+pub async fn replay_dead(req: HttpRequest, q: web::Query<ReplayQuery>, st: web::Data<HttpState>) -> HttpResponse {
+    if !authorized(&req, &st) {
+        return unauthorized();
+    }
+    match st.transport.replay_dead(q.id.as_deref()).await {
+        Ok(n) => {
+            tracing::info!(message = "Dead letters replayed.", count = n);
+            HttpResponse::Ok().json(serde_json::json!({"replayed": n}))
+        }
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+    }
+}
+
+/// Routes of the admin API (bearer token).
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/messages", web::get().to(list_messages))
+        .route("/api/messages/{id}", web::get().to(get_message))
+        .route("/api/dead/replay", web::post().to(replay_dead));
 }

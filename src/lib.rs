@@ -6,6 +6,7 @@
 //! - [`storage`]: blob store and state store adapters (Redis or local).
 //! - [`runner`]: runs an actor on its queue: ack after outputs are durable, retries, dead letters.
 //! - [`http`]: the partner-facing listener.
+//! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation.
 //! - [`node`]: wiring.
 
 pub mod config;
@@ -13,4 +14,5 @@ pub mod http;
 pub mod node;
 pub mod runner;
 pub mod storage;
+pub mod telemetry;
 pub mod transport;

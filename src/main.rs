@@ -28,18 +28,8 @@ enum Cmd {
     CheckConfig,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,actix_server=warn,lapin=warn".into());
-    if std::env::var("EDINODE_LOG_FORMAT").as_deref() == Ok("json") {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let (mut settings, src) = match edinode::config::load(cli.config.as_deref()) {
         Ok(v) => v,
         Err(e) => {
@@ -75,8 +65,12 @@ fn main() -> std::process::ExitCode {
                 }
             };
             let r = rt.block_on(async move {
+                // The OTLP exporter needs the runtime; it flushes when `telemetry` drops.
+                let telemetry = edinode::telemetry::init();
                 let node = edinode::node::build(settings, &src).await?;
-                node.run().await
+                let r = node.run().await;
+                telemetry.flush();
+                r
             });
             match r {
                 Ok(()) => std::process::ExitCode::SUCCESS,

@@ -59,6 +59,7 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         inbox: settings.node.inbox.clone(),
         reporting_ua: settings.node.reporting_ua.clone(),
         mdn_post_attempts: settings.mdn.async_post_attempts,
+        metrics: Arc::new(edinode_actors::metrics::Metrics::new()),
     };
     Ok(Node { cx, transport, settings })
 }
@@ -112,21 +113,28 @@ impl Node {
                 }
             }
         });
+        let admin = &self.settings.admin;
         let state = web::Data::new(HttpState {
             cx: self.cx.clone(),
             transport: self.transport.clone(),
             waiters,
             reply_queue,
             sync_timeout: Duration::from_secs(self.settings.http.sync_mdn_timeout_secs),
+            admin_token: (!admin.token.is_empty()).then(|| admin.token.clone()),
+            redis_configured: !self.settings.redis.url.is_empty(),
         });
         let max_body = self.settings.http.max_body_bytes;
         let listen = self.settings.http.listen.clone();
+        let admin_on_partner_listener = admin.listen.is_empty();
+        let st2 = state.clone();
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
+            let app = App::new()
+                .app_data(st2.clone())
                 .app_data(web::PayloadConfig::new(max_body))
                 .route("/as2", web::post().to(http::as2))
                 .route("/healthz", web::get().to(http::healthz))
+                .route("/readyz", web::get().to(http::readyz));
+            if admin_on_partner_listener { app.configure(http::admin_routes).route("/metrics", web::get().to(http::metrics)) } else { app }
         })
         .workers(self.settings.http.workers.max(1))
         .max_connection_rate(1024)
@@ -135,7 +143,28 @@ impl Node {
             // Tests and scripts read this line to find the port when listening on :0.
             println!("edinode listening on http://{a}");
         }
-        server.run().await?;
+        let server = server.run();
+        if admin_on_partner_listener {
+            server.await?;
+            return Ok(());
+        }
+        let st3 = state.clone();
+        let admin_server = HttpServer::new(move || {
+            App::new()
+                .app_data(st3.clone())
+                .route("/healthz", web::get().to(http::healthz))
+                .route("/readyz", web::get().to(http::readyz))
+                .route("/metrics", web::get().to(http::metrics))
+                .configure(http::admin_routes)
+        })
+        .workers(1)
+        .bind(&admin.listen)?;
+        for a in admin_server.addrs() {
+            println!("edinode admin listening on http://{a}");
+        }
+        let (a, b) = futures::future::join(server, admin_server.run()).await;
+        a?;
+        b?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use edinode_actors::{queues, Actor, ActorError, NodeContext, Out};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -22,11 +23,12 @@ impl RetryPolicy {
     }
 }
 
-/// Publish a handler's outputs.
+/// Publish a handler's outputs, carrying the current span's trace context.
 pub async fn publish_outs(t: &dyn Transport, outs: Vec<Out>) -> anyhow::Result<()> {
+    let trace = crate::telemetry::inject(&tracing::Span::current());
     for o in outs {
         match o {
-            Out::Send { queue, body } => t.publish(Publish { queue, body: &body, attempt: 0, reason: None, origin: None }).await?,
+            Out::Send { queue, body } => t.publish(Publish { queue, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }).await?,
             Out::Reply { queue, body } => {
                 if let Err(error) = t.reply(&queue, &body).await {
                     tracing::warn!(message = "Failed to route a synchronous reply.", %error, queue);
@@ -38,17 +40,38 @@ pub async fn publish_outs(t: &dyn Transport, outs: Vec<Out>) -> anyhow::Result<(
     Ok(())
 }
 
-async fn dead_letter(t: &dyn Transport, queue: &str, d: &Delivery, reason: &str) -> anyhow::Result<()> {
+async fn dead_letter(t: &dyn Transport, cx: &NodeContext, actor: &str, queue: &str, d: &Delivery, reason: &str) -> anyhow::Result<()> {
     tracing::error!(message = "Message dead-lettered.", queue, attempts = d.attempt + 1, reason);
-    t.publish(Publish { queue: queues::DEAD, body: &d.body, attempt: d.attempt + 1, reason: Some(reason), origin: Some(queue) }).await
+    tracing::Span::current().record("error", reason);
+    cx.metrics.dead_letters.with_label_values(&[actor]).inc();
+    t.publish(Publish { queue: queues::DEAD, body: &d.body, attempt: d.attempt + 1, reason: Some(reason), origin: Some(queue), trace: &d.trace }).await
 }
 
 async fn process<A: Actor>(actor: &A, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
+    let span = tracing::info_span!(
+        "actor",
+        otel.name = A::NAME,
+        actor = A::NAME,
+        node = %cx.node_id,
+        attempt = d.attempt,
+        message_id = tracing::field::Empty,
+        station = tracing::field::Empty,
+        partner = tracing::field::Empty,
+        direction = tracing::field::Empty,
+        size = tracing::field::Empty,
+        disposition = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    crate::telemetry::set_parent(&span, &d.trace);
+    process_in_span(actor, cx, t, retry, d).instrument(span).await
+}
+
+async fn process_in_span<A: Actor>(actor: &A, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
     let started = std::time::Instant::now();
     let input: A::Input = match edinode_proto::envelope::decode(&d.body) {
         Ok(i) => i,
         Err(e) => {
-            let r = dead_letter(t, A::QUEUE, &d, &format!("undecodable message: {e}")).await;
+            let r = dead_letter(t, cx, A::NAME, A::QUEUE, &d, &format!("undecodable message: {e}")).await;
             finish(d, r.is_ok()).await;
             return;
         }
@@ -64,11 +87,13 @@ async fn process<A: Actor>(actor: &A, cx: &NodeContext, t: &dyn Transport, retry
         },
         Err(ActorError::Transient(reason)) if d.attempt + 1 < retry.max_attempts => {
             tracing::warn!(message = "Transient failure; retrying.", actor = A::NAME, attempt = d.attempt + 1, %reason);
+            cx.metrics.retries.with_label_values(&[A::NAME]).inc();
             tokio::time::sleep(retry.delay(d.attempt)).await;
-            t.publish(Publish { queue: A::QUEUE, body: &d.body, attempt: d.attempt + 1, reason: None, origin: None }).await.is_ok()
+            t.publish(Publish { queue: A::QUEUE, body: &d.body, attempt: d.attempt + 1, reason: None, origin: None, trace: &d.trace }).await.is_ok()
         }
-        Err(ActorError::Transient(reason)) | Err(ActorError::Permanent(reason)) => dead_letter(t, A::QUEUE, &d, &reason).await.is_ok(),
+        Err(ActorError::Transient(reason)) | Err(ActorError::Permanent(reason)) => dead_letter(t, cx, A::NAME, A::QUEUE, &d, &reason).await.is_ok(),
     };
+    cx.metrics.stage_seconds.with_label_values(&[A::NAME]).observe(started.elapsed().as_secs_f64());
     tracing::debug!(message = "Handled.", actor = A::NAME, ok, ms = started.elapsed().as_millis() as u64);
     finish(d, ok).await;
 }

@@ -8,6 +8,7 @@ use edinode_proto::alg::DigestAlg;
 
 struct Env {
     dir: tempfile::TempDir,
+    #[allow(dead_code)]
     station: Identity,
     partner: Identity,
     node: NodeProc,

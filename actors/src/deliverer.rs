@@ -31,6 +31,7 @@ impl Actor for Deliverer {
 
     async fn handle(&self, cx: &NodeContext, input: Deliver) -> Result<Vec<Out>, ActorError> {
         let Deliver { ctx, payloads } = input;
+        crate::describe(&ctx);
         let dir: PathBuf = cx.inbox.join(safe_component(&ctx.station)).join(safe_component(&ctx.partner));
         tokio::fs::create_dir_all(&dir).await.map_err(|e| ActorError::Transient(format!("create {}: {e}", dir.display())))?;
         let mut outs = Vec::new();

@@ -98,6 +98,18 @@ pub async fn accept(cx: &NodeContext, headers: Vec<Header>, body: &[u8], reply_q
     let entity = cx.blob(&ctx, "layer0", entity).await.map_err(|e| match e {
         ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),
     })?;
+    cx.annotate(
+        &id,
+        &[
+            ("direction", "inbound".to_string()),
+            ("station", ctx.station.clone()),
+            ("partner", ctx.partner.clone()),
+            ("message_id", ctx.request.message_id.clone()),
+            ("size", body.len().to_string()),
+            ("received_at", now_ms.to_string()),
+        ],
+    )
+    .await;
     cx.status(&id, "received", &format!("{} bytes from {}", body.len(), ctx.request.as2_from)).await;
     Ok(Accepted { id, first: Unwrap { ctx, entity }, answer })
 }

@@ -16,6 +16,7 @@ pub mod decryptor;
 pub mod deliverer;
 pub mod http_receiver;
 pub mod mdn_sender;
+pub mod metrics;
 pub mod mime_unwrapper;
 pub mod verifier;
 
@@ -97,6 +98,17 @@ pub trait StateStore: Send + Sync {
     async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String>;
     /// Set `key` to `value` if absent; returns the value now stored.
     async fn set_once(&self, key: &str, value: &str, ttl_secs: u64) -> Result<String, String>;
+    /// Add fields to a message's summary (direction, station, partner, message_id, size, ...);
+    /// a `received_at` field (unix ms) puts it in the time index.
+    async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String>;
+    /// A message's summary fields (with `status`), if known.
+    async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, String>;
+    /// True when the store answers.
+    async fn ping(&self) -> bool {
+        true
+    }
+    /// Message ids received in [since, until] (unix ms), newest first, at most `limit`.
+    async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, String>;
 }
 
 /// Limits and thresholds.
@@ -136,6 +148,7 @@ pub struct NodeContext {
     pub reporting_ua: String,
     /// Async MDN POST attempts before giving up.
     pub mdn_post_attempts: u32,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl NodeContext {
@@ -157,12 +170,41 @@ impl NodeContext {
         Ok(Blob::Stored { key, len: data.len() as u64 })
     }
 
+    /// Add summary fields, logging (not failing) when the store is unavailable.
+    pub async fn annotate(&self, id: &str, fields: &[(&str, String)]) {
+        if let Err(error) = self.state.annotate(id, fields).await {
+            tracing::warn!(message = "Failed to record message summary.", %error, id);
+        }
+    }
+
     /// Record a status, logging (not failing) when the store is unavailable.
     pub async fn status(&self, id: &str, status: &str, detail: &str) {
         if let Err(error) = self.state.record(id, status, detail).await {
             tracing::warn!(message = "Failed to record message status.", %error, id, status);
         }
     }
+}
+
+/// The rank of a status in a message's life; the summary shows the highest reached (history
+/// keeps everything). Milestones such as `decrypted` or `mdn-sent` have no rank.
+pub fn lifecycle_rank(status: &str) -> Option<u8> {
+    Some(match status {
+        "received" | "queued" => 0,
+        "sending" | "processed" => 1,
+        "sent" | "delivered" => 2,
+        "failed" => 3,
+        _ => return None,
+    })
+}
+
+/// Record a message's identity on the current span (the runner declares these fields).
+pub fn describe(ctx: &Inbound) {
+    let span = tracing::Span::current();
+    span.record("message_id", ctx.request.message_id.as_str());
+    span.record("station", ctx.station.as_str());
+    span.record("partner", ctx.partner.as_str());
+    span.record("direction", "inbound");
+    span.record("size", ctx.raw_len);
 }
 
 /// An actor: a name, a typed input, and a handler.

@@ -74,6 +74,17 @@ impl Actor for MdnSender {
     async fn handle(&self, cx: &NodeContext, input: MdnSenderInput) -> Result<Vec<Out>, ActorError> {
         match input {
             MdnSenderInput::Conclude(c) => {
+                crate::describe(&c.ctx);
+                tracing::Span::current().record("disposition", c.disposition.field_value().as_str());
+                if let Some(r) = &c.reason {
+                    tracing::Span::current().record("error", r.as_str());
+                }
+                let outcome = match &c.disposition {
+                    edinode_proto::error::Disposition::Processed => "processed".to_string(),
+                    edinode_proto::error::Disposition::Warning(m) | edinode_proto::error::Disposition::Error(m) | edinode_proto::error::Disposition::Failed(m) => m.clone(),
+                };
+                cx.metrics.messages.with_label_values(&["inbound", &c.ctx.station, &c.ctx.partner, &outcome]).inc();
+                cx.annotate(&c.ctx.id, &[("disposition", c.disposition.field_value()), ("reason", c.reason.clone().unwrap_or_default())]).await;
                 let status = if c.disposition.is_positive() { "processed" } else { "failed" };
                 let detail = c.reason.clone().unwrap_or_else(|| c.disposition.field_value());
                 cx.status(&c.ctx.id, status, &detail).await;
@@ -100,6 +111,7 @@ impl Actor for MdnSender {
                 Ok(outs)
             }
             MdnSenderInput::Post(m) => {
+                crate::describe(&m.ctx);
                 let mut req = cx.http.post(&m.url).timeout(std::time::Duration::from_secs(60));
                 for (k, v) in &m.mdn.headers {
                     req = req.header(k.as_str(), v.as_str());

@@ -94,6 +94,7 @@ impl Actor for MimeUnwrapper {
 
     async fn handle(&self, cx: &NodeContext, input: Unwrap) -> Result<Vec<Out>, ActorError> {
         let Unwrap { mut ctx, entity } = input;
+        crate::describe(&ctx);
         let mut bytes = cx.load(&entity).await?;
         let mut blob = Some(entity);
         loop {

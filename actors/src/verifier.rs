@@ -18,6 +18,7 @@ impl Actor for Verifier {
 
     async fn handle(&self, cx: &NodeContext, input: Verify) -> Result<Vec<Out>, ActorError> {
         let Verify { mut ctx, entity } = input;
+        crate::describe(&ctx);
         let bytes = cx.load(&entity).await?;
         let Some(partner) = cx.directory.partner(&ctx.request.as2_to, &ctx.request.as2_from) else {
             return fail(ctx, &ProcessingError::Authentication("partner no longer configured".into()));

@@ -12,11 +12,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alg;
+pub mod as4;
 pub mod cms;
 pub mod envelope;
 pub mod error;
 pub mod headers;
 pub mod mdn;
+pub mod mdn_parse;
 pub mod mime;
+pub mod outbound;
 pub mod profile;
 pub mod unwrap;

@@ -244,15 +244,16 @@ pub fn documents(raw: &[u8], limits: &MimeLimits) -> Result<Vec<Document>, Proce
     Ok(vec![Document { filename: e.filename(), content_type: ct.mime.clone(), data: e.decoded_body()? }])
 }
 
-/// Build the first entity from the HTTP request: its content headers and the body as received.
+/// Build the first entity from the HTTP request: its content headers, in a fixed order and
+/// spelling (HTTP servers hand headers over lower-cased and unordered, and the MIC of an
+/// unsigned message is computed over this entity), then the body as received.
 pub fn entity_from_http(headers: &[mime::Header], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 256);
-    for h in headers {
-        let n = h.name.to_ascii_lowercase();
-        if n == "content-type" || n == "content-transfer-encoding" || n == "content-disposition" {
-            out.extend_from_slice(h.name.as_bytes());
+    for name in ["Content-Type", "Content-Transfer-Encoding", "Content-Disposition"] {
+        if let Some(v) = mime::get(headers, name) {
+            out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value.as_bytes());
+            out.extend_from_slice(v.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
     }

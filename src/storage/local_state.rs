@@ -11,6 +11,16 @@ use std::sync::Mutex;
 struct Inner {
     keys: HashMap<String, (String, i64)>,
     status: HashMap<String, Vec<(i64, String, String)>>,
+    summaries: HashMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+fn apply_status(e: &mut std::collections::BTreeMap<String, String>, status: &str, at: i64) {
+    e.insert("updated_at".into(), at.to_string());
+    if let Some(rank) = edinode_actors::lifecycle_rank(status) {
+        if e.get("status").and_then(|s| edinode_actors::lifecycle_rank(s)).is_none_or(|r| rank >= r) {
+            e.insert("status".into(), status.to_string());
+        }
+    }
 }
 
 pub struct LocalState {
@@ -36,11 +46,24 @@ impl LocalState {
                             inner.keys.entry(k).or_insert((v["v"].as_str().unwrap_or("").to_string(), exp));
                         }
                     }
-                    Some("s") => inner.status.entry(v["id"].as_str().unwrap_or("").to_string()).or_default().push((
+                    Some("m") => {
+                        let id = v["id"].as_str().unwrap_or("").to_string();
+                        let e = inner.summaries.entry(id).or_default();
+                        if let Some(o) = v["f"].as_object() {
+                            for (k, val) in o {
+                                e.insert(k.clone(), val.as_str().unwrap_or("").to_string());
+                            }
+                        }
+                    }
+                    Some("s") => {
+                        let e = inner.summaries.entry(v["id"].as_str().unwrap_or("").to_string()).or_default();
+                        apply_status(e, v["status"].as_str().unwrap_or(""), v["at"].as_i64().unwrap_or(0));
+                        inner.status.entry(v["id"].as_str().unwrap_or("").to_string()).or_default().push((
                         v["at"].as_i64().unwrap_or(0),
                         v["status"].as_str().unwrap_or("").to_string(),
                         v["detail"].as_str().unwrap_or("").to_string(),
-                    )),
+                        ));
+                    }
                     _ => {}
                 }
             }
@@ -66,7 +89,12 @@ impl StateStore for LocalState {
 
     async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), String> {
         let at = crate::storage::now_ms();
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).status.entry(id.to_string()).or_default().push((at, status.to_string(), detail.to_string()));
+        {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            g.status.entry(id.to_string()).or_default().push((at, status.to_string(), detail.to_string()));
+            let e = g.summaries.entry(id.to_string()).or_default();
+            apply_status(e, status, at);
+        }
         self.append(serde_json::json!({"t": "s", "id": id, "at": at, "status": status, "detail": detail}))
     }
 
@@ -88,5 +116,34 @@ impl StateStore for LocalState {
         }
         self.append(serde_json::json!({"t": "k", "k": key, "v": value, "exp": exp}))?;
         Ok(value.to_string())
+    }
+
+    async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String> {
+        let mut obj = serde_json::Map::new();
+        {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let e = g.summaries.entry(id.to_string()).or_default();
+            for (k, v) in fields {
+                e.insert(k.to_string(), v.clone());
+                obj.insert(k.to_string(), serde_json::Value::String(v.clone()));
+            }
+        }
+        self.append(serde_json::json!({"t": "m", "id": id, "f": obj}))
+    }
+
+    async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, String> {
+        Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).summaries.get(id).cloned())
+    }
+
+    async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, String> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(i64, String)> = g
+            .summaries
+            .iter()
+            .filter_map(|(id, m)| m.get("received_at").and_then(|r| r.parse::<i64>().ok()).map(|t| (t, id.clone())))
+            .filter(|(t, _)| *t >= since_ms && *t <= until_ms)
+            .collect();
+        v.sort_by(|a, b| b.cmp(a));
+        Ok(v.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 }

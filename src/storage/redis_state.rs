@@ -21,10 +21,6 @@ impl RedisState {
         format!("{}{}", self.prefix, k)
     }
 
-    pub async fn ping(&self) -> bool {
-        let mut c = self.conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
-    }
 }
 
 #[async_trait::async_trait]
@@ -38,14 +34,16 @@ impl StateStore for RedisState {
         let mut c = self.conn.clone();
         let entry = serde_json::json!({"at": crate::storage::now_ms(), "status": status, "detail": detail}).to_string();
         let k = self.key(&format!("status:{id}"));
-        redis::pipe()
-            .rpush(&k, entry)
-            .expire(&k, STATUS_TTL_SECS)
-            .hset(self.key(&format!("msg:{id}")), "status", status)
-            .expire(self.key(&format!("msg:{id}")), STATUS_TTL_SECS)
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(|e| e.to_string())
+        let mk = self.key(&format!("msg:{id}"));
+        let mut p = redis::pipe();
+        p.rpush(&k, entry).expire(&k, STATUS_TTL_SECS).hset(&mk, "updated_at", crate::storage::now_ms());
+        if let Some(rank) = edinode_actors::lifecycle_rank(status) {
+            let current: Option<String> = c.hget(&mk, "status").await.map_err(|e| e.to_string())?;
+            if current.as_deref().and_then(edinode_actors::lifecycle_rank).is_none_or(|r| rank >= r) {
+                p.hset(&mk, "status", status);
+            }
+        }
+        p.expire(&mk, STATUS_TTL_SECS).query_async::<()>(&mut c).await.map_err(|e| e.to_string())
     }
 
     async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String> {
@@ -82,5 +80,45 @@ impl StateStore for RedisState {
         let existing: Option<String> = c.get(&k).await.map_err(|e| e.to_string())?;
         Ok(existing.unwrap_or_else(|| value.to_string()))
     }
-}
 
+    async fn ping(&self) -> bool {
+        let mut c = self.conn.clone();
+        matches!(tokio::time::timeout(std::time::Duration::from_secs(2), redis::cmd("PING").query_async::<String>(&mut c)).await, Ok(Ok(_)))
+    }
+
+    async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        let k = self.key(&format!("msg:{id}"));
+        let mut p = redis::pipe();
+        for (f, v) in fields {
+            p.hset(&k, *f, v);
+            if *f == "received_at" {
+                p.zadd(self.key("index"), id, v.parse::<i64>().unwrap_or(0));
+            }
+        }
+        p.expire(&k, STATUS_TTL_SECS);
+        p.query_async::<()>(&mut c).await.map_err(|e| e.to_string())
+    }
+
+    async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, String> {
+        let mut c = self.conn.clone();
+        let m: std::collections::BTreeMap<String, String> = c.hgetall(self.key(&format!("msg:{id}"))).await.map_err(|e| e.to_string())?;
+        Ok(if m.is_empty() { None } else { Some(m) })
+    }
+
+    async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, String> {
+        let mut c = self.conn.clone();
+        redis::cmd("ZRANGE")
+            .arg(self.key("index"))
+            .arg(until_ms)
+            .arg(since_ms)
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

@@ -106,7 +106,7 @@ impl Transport for LocalTransport {
             return Ok(());
         }
         let tx = self.sender(p.queue);
-        let d = Delivery { body: body.clone(), attempt: p.attempt, trace: vec![], acker: Box::new(FileAcker { path, tx: Some((tx.clone(), body, p.attempt)) }) };
+        let d = Delivery { body: body.clone(), attempt: p.attempt, trace: p.trace.to_vec(), acker: Box::new(FileAcker { path, tx: Some((tx.clone(), body, p.attempt)) }) };
         tx.send(d).await.map_err(|_| anyhow::anyhow!("local queue {} closed", p.queue))
     }
 
@@ -177,6 +177,35 @@ impl Transport for LocalTransport {
     }
 
     async fn ready(&self) -> bool {
-        true
+        self.dir.is_dir()
+    }
+
+    async fn replay_dead(&self, id: Option<&str>) -> anyhow::Result<usize> {
+        let dead = self.dir.join(edinode_actors::queues::DEAD);
+        let mut n = 0;
+        let Ok(mut rd) = tokio::fs::read_dir(&dead).await else { return Ok(0) };
+        let mut names = Vec::new();
+        while let Some(e) = rd.next_entry().await? {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with(".msg") {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            let path = dead.join(&name);
+            let body = tokio::fs::read(&path).await?;
+            if !id.is_none_or(|i| crate::transport::contains(&body, i.as_bytes())) {
+                continue;
+            }
+            let reason = tokio::fs::read_to_string(path.with_extension("reason")).await.unwrap_or_default();
+            // "<reason> (from <queue>, <n> attempts)"
+            let Some(queue) = reason.rsplit_once("(from ").and_then(|(_, r)| r.split(',').next()).map(str::to_string) else { continue };
+            self.publish(Publish { queue: &queue, body: &body, attempt: 0, reason: None, origin: None, trace: &[] }).await?;
+            let _ = tokio::fs::remove_file(&path).await;
+            let _ = tokio::fs::remove_file(path.with_extension("reason")).await;
+            n += 1;
+        }
+        Ok(n)
     }
 }

@@ -30,6 +30,8 @@ pub struct Publish<'a> {
     /// Why it is being dead-lettered, for the dead-letter queue.
     pub reason: Option<&'a str>,
     pub origin: Option<&'a str>,
+    /// W3C trace context (traceparent, tracestate) to carry along.
+    pub trace: &'a [(String, String)],
 }
 
 #[async_trait::async_trait]
@@ -48,4 +50,12 @@ pub trait Transport: Send + Sync {
     async fn depth(&self, queue: &str) -> Option<u64>;
     /// True when the broker answers.
     async fn ready(&self) -> bool;
+    /// Move dead letters back to the queue they came from; only those whose body mentions
+    /// `id` when given. Returns how many.
+    async fn replay_dead(&self, id: Option<&str>) -> anyhow::Result<usize>;
+}
+
+/// Whether `hay` contains `needle`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }

@@ -66,8 +66,18 @@ async fn declare_queue(ch: &Channel, name: &str) -> anyhow::Result<()> {
 impl RabbitTransport {
     pub async fn connect(url: &str) -> anyhow::Result<RabbitTransport> {
         let t = RabbitTransport { url: url.to_string(), publisher: Mutex::new(None), declared: Mutex::new(Default::default()) };
-        t.channel().await?;
-        Ok(t)
+        // A node that starts while the broker is (re)starting waits for it rather than exiting.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match t.channel().await {
+                Ok(_) => return Ok(t),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(message = "RabbitMQ not reachable yet; retrying.", error = %e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The publishing channel (confirm mode), reconnecting if the broker went away.
@@ -146,6 +156,9 @@ impl Transport for RabbitTransport {
         headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(p.attempt));
         if let Some(r) = p.reason {
             headers.insert("x-edinode-reason".into(), AMQPValue::LongString(LongString::from(r.as_bytes().to_vec())));
+        }
+        for (k, v) in p.trace {
+            headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
         }
         if let Some(o) = p.origin {
             headers.insert("x-edinode-queue".into(), AMQPValue::LongString(LongString::from(o.as_bytes().to_vec())));
@@ -257,15 +270,56 @@ impl Transport for RabbitTransport {
     }
 
     async fn depth(&self, queue: &str) -> Option<u64> {
-        let ch = self.channel().await.ok()?;
+        // A passive declare of a missing queue closes its channel: use a throwaway one.
+        let ch = {
+            let g = self.publisher.lock().await;
+            let (conn, _) = g.as_ref()?;
+            conn.create_channel().await.ok()?
+        };
         let q = ch
             .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
             .await
             .ok()?;
+        let _ = ch.close(200, "done".into()).await;
         Some(u64::from(q.message_count()))
     }
 
     async fn ready(&self) -> bool {
-        self.channel().await.is_ok()
+        match tokio::time::timeout(Duration::from_secs(3), self.channel()).await {
+            Ok(Ok(ch)) => ch.status().connected(),
+            _ => false,
+        }
+    }
+
+    async fn replay_dead(&self, id: Option<&str>) -> anyhow::Result<usize> {
+        // A private channel: basic.get of everything, republish the chosen, ack all taken;
+        // the others are rejected back to the dead-letter queue when the channel closes.
+        let conn = connect(&self.url).await?;
+        let ch = conn.create_channel().await?;
+        let mut n = 0;
+        let mut keep = Vec::new();
+        while let Some(m) = ch.basic_get(edinode_actors::queues::DEAD.into(), BasicGetOptions::default()).await? {
+            let d = m.delivery;
+            let headers = d.properties.headers().clone().unwrap_or_default();
+            let origin = str_header(&headers, "x-edinode-queue");
+            let wanted = id.is_none_or(|i| crate::transport::contains(&d.data, i.as_bytes()));
+            match (origin, wanted) {
+                (Some(q), true) => {
+                    self.publish(Publish { queue: &q, body: &d.data, attempt: 0, reason: None, origin: None, trace: &[] }).await?;
+                    d.ack(BasicAckOptions::default()).await?;
+                    n += 1;
+                }
+                _ => keep.push(d),
+            }
+            if n + keep.len() > 100_000 {
+                break;
+            }
+        }
+        for d in keep {
+            d.nack(BasicNackOptions { requeue: true, multiple: false }).await?;
+        }
+        let _ = ch.close(200, "done".into()).await;
+        let _ = conn.close(200, "done".into()).await;
+        Ok(n)
     }
 }

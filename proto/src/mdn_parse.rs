@@ -1,0 +1,981 @@
+//! Reading a partner's MDN (RFC 3798 / RFC 4130 section 7.4), synchronous (the HTTP response) or
+//! asynchronous (an HTTP POST to us), and judging it against the message we sent.
+//!
+//! A signed MDN (multipart/signed) is verified over its first part as received against any of
+//! the partner's certificates (several during a rollover); the multipart/report inside is then
+//! read leniently, because every product writes it a little differently: field names in any
+//! case, folded lines, blank lines between field groups, `Final-Recipient` without
+//! `Original-Recipient`, `Received-Content-MIC: <base64>,<alg>` with any algorithm spelling and
+//! with or without the space.
+
+use crate::alg::DigestAlg;
+use crate::cms::{self, CmsError};
+use crate::error::Disposition;
+use crate::mdn::Mic;
+use crate::mime::{self, Entity, MimeLimits};
+use openssl::x509::X509;
+
+/// How much of the human-readable part we keep.
+const MAX_TEXT: usize = 4096;
+
+/// What an MDN says.
+#[derive(Debug, Clone)]
+pub struct ParsedMdn {
+    /// Original-Message-ID as sent (angle brackets kept).
+    pub original_message_id: Option<String>,
+    pub disposition: Disposition,
+    /// The Disposition field as sent.
+    pub disposition_raw: String,
+    /// Received-Content-MIC, when its algorithm is one we know (any spelling).
+    pub received_mic: Option<Mic>,
+    /// Received-Content-MIC as sent.
+    pub mic_raw: Option<String>,
+    /// The MDN was signed and the signature verified.
+    pub signed: bool,
+    /// The trusted certificate that verified the signature.
+    pub signer: Option<X509>,
+    pub reporting_ua: Option<String>,
+    /// The address of Original-Recipient, or of Final-Recipient when Original-Recipient is
+    /// missing (it is optional in RFC 3798); without the `rfc822;` address type.
+    pub original_recipient: Option<String>,
+    /// The address of Final-Recipient, without the address type.
+    pub final_recipient: Option<String>,
+    /// The human-readable part, truncated to a few KiB.
+    pub text: String,
+}
+
+impl ParsedMdn {
+    /// Whether this MDN answers `message_id` (angle brackets and surrounding space ignored).
+    pub fn answers(&self, message_id: &str) -> bool {
+        let bare = |s: &str| {
+            s.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .trim()
+                .to_string()
+        };
+        self.original_message_id
+            .as_deref()
+            .is_some_and(|m| bare(m) == bare(message_id))
+    }
+}
+
+/// Why an MDN could not be read or trusted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MdnError {
+    /// Neither a multipart/report nor a signed one.
+    #[error("not an MDN: {0}")]
+    NotAnMdn(String),
+    #[error("malformed MDN: {0}")]
+    Malformed(String),
+    /// The signature did not verify against any trusted certificate. `unverified` is what the
+    /// MDN claims (when readable), for correlating and logging only: never act on it.
+    #[error("MDN signature invalid: {reason}")]
+    SignatureInvalid {
+        reason: String,
+        unverified: Option<Box<ParsedMdn>>,
+    },
+}
+
+/// What the sender of the original message should conclude.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MdnVerdict {
+    /// Processed (or processed with a warning, e.g. duplicate-document) and the MIC matches.
+    Delivered,
+    /// The partner computed another MIC: what it received is not what we sent. `got` is the
+    /// Received-Content-MIC field as sent.
+    MicMismatch { expected: Mic, got: String },
+    /// The partner reports a failure.
+    NegativeDisposition(Disposition),
+    /// The MDN's signature does not verify (or its signer is unknown).
+    SignatureInvalid(String),
+    /// A signed MDN was required and this one is not signed.
+    Unsigned,
+    /// Not readable as an MDN.
+    Malformed(String),
+}
+
+/// Parse an MDN from its HTTP headers (at least Content-Type) and body. When the headers carry
+/// no Content-Type, the body is taken as a whole MIME entity (headers included).
+pub fn parse(
+    headers: &[(String, String)],
+    body: &[u8],
+    trusted: &[X509],
+    limits: &MimeLimits,
+) -> Result<ParsedMdn, MdnError> {
+    let hdrs: Vec<mime::Header> = headers
+        .iter()
+        .map(|(n, v)| mime::Header {
+            name: n.trim().to_string(),
+            value: v.trim().to_string(),
+        })
+        .collect();
+    let top = if mime::get(&hdrs, "content-type").is_some() {
+        Entity::with_headers(hdrs, body)
+    } else {
+        Entity::parse(body, limits).map_err(|e| MdnError::Malformed(e.to_string()))?
+    };
+    let ct = top.content_type();
+    if ct.is("multipart/report") {
+        return read_report(&top, limits);
+    }
+    if ct.is("multipart/signed") {
+        let boundary = ct
+            .param("boundary")
+            .ok_or_else(|| MdnError::Malformed("multipart/signed without a boundary".into()))?;
+        let parts = mime::split_multipart(top.body, boundary, limits)
+            .map_err(|e| MdnError::Malformed(e.to_string()))?;
+        let [signed_part, sig_part, ..] = parts.as_slice() else {
+            return Err(MdnError::Malformed(format!(
+                "multipart/signed with {} part(s)",
+                parts.len()
+            )));
+        };
+        let sig_entity =
+            Entity::parse(sig_part, limits).map_err(|e| MdnError::Malformed(e.to_string()))?;
+        let sig_ct = sig_entity.content_type();
+        if !(sig_ct.is("application/pkcs7-signature") || sig_ct.is("application/x-pkcs7-signature"))
+        {
+            return Err(MdnError::Malformed(format!(
+                "unsupported signature type {}",
+                sig_ct.mime
+            )));
+        }
+        let sig = sig_entity
+            .decoded_body()
+            .map_err(|e| MdnError::Malformed(format!("signature part: {e}")))?;
+        return match verify(&sig, signed_part, trusted, limits) {
+            Ok((content, verified)) => {
+                let mut mdn = read_report_entity(&content, limits)?;
+                mdn.signed = true;
+                mdn.signer = Some(verified.signer);
+                Ok(mdn)
+            }
+            Err(reason) => Err(MdnError::SignatureInvalid {
+                reason,
+                unverified: read_report_entity(signed_part, limits).ok().map(Box::new),
+            }),
+        };
+    }
+    if ct.is("application/pkcs7-mime") || ct.is("application/x-pkcs7-mime") {
+        // Opaque signed MDN (rare): the report is inside the SignedData.
+        let der = top
+            .decoded_body()
+            .map_err(|e| MdnError::Malformed(e.to_string()))?;
+        if trusted.is_empty() {
+            return Err(MdnError::SignatureInvalid {
+                reason: "no certificate configured to verify the partner's MDNs".into(),
+                unverified: None,
+            });
+        }
+        return match cms::verify_embedded(&der, trusted) {
+            Ok((content, verified)) => {
+                let mut mdn = read_report_entity(&content, limits)?;
+                mdn.signed = true;
+                mdn.signer = Some(verified.signer);
+                Ok(mdn)
+            }
+            Err(CmsError::Malformed(m)) | Err(CmsError::Unsupported(m)) => Err(MdnError::NotAnMdn(
+                format!("pkcs7-mime that is not signed data: {m}"),
+            )),
+            Err(e) => Err(MdnError::SignatureInvalid {
+                reason: e.to_string(),
+                unverified: None,
+            }),
+        };
+    }
+    Err(MdnError::NotAnMdn(format!(
+        "content type {}",
+        if ct.mime.is_empty() {
+            "missing"
+        } else {
+            &ct.mime
+        }
+    )))
+}
+
+/// Verify over the first part as received; when only the digest fails and the part has bare
+/// LFs, try the forms a hop may have turned CRLF into LF in (as [`crate::unwrap::verify`] does):
+/// header lines restored to CRLF, then everything in CRLF. Returns the bytes that verified.
+fn verify(
+    sig: &[u8],
+    signed: &[u8],
+    trusted: &[X509],
+    limits: &MimeLimits,
+) -> Result<(Vec<u8>, cms::Verified), String> {
+    if trusted.is_empty() {
+        return Err("no certificate configured to verify the partner's MDNs".into());
+    }
+    let first = match cms::verify_detached(sig, signed, trusted) {
+        Ok(v) => return Ok((signed.to_vec(), v)),
+        Err(e) => e,
+    };
+    let has_bare_lf =
+        signed.first() == Some(&b'\n') || signed.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r');
+    if matches!(first, CmsError::SignatureInvalid(_)) && has_bare_lf {
+        let mut candidates = Vec::with_capacity(2);
+        if let Ok(e) = Entity::parse(signed, limits) {
+            let head_len = signed.len() - e.body.len();
+            let mut c = mime::canonicalize_crlf(&signed[..head_len]);
+            c.extend_from_slice(e.body);
+            candidates.push(c);
+        }
+        candidates.push(mime::canonicalize_crlf(signed));
+        for c in candidates {
+            if let Ok(v) = cms::verify_detached(sig, &c, trusted) {
+                return Ok((c, v));
+            }
+        }
+    }
+    Err(first.to_string())
+}
+
+fn read_report_entity(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMdn, MdnError> {
+    let e = Entity::parse(raw, limits).map_err(|e| MdnError::Malformed(e.to_string()))?;
+    if !e.content_type().is("multipart/report") {
+        return Err(MdnError::NotAnMdn(format!(
+            "signed content is {}, not multipart/report",
+            e.content_type().mime
+        )));
+    }
+    read_report(&e, limits)
+}
+
+/// Read a multipart/report: the human-readable part and the disposition notification.
+fn read_report(report: &Entity<'_>, limits: &MimeLimits) -> Result<ParsedMdn, MdnError> {
+    let ct = report.content_type();
+    let boundary = ct
+        .param("boundary")
+        .ok_or_else(|| MdnError::Malformed("multipart/report without a boundary".into()))?;
+    let parts = mime::split_multipart(report.body, boundary, limits)
+        .map_err(|e| MdnError::Malformed(e.to_string()))?;
+    let mut text: Option<String> = None;
+    let mut notification: Option<Vec<u8>> = None;
+    let mut untyped: Vec<Vec<u8>> = Vec::new();
+    for p in parts {
+        let Ok(pe) = Entity::parse(p, limits) else {
+            continue;
+        };
+        let pct = pe.content_type();
+        let Ok(body) = pe.decoded_body() else {
+            continue;
+        };
+        if pct.is("message/disposition-notification") {
+            if notification.is_none() {
+                notification = Some(body);
+            }
+        } else if pct.mime.starts_with("text/") {
+            if text.is_none() {
+                text = Some(truncate(String::from_utf8_lossy(&body).trim()));
+            }
+            untyped.push(body);
+        }
+    }
+    // Some products leave out the part's Content-Type: take the first part that has a
+    // Disposition field.
+    let notification = notification
+        .or_else(|| {
+            untyped.into_iter().find(|b| {
+                fields(&String::from_utf8_lossy(b))
+                    .iter()
+                    .any(|(n, _)| n == "disposition")
+            })
+        })
+        .ok_or_else(|| MdnError::Malformed("no message/disposition-notification part".into()))?;
+    if notification.len() > limits.max_header_bytes {
+        return Err(MdnError::Malformed(format!(
+            "disposition notification larger than {} bytes",
+            limits.max_header_bytes
+        )));
+    }
+    let fields = fields(&String::from_utf8_lossy(&notification));
+    if fields.len() > limits.max_headers {
+        return Err(MdnError::Malformed(format!(
+            "more than {} disposition notification fields",
+            limits.max_headers
+        )));
+    }
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+
+    let disposition_raw =
+        field("disposition").ok_or_else(|| MdnError::Malformed("no Disposition field".into()))?;
+    // An unknown disposition type (denied, deleted, ...) is a failure all the same.
+    let disposition = Disposition::parse(&disposition_raw).unwrap_or_else(|| {
+        Disposition::Failed(format!("unrecognized disposition: {disposition_raw}"))
+    });
+    let mic_raw = field("received-content-mic");
+    let received_mic = mic_raw.as_deref().and_then(parse_mic);
+    let final_recipient = field("final-recipient").map(|v| address(&v));
+    let original_recipient = field("original-recipient")
+        .map(|v| address(&v))
+        .or_else(|| final_recipient.clone());
+    Ok(ParsedMdn {
+        original_message_id: field("original-message-id"),
+        disposition,
+        disposition_raw,
+        received_mic,
+        mic_raw,
+        signed: false,
+        signer: None,
+        reporting_ua: field("reporting-ua"),
+        original_recipient,
+        final_recipient,
+        text: text.unwrap_or_default(),
+    })
+}
+
+/// The fields of a message/disposition-notification body: names lower-cased, folded lines
+/// joined, blank lines (between the per-message and per-recipient groups) and lines without a
+/// colon skipped.
+fn fields(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut folding = false;
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            folding = false;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if folding && let Some((_, v)) = out.last_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+                *v = v.trim().to_string();
+            }
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, value)) => {
+                out.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+                folding = true;
+            }
+            None => folding = false,
+        }
+    }
+    out
+}
+
+/// `rfc822; name` -> `name` (unquoted when quoted); a value without an address type as is.
+fn address(v: &str) -> String {
+    let a = v.split_once(';').map(|(_, a)| a).unwrap_or(v).trim();
+    crate::headers::parse_as2_name(a).unwrap_or_else(|| a.to_string())
+}
+
+/// `base64, alg`, `base64,alg`, `base64 , "SHA-256"`.
+fn parse_mic(raw: &str) -> Option<Mic> {
+    let (digest, alg) = raw.split_once(',')?;
+    // A folded value may have split the base64.
+    let digest: String = digest.chars().filter(|c| !c.is_whitespace()).collect();
+    if digest.is_empty() {
+        return None;
+    }
+    Some(Mic {
+        digest,
+        alg: DigestAlg::parse(alg)?,
+    })
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// The digest part of a Received-Content-MIC equals ours: as strings (trimmed), or as bytes once
+/// decoded (line breaks or padding differences).
+fn mic_matches(raw: &str, expected: &Mic) -> bool {
+    let got = raw.split_once(',').map(|(d, _)| d).unwrap_or(raw).trim();
+    if got == expected.digest.trim() {
+        return true;
+    }
+    match (
+        mime::decode_transfer(got.as_bytes(), "base64"),
+        mime::decode_transfer(expected.digest.trim().as_bytes(), "base64"),
+    ) {
+        (Ok(a), Ok(b)) => !a.is_empty() && a == b,
+        _ => false,
+    }
+}
+
+/// Judge a parsed MDN against the MIC of the message we sent.
+///
+/// Order: an unreadable or badly signed MDN first, then a missing signature when one is
+/// required, then the disposition, then the MIC. A positive MDN without Received-Content-MIC
+/// counts as delivered: pyas2lib returns none for unsigned messages and RFC 4130 only makes
+/// it mandatory for signed receipts of signed messages.
+pub fn judge(
+    parsed: Result<&ParsedMdn, &MdnError>,
+    expected_mic: &Mic,
+    require_signed: bool,
+) -> MdnVerdict {
+    let p = match parsed {
+        Ok(p) => p,
+        Err(MdnError::SignatureInvalid { reason, .. }) => {
+            return MdnVerdict::SignatureInvalid(reason.clone());
+        }
+        Err(e) => return MdnVerdict::Malformed(e.to_string()),
+    };
+    if require_signed && !p.signed {
+        return MdnVerdict::Unsigned;
+    }
+    if !p.disposition.is_positive() {
+        return MdnVerdict::NegativeDisposition(p.disposition.clone());
+    }
+    match &p.mic_raw {
+        Some(raw) if !mic_matches(raw, expected_mic) => MdnVerdict::MicMismatch {
+            expected: expected_mic.clone(),
+            got: raw.clone(),
+        },
+        _ => MdnVerdict::Delivered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alg::MicSpelling;
+    use crate::cms::SignOptions;
+    use crate::mdn::{self, MdnContent, MdnIds, MdnSigner};
+    use crate::outbound::tests::{alice, bob, carol};
+    use std::path::PathBuf;
+
+    const LIMITS: MimeLimits = MimeLimits {
+        max_header_bytes: 64 * 1024,
+        max_headers: 200,
+        max_parts: 1000,
+    };
+
+    fn mic() -> Mic {
+        crate::unwrap::compute_mic(b"what we sent", DigestAlg::Sha256)
+    }
+
+    /// An MDN as edinode's own inbound side builds it (the partner is bob, signing).
+    fn built_mdn(
+        disposition: &Disposition,
+        mic: Option<&Mic>,
+        signed: bool,
+        spelling: MicSpelling,
+    ) -> mdn::BuiltMdn {
+        let (bkey, bcert) = bob();
+        let content = MdnContent {
+            reporting_ua: "edinode",
+            station: "Acme Corp",
+            partner: "edinode",
+            original_message_id: "<20260101.1@edinode>",
+            mic,
+            disposition,
+            text: "The message was received.",
+            spelling,
+        };
+        let ids = MdnIds {
+            message_id: "<mdn1@acme>",
+            report_boundary: "R-1",
+            signed_boundary: "S-1",
+            date: "Thu, 01 Jan 2026 00:00:01 +0000",
+        };
+        let signer = MdnSigner {
+            key: bkey,
+            cert: bcert,
+            digest: DigestAlg::Sha256,
+            opts: SignOptions::default(),
+        };
+        mdn::build(&content, &ids, signed.then_some(&signer)).unwrap()
+    }
+
+    fn bobs() -> Vec<X509> {
+        vec![bob().1.clone()]
+    }
+
+    #[test]
+    fn mdn_parse_signed_and_unsigned_delivered() {
+        for signed in [false, true] {
+            let m = built_mdn(
+                &Disposition::Processed,
+                Some(&mic()),
+                signed,
+                MicSpelling::Rfc5751,
+            );
+            let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
+            assert_eq!(p.signed, signed);
+            assert_eq!(p.signer.is_some(), signed);
+            assert!(p.answers("<20260101.1@edinode>") && p.answers("20260101.1@edinode"));
+            assert_eq!(
+                p.original_message_id.as_deref(),
+                Some("<20260101.1@edinode>")
+            );
+            assert_eq!(p.disposition, Disposition::Processed);
+            assert_eq!(
+                p.disposition_raw,
+                "automatic-action/MDN-sent-automatically; processed"
+            );
+            assert_eq!(p.received_mic, Some(mic()));
+            assert_eq!(p.reporting_ua.as_deref(), Some("edinode"));
+            assert_eq!(p.original_recipient.as_deref(), Some("Acme Corp"));
+            assert_eq!(p.final_recipient.as_deref(), Some("Acme Corp"));
+            assert_eq!(p.text, "The message was received.");
+            assert_eq!(judge(Ok(&p), &mic(), signed), MdnVerdict::Delivered);
+            if !signed {
+                assert_eq!(judge(Ok(&p), &mic(), true), MdnVerdict::Unsigned);
+            }
+        }
+    }
+
+    #[test]
+    fn mdn_parse_rollover_trusts_any_partner_certificate() {
+        let m = built_mdn(
+            &Disposition::Processed,
+            Some(&mic()),
+            true,
+            MicSpelling::Rfc5751,
+        );
+        let trusted = vec![carol().1.clone(), bob().1.clone()];
+        let p = parse(&m.headers, &m.body, &trusted, &LIMITS).unwrap();
+        assert_eq!(
+            p.signer.unwrap().to_der().unwrap(),
+            bob().1.to_der().unwrap()
+        );
+    }
+
+    #[test]
+    fn mdn_parse_tampered_mic_is_a_mismatch() {
+        let other = crate::unwrap::compute_mic(b"something else", DigestAlg::Sha256);
+        for signed in [false, true] {
+            let m = built_mdn(
+                &Disposition::Processed,
+                Some(&other),
+                signed,
+                MicSpelling::Rfc5751,
+            );
+            let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
+            assert_eq!(
+                judge(Ok(&p), &mic(), false),
+                MdnVerdict::MicMismatch {
+                    expected: mic(),
+                    got: format!("{}, sha-256", other.digest)
+                }
+            );
+        }
+        // Another algorithm is another MIC.
+        let sha1 = crate::unwrap::compute_mic(b"what we sent", DigestAlg::Sha1);
+        let m = built_mdn(
+            &Disposition::Processed,
+            Some(&sha1),
+            true,
+            MicSpelling::Rfc5751,
+        );
+        let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
+        assert!(matches!(
+            judge(Ok(&p), &mic(), true),
+            MdnVerdict::MicMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn mdn_parse_tampered_signed_part_is_signature_invalid() {
+        let m = built_mdn(
+            &Disposition::Processed,
+            Some(&mic()),
+            true,
+            MicSpelling::Rfc5751,
+        );
+        let at = mime::find(&m.body, b"The message was received.").unwrap();
+        let mut body = m.body.clone();
+        body[at + 4] = b'X';
+        let err = parse(&m.headers, &body, &bobs(), &LIMITS).unwrap_err();
+        let MdnError::SignatureInvalid { unverified, .. } = &err else {
+            panic!("{err:?}")
+        };
+        // What it claims stays readable for correlation.
+        assert!(unverified.as_ref().unwrap().answers("<20260101.1@edinode>"));
+        assert!(matches!(
+            judge(Err(&err), &mic(), true),
+            MdnVerdict::SignatureInvalid(_)
+        ));
+        // Changing the disposition itself: same.
+        let at = mime::find(&m.body, b"; processed").unwrap();
+        let mut body = m.body.clone();
+        body[at + 2] = b'P';
+        assert!(matches!(
+            parse(&m.headers, &body, &bobs(), &LIMITS),
+            Err(MdnError::SignatureInvalid { .. })
+        ));
+    }
+
+    #[test]
+    fn mdn_parse_unknown_signer_is_signature_invalid() {
+        let m = built_mdn(
+            &Disposition::Processed,
+            Some(&mic()),
+            true,
+            MicSpelling::Rfc5751,
+        );
+        for trusted in [
+            vec![carol().1.clone()],
+            vec![alice().1.clone(), carol().1.clone()],
+            vec![],
+        ] {
+            let err = parse(&m.headers, &m.body, &trusted, &LIMITS).unwrap_err();
+            assert!(
+                matches!(
+                    judge(Err(&err), &mic(), false),
+                    MdnVerdict::SignatureInvalid(_)
+                ),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mdn_parse_error_disposition_is_negative() {
+        let d = Disposition::Error("decryption-failed".into());
+        for signed in [false, true] {
+            let m = built_mdn(&d, None, signed, MicSpelling::Rfc5751);
+            let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
+            assert_eq!(p.received_mic, None);
+            assert_eq!(
+                judge(Ok(&p), &mic(), signed),
+                MdnVerdict::NegativeDisposition(d.clone())
+            );
+        }
+        // A duplicate is delivered (a positive warning), the MIC still checked.
+        let dup = Disposition::Warning(Disposition::DUPLICATE.into());
+        let m = built_mdn(&dup, Some(&mic()), true, MicSpelling::Compact);
+        let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
+        assert_eq!(p.disposition, dup);
+        assert_eq!(judge(Ok(&p), &mic(), true), MdnVerdict::Delivered);
+    }
+
+    fn report(notification: &str) -> (Vec<(String, String)>, Vec<u8>) {
+        let body = format!(
+            "--B\r\ncontent-type: TEXT/PLAIN\r\n\r\nhello\r\n--B\r\nCONTENT-TYPE: Message/Disposition-Notification\r\n\r\n{notification}\r\n--B--\r\n"
+        );
+        (
+            vec![(
+                "content-type".into(),
+                "Multipart/Report; Report-Type=disposition-notification; boundary=B".into(),
+            )],
+            body.into_bytes(),
+        )
+    }
+
+    #[test]
+    fn mdn_parse_is_lenient() {
+        let m = mic();
+        let cases = [
+            // Upper case Processed, no Original-Recipient, SHA256 spelling, no space.
+            format!(
+                "REPORTING-UA: x\r\nFinal-Recipient: rfc822; Acme\r\nOriginal-Message-ID: <20260101.1@edinode>\r\nReceived-Content-MIC: {},SHA256\r\nDisposition: Automatic-Action/MDN-Sent-Automatically; Processed\r\n",
+                m.digest
+            ),
+            // Folded lines, extra whitespace, a blank line between groups, LF only.
+            format!(
+                "Reporting-UA: x\n\nOriginal-Recipient:\n  rfc822;\"Acme\"\nreceived-content-mic:   {}  ,  \"sha-256\"  \nDISPOSITION: automatic-action/MDN-sent-automatically;\n\tprocessed\noriginal-message-id:<20260101.1@edinode>\n",
+                m.digest
+            ),
+            // sha2-256 spelling; a line without a colon.
+            format!(
+                "garbage line\r\nOriginal-Message-ID: <20260101.1@edinode>\r\nDisposition: automatic-action/MDN-sent-automatically; processed\r\nReceived-Content-MIC: {}, sha2-256\r\nFinal-Recipient: rfc822; Acme\r\n",
+                m.digest
+            ),
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let (h, b) = report(c);
+            let p = parse(&h, &b, &[], &LIMITS).unwrap_or_else(|e| panic!("case {i}: {e}"));
+            assert_eq!(p.disposition, Disposition::Processed, "case {i}");
+            assert_eq!(
+                p.received_mic.as_ref().map(|x| x.alg),
+                Some(DigestAlg::Sha256),
+                "case {i}"
+            );
+            assert_eq!(p.original_recipient.as_deref(), Some("Acme"), "case {i}");
+            assert!(p.answers("<20260101.1@edinode>"), "case {i}");
+            assert_eq!(p.text, "hello", "case {i}");
+            assert_eq!(judge(Ok(&p), &m, false), MdnVerdict::Delivered, "case {i}");
+        }
+        // The MIC compared as bytes: a line break inside the base64 still matches.
+        let (h, b) = report(&format!(
+            "Disposition: a/b; processed\r\nReceived-Content-MIC: {}\r\n {} , sha-256\r\n",
+            &m.digest[..10],
+            &m.digest[10..]
+        ));
+        let p = parse(&h, &b, &[], &LIMITS).unwrap();
+        assert_eq!(judge(Ok(&p), &m, false), MdnVerdict::Delivered);
+        // Unknown algorithm: no Mic, but the raw value is kept and compared.
+        let (h, b) = report(&format!(
+            "Disposition: a/b; processed\r\nReceived-Content-MIC: {}, sha3-256\r\n",
+            m.digest
+        ));
+        let p = parse(&h, &b, &[], &LIMITS).unwrap();
+        assert_eq!(p.received_mic, None);
+        assert!(p.mic_raw.is_some());
+        // No MIC at all (pyas2lib, unsigned messages): delivered.
+        let (h, b) = report("Disposition: automatic-action/MDN-sent-automatically; processed\r\n");
+        assert_eq!(
+            judge(Ok(&parse(&h, &b, &[], &LIMITS).unwrap()), &m, false),
+            MdnVerdict::Delivered
+        );
+        // Unknown disposition types are failures; errors in any case.
+        let (h, b) = report("Disposition: manual-action/MDN-sent-manually; denied\r\n");
+        assert!(matches!(
+            parse(&h, &b, &[], &LIMITS).unwrap().disposition,
+            Disposition::Failed(_)
+        ));
+        let (h, b) = report(
+            "Disposition: automatic-action/MDN-sent-automatically; Processed/Error: Decryption-Failed\r\n",
+        );
+        assert_eq!(
+            parse(&h, &b, &[], &LIMITS).unwrap().disposition,
+            Disposition::Error("decryption-failed".into())
+        );
+    }
+
+    #[test]
+    fn mdn_parse_rejects_what_is_not_an_mdn() {
+        let (h, b) = report("Reporting-UA: x\r\n");
+        assert!(matches!(
+            parse(&h, &b, &[], &LIMITS),
+            Err(MdnError::Malformed(_))
+        ));
+        let h = vec![("Content-Type".to_string(), "text/html".to_string())];
+        assert!(matches!(
+            parse(&h, b"<html>", &[], &LIMITS),
+            Err(MdnError::NotAnMdn(_))
+        ));
+        let h = vec![(
+            "Content-Type".to_string(),
+            "multipart/report; boundary=B".to_string(),
+        )];
+        let e = parse(&h, b"nothing", &[], &LIMITS).unwrap_err();
+        assert!(matches!(
+            judge(Err(&e), &mic(), false),
+            MdnVerdict::Malformed(_)
+        ));
+        // No HTTP Content-Type: the body is a whole entity.
+        let (h, b) = report("Disposition: a/b; processed\r\n");
+        let mut whole = format!("Content-Type: {}\r\n\r\n", h[0].1).into_bytes();
+        whole.extend_from_slice(&b);
+        assert_eq!(
+            parse(&[], &whole, &[], &LIMITS).unwrap().disposition,
+            Disposition::Processed
+        );
+    }
+
+    #[test]
+    fn mdn_parse_garbage_never_panics() {
+        let m = built_mdn(
+            &Disposition::Processed,
+            Some(&mic()),
+            true,
+            MicSpelling::Rfc5751,
+        );
+        let trusted = bobs();
+        for i in (0..m.body.len()).step_by(13) {
+            let _ = parse(&m.headers, &m.body[..i], &trusted, &LIMITS);
+        }
+        let mut s: u32 = 0x1234_5678;
+        for _ in 0..300 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let mut body = m.body.clone();
+            let i = (s as usize) % body.len();
+            body[i] = (s >> 8) as u8;
+            if let Ok(p) = parse(&m.headers, &body, &trusted, &LIMITS) {
+                // Whatever still verifies was not changed where it matters.
+                assert!(p.signed);
+            }
+        }
+    }
+
+    // ---- third-party captures ----
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::env::var_os("EDINODE_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../shared/fixtures"
+                ))
+            });
+        let path = dir.join("as2").join(name);
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "fixture {} missing ({e}); set EDINODE_FIXTURES to the fixtures directory",
+                path.display()
+            )
+        })
+    }
+
+    /// A raw capture: header lines (LF or CRLF, folded or not), a blank line, the body.
+    fn capture(raw: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+        let crlf = mime::find(raw, b"\n\r\n").map(|i| (i, i + 3));
+        let lf = mime::find(raw, b"\n\n").map(|i| (i, i + 2));
+        let (end, start) = match (crlf, lf) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).expect("no blank line after the headers"),
+        };
+        let headers = mime::parse_header_block(&raw[..end + 1], &LIMITS).unwrap();
+        (
+            headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            raw[start..].to_vec(),
+        )
+    }
+
+    fn cert(name: &str) -> X509 {
+        X509::from_pem(&fixture(name)).unwrap()
+    }
+
+    /// The signed first part (as received) and the decoded signature of a multipart/signed MDN.
+    fn signed_parts(headers: &[(String, String)], body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let ct = mime::ContentType::parse(
+            &headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                .unwrap()
+                .1,
+        );
+        let parts = mime::split_multipart(body, ct.param("boundary").unwrap(), &LIMITS).unwrap();
+        let sig = Entity::parse(parts[1], &LIMITS)
+            .unwrap()
+            .decoded_body()
+            .unwrap();
+        (parts[0].to_vec(), sig)
+    }
+
+    /// The signer certificate a SignedData carries (test only: never trusted by the code).
+    fn embedded_signer(headers: &[(String, String)], body: &[u8]) -> X509 {
+        use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+        let p7 = Pkcs7::from_der(&signed_parts(headers, body).1).unwrap();
+        let signers = p7
+            .signers(&openssl::stack::Stack::new().unwrap(), Pkcs7Flags::empty())
+            .unwrap();
+        signers.iter().next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn mdn_fixture_mendelson_signed_processed() {
+        let (h, b) = capture(&fixture("mecas2_signed.mdn"));
+        let expected = Mic {
+            digest: "O4bvrm5t2YunRfwvZicNdEUmPaPZ9vUslX8loVLDck0=".into(),
+            alg: DigestAlg::Sha256,
+        };
+
+        // The README names cert_mecas2_public.pem as the signer, but this MDN (December 2016)
+        // was signed by an older mecas2 certificate (serial 0x57710415, valid 2016-06-27 to
+        // 2017-06-27) that travels only inside the CMS; cert_mecas2_public.pem is "mendelson
+        // test key 3" (serial 0x5A2A5B1C, from 2017). Against it: unknown signer, as it must be.
+        let err = parse(&h, &b, &[cert("cert_mecas2_public.pem")], &LIMITS).unwrap_err();
+        let MdnError::SignatureInvalid { reason, unverified } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            reason.contains("unknown signer") && reason.contains("57710415"),
+            "{reason}"
+        );
+        assert_eq!(
+            unverified.as_ref().unwrap().disposition,
+            Disposition::Processed
+        );
+        assert!(matches!(
+            judge(Err(&err), &expected, true),
+            MdnVerdict::SignatureInvalid(_)
+        ));
+
+        // Pinning the certificate that did sign (what a partner configured in 2016 had): the
+        // signature verifies over the first part exactly as captured (no line-end repair).
+        let signer = embedded_signer(&h, &b);
+        let trusted = [cert("cert_mecas2_public.pem"), signer.clone()];
+        let p = parse(&h, &b, &trusted, &LIMITS).unwrap();
+        assert!(p.signed);
+        assert_eq!(
+            p.signer.as_ref().unwrap().to_der().unwrap(),
+            signer.to_der().unwrap()
+        );
+        assert_eq!(p.disposition, Disposition::Processed);
+        assert_eq!(
+            p.original_message_id.as_deref(),
+            Some("<20161230102456.10748.40759@imac.local>")
+        );
+        assert_eq!(p.original_recipient.as_deref(), Some("mecas2"));
+        assert_eq!(p.reporting_ua.as_deref(), Some("mendelson opensource AS2"));
+        assert_eq!(p.received_mic.as_ref(), Some(&expected));
+        assert!(p.text.starts_with("The AS2 message has been received."));
+        assert_eq!(judge(Ok(&p), &expected, true), MdnVerdict::Delivered);
+        let (content, sig) = signed_parts(&h, &b);
+        assert!(
+            cms::verify_detached(&sig, &content, std::slice::from_ref(&signer)).is_ok(),
+            "verifies as received"
+        );
+        // Any other byte: no.
+        let at = mime::find(&b, b"; processed").unwrap();
+        let mut tampered = b.clone();
+        tampered[at + 2] = b'P';
+        assert!(matches!(
+            parse(&h, &tampered, &trusted, &LIMITS),
+            Err(MdnError::SignatureInvalid { .. })
+        ));
+    }
+
+    #[test]
+    fn mdn_fixture_mendelson_unsigned_error() {
+        let (h, b) = capture(&fixture("mecas2_unsigned.mdn"));
+        let p = parse(&h, &b, &[], &LIMITS).unwrap();
+        assert!(!p.signed);
+        let d = Disposition::Error("authentication-failed".into());
+        assert_eq!(p.disposition, d);
+        assert_eq!(
+            p.original_message_id.as_deref(),
+            Some("<20161230102316.10728.85252@imac.local>")
+        );
+        assert!(p.text.contains("Verification failed"));
+        assert_eq!(
+            judge(Ok(&p), &mic(), false),
+            MdnVerdict::NegativeDisposition(d)
+        );
+        assert_eq!(judge(Ok(&p), &mic(), true), MdnVerdict::Unsigned);
+    }
+
+    #[test]
+    fn mdn_fixture_sterling_signed_processed() {
+        let (h, b) = capture(&fixture("sb2bi_signed.mdn"));
+        let p = parse(&h, &b, &[cert("cert_sb2bi_public.pem")], &LIMITS).unwrap();
+        assert!(p.signed);
+        assert_eq!(p.disposition, Disposition::Processed);
+        assert_eq!(p.original_recipient.as_deref(), Some("MCLANECOAS2PRD"));
+        let expected = Mic {
+            digest: "wNh76aEicfBurg/et2wio4zk/2I=".into(),
+            alg: DigestAlg::Sha1,
+        };
+        assert_eq!(p.received_mic.as_ref(), Some(&expected));
+        assert_eq!(
+            p.text,
+            "Your message was successfully received and processed."
+        );
+        assert_eq!(judge(Ok(&p), &expected, true), MdnVerdict::Delivered);
+        // Sha1 without signed attributes, the binary signature part without a transfer
+        // encoding; it verifies over the first part exactly as captured.
+        let (content, sig) = signed_parts(&h, &b);
+        let v = cms::verify_detached(&sig, &content, &[cert("cert_sb2bi_public.pem")]).unwrap();
+        assert_eq!(v.digest, DigestAlg::Sha1);
+        let at = mime::find(&b, b";processed").unwrap();
+        let mut tampered = b.clone();
+        tampered[at + 1] = b'P';
+        let err = parse(&h, &tampered, &[cert("cert_sb2bi_public.pem")], &LIMITS).unwrap_err();
+        assert!(matches!(
+            judge(Err(&err), &expected, true),
+            MdnVerdict::SignatureInvalid(_)
+        ));
+    }
+}
