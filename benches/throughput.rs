@@ -13,13 +13,17 @@
 //! the node's peak RSS (VmHWM).
 //!
 //! Environment knobs (defaults in brackets):
-//! BENCH_MESSAGES [3000] measured messages per run, BENCH_WARMUP [200], BENCH_CONCURRENCY [16],
-//! BENCH_REPEATS [3], BENCH_PAYLOAD_BYTES [1024], BENCH_LARGE_MIB [100] (0 skips the large
-//! message), BENCH_MODES [proto,embedded,rabbitmq,large] ("proto": single-thread cost of the
-//! edinode_proto steps for the same message, the floor under the node's CPU per message), BENCH_MAX_SECS [60] (a measured phase stops
-//! issuing requests after this long and reports what it got; warm-up gets a third of it),
-//! EDINODE_BIN (binary to run), BENCH_NODE_LOG (print the node's log after the large message). Node data goes under the system temporary directory (TMPDIR):
-//! `TMPDIR=/dev/shm` measures the node without the disk's file system.
+//! - BENCH_MESSAGES [3000] measured messages per run, BENCH_WARMUP [200],
+//!   BENCH_CONCURRENCY [16], BENCH_REPEATS [3], BENCH_PAYLOAD_BYTES [1024];
+//! - BENCH_LARGE_MIB [100] (0 skips the large message);
+//! - BENCH_MODES [proto,embedded,rabbitmq,large]; "proto" is the single-thread cost of the
+//!   edinode_proto steps for the same message, the floor under the node's CPU per message;
+//! - BENCH_MAX_SECS [60]: a measured phase stops issuing requests after this long and reports
+//!   what it got (warm-up gets a third of it);
+//! - EDINODE_BIN: the node binary (default: the one cargo built for this bench);
+//! - BENCH_NODE_LOG: print the node's log after the large message;
+//! - TMPDIR: where node data goes (spool, blobs, inbox); `TMPDIR=/dev/shm` measures the node
+//!   without the disk's file system.
 //!
 //! The node's own log level follows RUST_LOG when set (node default otherwise); its log is kept
 //! in the run's temporary directory and failures print its warnings.
@@ -240,9 +244,6 @@ struct Node {
 impl Node {
     fn pid(&self) -> u32 {
         self.child.id()
-    }
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
     /// How the node ended, when it has ("exit code 1", "killed by signal 9").
     fn exit_description(&mut self) -> Option<String> {
@@ -554,8 +555,25 @@ struct Settings {
     tck: f64,
 }
 
-fn run_once(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, msg: &As2Message, mode: Mode, s: &Settings, run: usize) -> Result<RunResult, String> {
+/// One run in a fresh node with a fresh data directory. The directory goes into `keep` and is
+/// removed only when the bench ends: deleting thousands of files just before the next run makes
+/// that run's file creation slower on some file systems (ext4 without a journal skips recently
+/// freed inodes), which would penalise whichever run comes next.
+fn run_once(
+    rt: &tokio::runtime::Runtime,
+    bin: &Path,
+    keys: &Keys,
+    msg: &As2Message,
+    mode: Mode,
+    s: &Settings,
+    run: usize,
+    keep: &mut Vec<tempfile::TempDir>,
+) -> Result<RunResult, String> {
     let dir = tempfile::Builder::new().prefix("edinode-bench-").tempdir().map_err(|e| e.to_string())?;
+    let dir = {
+        keep.push(dir);
+        keep.last().expect("just pushed")
+    };
     let prefix = format!("edinode-bench-{:08x}:", rand_u32());
     if mode == Mode::Rabbit {
         purge_queues();
@@ -858,10 +876,11 @@ fn main() {
         }
     }
     // Runs of the modes alternate (E R E R ...), so slow drift on the shared machine hits both.
+    let mut run_dirs: Vec<tempfile::TempDir> = Vec::new();
     let mut runs: Vec<Vec<RunResult>> = modes_run.iter().map(|_| Vec::new()).collect();
     for i in 1..=repeats {
         for (k, mode) in modes_run.iter().enumerate() {
-            match run_once(&rt, &bin, &keys, &msg, *mode, &s, i) {
+            match run_once(&rt, &bin, &keys, &msg, *mode, &s, i, &mut run_dirs) {
                 Ok(r) => runs[k].push(r),
                 Err(e) => {
                     eprintln!("  {} run {i}: {e}", mode.label());
@@ -964,5 +983,6 @@ fn main() {
         }
     }
     println!();
+    drop(run_dirs);
     eprintln!("total bench time {:.0} s", total.elapsed().as_secs_f64());
 }

@@ -86,6 +86,21 @@ pub async fn as2(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) -
 
 async fn receive(headers: Vec<Header>, body: web::Bytes, st: web::Data<HttpState>) -> HttpResponse {
     st.cx.metrics.bytes.with_label_values(&["inbound"]).inc_by(body.len() as u64);
+    let ct = edinode_proto::mime::get(&headers, "content-type").unwrap_or("");
+    if edinode_actors::as2_sender::looks_like_mdn(ct, &body) {
+        // An asynchronous MDN for a message we sent.
+        let pairs: Vec<(String, String)> = headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+        return match edinode_actors::as2_sender::settle_async_mdn(&st.cx, &pairs, &body).await {
+            Ok(outs) => match crate::runner::publish_outs(st.transport.as_ref(), outs).await {
+                Ok(()) => text(200, "MDN received"),
+                Err(e) => text(503, &format!("MDN could not be recorded: {e}")),
+            },
+            Err(reason) => {
+                tracing::warn!(message = "Asynchronous MDN refused.", %reason);
+                text(400, &reason)
+            }
+        };
+    }
     let accepted = match http_receiver::accept(&st.cx, headers, &body, &st.reply_queue, crate::storage::now_ms()).await {
         Ok(a) => a,
         Err(r) => {
@@ -245,9 +260,91 @@ pub async fn replay_dead(req: HttpRequest, q: web::Query<ReplayQuery>, st: web::
     }
 }
 
+/// POST /api/send: multipart/form-data with fields `station`, `partner`, optional
+/// `message_id`, and one or more file parts (each with a filename).
+pub async fn send(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) -> HttpResponse {
+    if !authorized(&req, &st) {
+        return unauthorized();
+    }
+    let bad = |m: &str| HttpResponse::BadRequest().json(serde_json::json!({"error": m}));
+    let ct = edinode_proto::mime::ContentType::parse(req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(""));
+    if !ct.is("multipart/form-data") {
+        return bad("expected multipart/form-data");
+    }
+    let limits = st.cx.limits.mime;
+    let parts = match edinode_proto::mime::split_multipart(&body, ct.param("boundary").unwrap_or(""), &limits) {
+        Ok(p) => p,
+        Err(e) => return bad(&e.to_string()),
+    };
+    let (mut station, mut partner, mut message_id, mut docs) = (None, None, None, Vec::new());
+    for p in parts {
+        let Ok(e) = edinode_proto::mime::Entity::parse(p, &limits) else { return bad("unreadable part") };
+        let disp = edinode_proto::mime::ContentType::parse(&format!("x/x; {}", e.header("content-disposition").unwrap_or("").split_once(';').map(|(_, r)| r).unwrap_or("")));
+        let name = disp.param("name").unwrap_or("").to_string();
+        let value = e.body.to_vec();
+        match (name.as_str(), e.filename()) {
+            (_, Some(f)) => docs.push((f, e.header("content-type").unwrap_or("application/octet-stream").to_string(), value)),
+            ("station", None) => station = Some(String::from_utf8_lossy(&value).trim().to_string()),
+            ("partner", None) => partner = Some(String::from_utf8_lossy(&value).trim().to_string()),
+            ("message_id", None) => message_id = Some(String::from_utf8_lossy(&value).trim().to_string()).filter(|s| !s.is_empty()),
+            _ => {}
+        }
+    }
+    let (Some(station), Some(partner)) = (station, partner) else { return bad("station and partner are required") };
+    if docs.is_empty() {
+        return bad("at least one file is required");
+    }
+    match st.cx.directory.partner_by_name(&partner) {
+        Some((_, s)) if s.name == station => {}
+        _ => return bad("unknown station/partner pair"),
+    }
+    let send = match edinode_actors::outbound_intake::new_send(&st.cx, &station, &partner, message_id, docs, "api", crate::storage::now_ms()).await {
+        Ok(s) => s,
+        Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+    };
+    let out = match edinode_actors::as2_sender::submit(&st.cx, &send).await {
+        Ok(o) => o,
+        Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+    };
+    match crate::runner::publish_outs(st.transport.as_ref(), vec![out]).await {
+        Ok(()) => HttpResponse::Accepted().json(serde_json::json!({"id": send.id, "message_id": send.message_id})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+    }
+}
+
+/// POST /api/messages/{id}/resend: send a failed outbound message again (same Message-ID).
+pub async fn resend(req: HttpRequest, path: web::Path<String>, st: web::Data<HttpState>) -> HttpResponse {
+    if !authorized(&req, &st) {
+        return unauthorized();
+    }
+    let id = path.into_inner();
+    let Ok(body) = st.cx.blobs.get(&edinode_actors::as2_sender::send_key(&id)).await else {
+        return HttpResponse::NotFound().json(serde_json::json!({"error": "no outbound message with this id"}));
+    };
+    let Ok(mut s) = edinode_proto::envelope::decode::<edinode_proto::envelope::Send>(&body) else {
+        return HttpResponse::InternalServerError().json(serde_json::json!({"error": "stored message unreadable"}));
+    };
+    if let Ok(Some(m)) = st.cx.state.summary(&id).await {
+        if m.get("status").map(String::as_str) == Some("sent") {
+            return HttpResponse::Conflict().json(serde_json::json!({"error": "already delivered"}));
+        }
+    }
+    s.attempt = 0;
+    let Ok(out) = edinode_actors::Out::send(queues::AS2_SENDER, &s) else { return text(500, "encode") };
+    match crate::runner::publish_outs(st.transport.as_ref(), vec![out]).await {
+        Ok(()) => {
+            st.cx.status(&id, "resent", "by the admin API").await;
+            HttpResponse::Accepted().json(serde_json::json!({"id": id, "message_id": s.message_id}))
+        }
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+    }
+}
+
 /// Routes of the admin API (bearer token).
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/messages", web::get().to(list_messages))
         .route("/api/messages/{id}", web::get().to(get_message))
+        .route("/api/messages/{id}/resend", web::post().to(resend))
+        .route("/api/send", web::post().to(send))
         .route("/api/dead/replay", web::post().to(replay_dead));
 }

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod http;
+pub mod intake;
 pub mod node;
 pub mod runner;
 pub mod storage;

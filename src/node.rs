@@ -64,6 +64,23 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
     Ok(Node { cx, transport, settings })
 }
 
+/// The HTTPS listener's TLS setup; with a client CA, partners must present a certificate it
+/// issued.
+fn tls_acceptor(h: &crate::config::HttpSettings) -> anyhow::Result<openssl::ssl::SslAcceptorBuilder> {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+    let (Some(cert), Some(key)) = (&h.tls_cert, &h.tls_key) else {
+        anyhow::bail!("tls_listen needs tls_cert and tls_key");
+    };
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+    b.set_private_key_file(key, SslFiletype::PEM)?;
+    b.set_certificate_chain_file(cert)?;
+    if let Some(ca) = &h.tls_client_ca {
+        b.set_ca_file(ca)?;
+        b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    Ok(b)
+}
+
 impl Node {
     /// Start the selected actors; returns once they consume. Then serve HTTP if selected.
     pub async fn run(self) -> anyhow::Result<()> {
@@ -91,6 +108,16 @@ impl Node {
         consumer!("verifier", verifier::Verifier, verifier::Verifier);
         consumer!("mdn_sender", mdn_sender::MdnSender, mdn_sender::MdnSender);
         consumer!("deliverer", deliverer::Deliverer, deliverer::Deliverer);
+        consumer!("as2_sender", as2_sender::As2Sender::default(), as2_sender::As2Sender);
+        if has("outbound_intake") {
+            let rx = self.transport.consume(queues::OUTBOUND, prefetch).await?;
+            let (cx, t) = (self.cx.clone(), self.transport.clone());
+            pending.push(Box::new(move || tokio::spawn(crate::intake::run(cx, t, rx))));
+        }
+        if has("mdn_monitor") {
+            let (cx, t) = (self.cx.clone(), self.transport.clone());
+            pending.push(Box::new(move || tokio::spawn(crate::intake::monitor_mdn_deadlines(cx, t))));
+        }
         let handles: Vec<_> = pending.into_iter().map(|f| f()).collect();
         tracing::info!(message = "Node started.", node = %self.cx.node_id, actors = %actors.join(","), mode = if self.settings.rabbitmq.url.is_empty() { "embedded" } else { "rabbitmq" });
         if has("http_receiver") {
@@ -143,8 +170,19 @@ impl Node {
             // Tests and scripts read this line to find the port when listening on :0.
             println!("edinode listening on http://{a}");
         }
+        let server = if self.settings.http.tls_listen.is_empty() {
+            server
+        } else {
+            let acceptor = tls_acceptor(&self.settings.http).map_err(|e| anyhow::anyhow!("http.tls: {e}"))?;
+            let s = server.bind_openssl(&self.settings.http.tls_listen, acceptor)?;
+            for a in s.addrs().into_iter().skip(1) {
+                println!("edinode tls listening on https://{a}");
+            }
+            s
+        };
         let server = server.run();
         if admin_on_partner_listener {
+            println!("edinode ready");
             server.await?;
             return Ok(());
         }
@@ -162,6 +200,7 @@ impl Node {
         for a in admin_server.addrs() {
             println!("edinode admin listening on http://{a}");
         }
+        println!("edinode ready");
         let (a, b) = futures::future::join(server, admin_server.run()).await;
         a?;
         b?;

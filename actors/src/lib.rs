@@ -12,12 +12,14 @@
 //! HTTP plumbing is in [`http_receiver`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod as2_sender;
 pub mod decryptor;
 pub mod deliverer;
 pub mod http_receiver;
 pub mod mdn_sender;
 pub mod metrics;
 pub mod mime_unwrapper;
+pub mod outbound_intake;
 pub mod verifier;
 
 use edinode_proto::envelope::{self, Blob, Inbound};
@@ -34,6 +36,11 @@ pub mod queues {
     pub const MDN_SENDER: &str = "edinode.mdn_sender";
     pub const DELIVERER: &str = "edinode.deliverer";
     pub const DEAD: &str = "edinode.dead";
+    pub const AS2_SENDER: &str = "edinode.as2_sender";
+    /// Where enterprise systems put documents to send (body = document, headers say where).
+    pub const OUTBOUND: &str = "edinode.outbound";
+    /// Exchange for outcomes and notifications.
+    pub const EVENTS_EXCHANGE: &str = "edinode.events";
     /// Exchange where delivered documents are published for the enterprise bus.
     pub const INBOUND_EXCHANGE: &str = "edinode.inbound";
 }
@@ -103,6 +110,16 @@ pub trait StateStore: Send + Sync {
     async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String>;
     /// A message's summary fields (with `status`), if known.
     async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, String>;
+    /// The value of a plain key, if set.
+    async fn get(&self, key: &str) -> Result<Option<String>, String>;
+    /// Delete a plain key.
+    async fn delete(&self, key: &str) -> Result<(), String>;
+    /// Schedule `member` in the time set `set` at `at_ms` (replaces an earlier schedule).
+    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> Result<(), String>;
+    /// Members of `set` due at or before `now_ms`, earliest first.
+    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> Result<Vec<String>, String>;
+    /// Remove `member` from `set`.
+    async fn unschedule(&self, set: &str, member: &str) -> Result<(), String>;
     /// True when the store answers.
     async fn ping(&self) -> bool {
         true
@@ -195,6 +212,25 @@ pub fn lifecycle_rank(status: &str) -> Option<u8> {
         "failed" => 3,
         _ => return None,
     })
+}
+
+/// Publish an event on `edinode.events` (routing key = kind).
+pub fn event(kind: &str, id: &str, station: &str, partner: &str, message_id: &str, detail: &str) -> Out {
+    let ev = edinode_proto::envelope::Event {
+        kind: kind.to_string(),
+        id: id.to_string(),
+        station: station.to_string(),
+        partner: partner.to_string(),
+        message_id: message_id.to_string(),
+        detail: detail.to_string(),
+        at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+    };
+    Out::Publish {
+        exchange: queues::EVENTS_EXCHANGE,
+        routing_key: kind.to_string(),
+        headers: vec![("kind".into(), kind.into()), ("station".into(), station.into()), ("partner".into(), partner.into()), ("message-id".into(), message_id.into())],
+        body: serde_json::to_vec(&ev).unwrap_or_default(),
+    }
 }
 
 /// Record a message's identity on the current span (the runner declares these fields).

@@ -126,6 +126,37 @@ pub struct AsyncMdn {
     pub mdn: BuiltMdn,
 }
 
+/// Input of the As2Sender: documents to send to a partner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Send {
+    /// Our internal id for this transmission.
+    pub id: String,
+    /// Station and partner configuration names.
+    pub station: String,
+    pub partner: String,
+    /// The Message-ID to use (with angle brackets); stable across retries and resends.
+    pub message_id: String,
+    pub documents: Vec<Payload>,
+    pub created_at_ms: i64,
+    /// Where it came from: api, queue, s3.
+    pub source: String,
+    /// Attempts made so far (transport errors, 5xx).
+    pub attempt: u32,
+}
+
+/// An event for the enterprise bus (`edinode.events`): outcomes of outbound messages and
+/// notifications for station owners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: String,
+    pub id: String,
+    pub station: String,
+    pub partner: String,
+    pub message_id: String,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
 /// Encode any envelope.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
     rmp_serde::to_vec_named(v).map_err(|e| e.to_string())

@@ -109,7 +109,7 @@ impl Default for OutboundOptions {
             key_transport: KeyTransport::default(),
             compression: Compression::None,
             mdn: MdnRequest::None,
-            mic_alg_when_unsigned: DigestAlg::Sha256,
+            mic_alg_when_unsigned: DigestAlg::Sha1,
             binary_mic: false,
             disposition_notification_to: None,
         }

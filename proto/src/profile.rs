@@ -50,6 +50,58 @@ impl Default for Policy {
     }
 }
 
+/// What to do when an asynchronous MDN does not arrive in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMdnTimeout {
+    /// Count the message as failed and report it.
+    #[default]
+    Fail,
+    /// Send it again (same Message-ID, so the partner can recognise the duplicate).
+    Resend,
+}
+
+/// How we reach a partner over HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct HttpProfile {
+    pub timeout_secs: u64,
+    /// Send with chunked transfer encoding instead of Content-Length (never both).
+    pub chunked: bool,
+    pub basic_auth: Option<(String, String)>,
+    /// Extra CA certificates (PEM) to trust for the partner's HTTPS.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Our TLS client identity (PEM key + certificate).
+    pub client_identity_pem: Option<Vec<u8>>,
+}
+
+/// How we send to a partner.
+#[derive(Debug, Clone)]
+pub struct OutboundProfile {
+    pub options: crate::outbound::OutboundOptions,
+    /// The MDN must be signed by one of the partner's certificates.
+    pub require_signed_mdn: bool,
+    pub http: HttpProfile,
+    /// Attempts for transport errors and 5xx before the message fails.
+    pub attempts: u32,
+    pub retry_base_ms: u64,
+    /// How long to wait for an asynchronous MDN.
+    pub mdn_deadline_secs: u64,
+    pub on_mdn_timeout: OnMdnTimeout,
+}
+
+impl Default for OutboundProfile {
+    fn default() -> Self {
+        OutboundProfile {
+            options: crate::outbound::OutboundOptions::default(),
+            require_signed_mdn: false,
+            http: HttpProfile { timeout_secs: 60, ..Default::default() },
+            attempts: 6,
+            retry_base_ms: 2000,
+            mdn_deadline_secs: 3600,
+            on_mdn_timeout: OnMdnTimeout::Fail,
+        }
+    }
+}
+
 /// A trading partner.
 #[derive(Clone)]
 pub struct Partner {
@@ -63,6 +115,7 @@ pub struct Partner {
     pub url: Option<String>,
     pub policy: Policy,
     pub test: bool,
+    pub outbound: OutboundProfile,
 }
 
 /// All stations and partners, indexed by AS2 id.
@@ -81,5 +134,11 @@ impl Directory {
     /// The partner `from` talking to our station `to`.
     pub fn partner(&self, to: &str, from: &str) -> Option<&Partner> {
         self.partners.get(&(to.to_string(), from.to_string()))
+    }
+
+    /// A partner by its configuration name, with its station.
+    pub fn partner_by_name(&self, name: &str) -> Option<(&Partner, &Station)> {
+        let p = self.partners.values().find(|p| p.name == name)?;
+        Some((p, self.stations.get(&p.station)?))
     }
 }

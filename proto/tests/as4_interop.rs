@@ -171,7 +171,7 @@ fn b64(b: &[u8]) -> String {
 }
 
 #[test]
-fn python_verifies_our_pull_response() {
+fn as4_python_verifies_our_pull_response() {
     let Some(py) = python() else {
         eprintln!("EDINODE_AS4_PYTHON not set: skipping the Python interop check");
         return;
@@ -221,7 +221,7 @@ fn python_verifies_our_pull_response() {
 }
 
 #[test]
-fn pull_requests_signed_by_libxmlsec_verify_here() {
+fn as4_pull_requests_signed_by_libxmlsec_verify_here() {
     let Some(py) = python() else {
         eprintln!("EDINODE_AS4_PYTHON not set: skipping the Python interop check");
         return;

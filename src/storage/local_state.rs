@@ -12,6 +12,7 @@ struct Inner {
     keys: HashMap<String, (String, i64)>,
     status: HashMap<String, Vec<(i64, String, String)>>,
     summaries: HashMap<String, std::collections::BTreeMap<String, String>>,
+    schedules: HashMap<String, HashMap<String, i64>>,
 }
 
 fn apply_status(e: &mut std::collections::BTreeMap<String, String>, status: &str, at: i64) {
@@ -54,6 +55,21 @@ impl LocalState {
                                 e.insert(k.clone(), val.as_str().unwrap_or("").to_string());
                             }
                         }
+                    }
+                    Some("z") => {
+                        let set = v["set"].as_str().unwrap_or("").to_string();
+                        let m = v["m"].as_str().unwrap_or("").to_string();
+                        match v["at"].as_i64() {
+                            Some(at) => {
+                                inner.schedules.entry(set).or_default().insert(m, at);
+                            }
+                            None => {
+                                inner.schedules.entry(set).or_default().remove(&m);
+                            }
+                        }
+                    }
+                    Some("d") => {
+                        inner.keys.remove(v["k"].as_str().unwrap_or(""));
                     }
                     Some("s") => {
                         let e = inner.summaries.entry(v["id"].as_str().unwrap_or("").to_string()).or_default();
@@ -145,5 +161,32 @@ impl StateStore for LocalState {
             .collect();
         v.sort_by(|a, b| b.cmp(a));
         Ok(v.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, String> {
+        let now = crate::storage::now_ms();
+        Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).keys.get(key).filter(|(_, e)| *e > now).map(|(v, _)| v.clone()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).keys.remove(key);
+        self.append(serde_json::json!({"t": "d", "k": key}))
+    }
+
+    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> Result<(), String> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).schedules.entry(set.to_string()).or_default().insert(member.to_string(), at_ms);
+        self.append(serde_json::json!({"t": "z", "set": set, "m": member, "at": at_ms}))
+    }
+
+    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> Result<Vec<String>, String> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(i64, String)> = g.schedules.get(set).map(|m| m.iter().filter(|(_, at)| **at <= now_ms).map(|(k, at)| (*at, k.clone())).collect()).unwrap_or_default();
+        v.sort();
+        Ok(v.into_iter().take(limit).map(|(_, k)| k).collect())
+    }
+
+    async fn unschedule(&self, set: &str, member: &str) -> Result<(), String> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).schedules.entry(set.to_string()).or_default().remove(member);
+        self.append(serde_json::json!({"t": "z", "set": set, "m": member, "at": null}))
     }
 }

@@ -4,6 +4,7 @@
 
 mod local_state;
 mod redis_state;
+pub mod s3;
 
 pub use local_state::LocalState;
 pub use redis_state::RedisState;

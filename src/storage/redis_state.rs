@@ -121,4 +121,29 @@ impl StateStore for RedisState {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, String> {
+        let mut c = self.conn.clone();
+        c.get(self.key(key)).await.map_err(|e| e.to_string())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        c.del::<_, ()>(self.key(key)).await.map_err(|e| e.to_string())
+    }
+
+    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        c.zadd::<_, _, _, ()>(self.key(set), member, at_ms).await.map_err(|e| e.to_string())
+    }
+
+    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> Result<Vec<String>, String> {
+        let mut c = self.conn.clone();
+        redis::cmd("ZRANGE").arg(self.key(set)).arg("-inf").arg(now_ms).arg("BYSCORE").arg("LIMIT").arg(0).arg(limit).query_async(&mut c).await.map_err(|e| e.to_string())
+    }
+
+    async fn unschedule(&self, set: &str, member: &str) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        c.zrem::<_, _, ()>(self.key(set), member).await.map_err(|e| e.to_string())
+    }
 }

@@ -36,7 +36,7 @@ impl Acker for FileAcker {
     async fn requeue(self: Box<Self>) -> anyhow::Result<()> {
         let this = *self;
         if let Some((tx, body, attempt)) = this.tx {
-            let again = Delivery { body: body.clone(), attempt, trace: vec![], acker: Box::new(FileAcker { path: this.path, tx: Some((tx.clone(), body, attempt)) }) };
+            let again = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], acker: Box::new(FileAcker { path: this.path, tx: Some((tx.clone(), body, attempt)) }) };
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             let _ = tx.send(again).await;
         }
@@ -106,7 +106,7 @@ impl Transport for LocalTransport {
             return Ok(());
         }
         let tx = self.sender(p.queue);
-        let d = Delivery { body: body.clone(), attempt: p.attempt, trace: p.trace.to_vec(), acker: Box::new(FileAcker { path, tx: Some((tx.clone(), body, p.attempt)) }) };
+        let d = Delivery { body: body.clone(), attempt: p.attempt, trace: p.trace.to_vec(), headers: vec![], acker: Box::new(FileAcker { path, tx: Some((tx.clone(), body, p.attempt)) }) };
         tx.send(d).await.map_err(|_| anyhow::anyhow!("local queue {} closed", p.queue))
     }
 
@@ -152,7 +152,7 @@ impl Transport for LocalTransport {
             let path = qdir.join(&n);
             let body = tokio::fs::read(&path).await?;
             let attempt = attempt_of(&n);
-            let d = Delivery { body: body.clone(), attempt, trace: vec![], acker: Box::new(FileAcker { path, tx: Some((tx.clone(), body, attempt)) }) };
+            let d = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], acker: Box::new(FileAcker { path, tx: Some((tx.clone(), body, attempt)) }) };
             tx.send(d).await.map_err(|_| anyhow::anyhow!("queue closed"))?;
         }
         Ok(rx)

@@ -13,6 +13,8 @@ pub struct Delivery {
     /// How many times it was already retried.
     pub attempt: u32,
     pub trace: Vec<(String, String)>,
+    /// String headers of the message (RabbitMQ), for inputs that are not typed envelopes.
+    pub headers: Vec<(String, String)>,
     pub acker: Box<dyn Acker>,
 }
 

@@ -94,6 +94,13 @@ impl RabbitTransport {
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         ch.exchange_declare(
+            edinode_actors::queues::EVENTS_EXCHANGE.into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
             edinode_actors::queues::INBOUND_EXCHANGE.into(),
             lapin::ExchangeKind::Topic,
             ExchangeDeclareOptions { durable: true, ..Default::default() },
@@ -208,8 +215,12 @@ impl Transport for RabbitTransport {
                                 trace.push((k.to_string(), v));
                             }
                         }
+                        let mut strings: Vec<(String, String)> = headers.inner().keys().filter_map(|k| str_header(&headers, k.as_str()).map(|v| (k.as_str().to_string(), v))).collect();
+                        if let Some(ct) = d.properties.content_type() {
+                            strings.push(("content-type".into(), ct.as_str().to_string()));
+                        }
                         let body = d.data.clone();
-                        if tx.send(Delivery { body, attempt, trace, acker: Box::new(RabbitAcker { delivery: d }) }).await.is_err() {
+                        if tx.send(Delivery { body, attempt, trace, headers: strings, acker: Box::new(RabbitAcker { delivery: d }) }).await.is_err() {
                             return Ok(());
                         }
                     }

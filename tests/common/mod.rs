@@ -70,6 +70,10 @@ pub fn fixtures() -> PathBuf {
 pub struct NodeProc {
     pub child: Child,
     pub url: String,
+    /// The HTTPS listener, when configured.
+    pub tls_url: Option<String>,
+    /// The admin listener, when separate.
+    pub admin_url: Option<String>,
     pub dir: PathBuf,
     pub log: PathBuf,
 }
@@ -104,6 +108,8 @@ pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)
     let http = !extra.iter().any(|a| a.starts_with("--actors")) || extra.iter().any(|a| a.contains("http_receiver"));
     let stdout = child.stdout.take().unwrap();
     let mut url = String::new();
+    let mut tls_url = None;
+    let mut admin_url = None;
     if http {
         let mut reader = BufReader::new(stdout);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -114,8 +120,14 @@ pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)
                 let logtext = std::fs::read_to_string(&log).unwrap_or_default();
                 panic!("node exited before listening: {logtext}");
             }
-            if let Some(u) = line.trim().strip_prefix("edinode listening on ") {
+            let l = line.trim();
+            if let Some(u) = l.strip_prefix("edinode listening on ") {
                 url = u.to_string();
+            } else if let Some(u) = l.strip_prefix("edinode tls listening on ") {
+                tls_url = Some(u.to_string());
+            } else if let Some(u) = l.strip_prefix("edinode admin listening on ") {
+                admin_url = Some(u.to_string());
+            } else if l == "edinode ready" {
                 break;
             }
         }
@@ -124,7 +136,7 @@ pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)
     } else {
         std::thread::sleep(Duration::from_millis(800));
     }
-    NodeProc { child, url, dir: dir.to_path_buf(), log }
+    NodeProc { child, url, tls_url, admin_url, dir: dir.to_path_buf(), log }
 }
 
 /// Config of one station and partners, written to `dir/edinode.toml`.
@@ -135,7 +147,7 @@ pub struct ConfigBuilder {
 impl ConfigBuilder {
     pub fn new(dir: &Path) -> ConfigBuilder {
         let text = format!(
-            "[node]\ndata_dir = \"{d}/var\"\ninbox = \"{d}/inbox\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nsync_mdn_timeout_secs = 60\n\n[rabbitmq]\nretry_base_ms = 100\n",
+            "[node]\ndata_dir = \"{d}/var\"\ninbox = \"{d}/inbox\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nsync_mdn_timeout_secs = 60\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[rabbitmq]\nretry_base_ms = 100\n",
             d = dir.display()
         );
         ConfigBuilder { text }

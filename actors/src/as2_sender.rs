@@ -1,0 +1,356 @@
+//! As2Sender: builds a message for a partner (compress, sign, encrypt per agreement), POSTs it,
+//! and settles it from the MDN: a synchronous MDN is verified at once (signature against any of
+//! the partner's certificates, Received-Content-MIC against the MIC we computed); for an
+//! asynchronous one the expected MIC waits in the state store until the MDN arrives at the
+//! HttpReceiver ([`settle_async_mdn`]) or its deadline passes ([`expire_mdn_deadlines`]).
+//! Transport errors and 5xx are retried with backoff; every outcome is a status record and an
+//! event on `edinode.events`; the signed MDN is kept as the receipt.
+
+use crate::{event, queues, Actor, ActorError, NodeContext, Out};
+use edinode_proto::envelope::{self, Send};
+use edinode_proto::mdn::Mic;
+use edinode_proto::mdn_parse::{self, MdnVerdict};
+use edinode_proto::outbound::{self, Document, MdnRequest, OutboundIds};
+use edinode_proto::profile::{HttpProfile, OnMdnTimeout, Partner};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The time set of asynchronous MDN deadlines.
+pub const MDN_DEADLINES: &str = "mdn-deadlines";
+
+/// What we remember while an asynchronous MDN is outstanding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AwaitingMdn {
+    pub id: String,
+    pub station: String,
+    pub partner: String,
+    pub message_id: String,
+    pub mic: Mic,
+    pub deadline_ms: i64,
+}
+
+#[derive(Default)]
+pub struct As2Sender {
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn bare(mid: &str) -> &str {
+    mid.trim().trim_start_matches('<').trim_end_matches('>')
+}
+
+/// Key under which the Send of a transmission is kept (for retries and resends).
+pub fn send_key(id: &str) -> String {
+    format!("outbound/{id}/send")
+}
+
+fn client_for(http: &HttpProfile) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(http.timeout_secs)).connect_timeout(Duration::from_secs(http.timeout_secs.min(30)));
+    if let Some(ca) = &http.ca_pem {
+        for c in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| format!("partner CA: {e}"))? {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let Some(id) = &http.client_identity_pem {
+        b = b.identity(reqwest::Identity::from_pem(id).map_err(|e| format!("client certificate: {e}"))?);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+impl As2Sender {
+    fn client(&self, partner: &Partner) -> Result<reqwest::Client, String> {
+        let mut g = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = g.get(&partner.name) {
+            return Ok(c.clone());
+        }
+        let c = client_for(&partner.outbound.http)?;
+        g.insert(partner.name.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+/// The outcome of one transmission, recorded and announced.
+async fn conclude(cx: &NodeContext, s: &Send, ok: bool, detail: &str, receipt: Option<&[u8]>) -> Vec<Out> {
+    if let Some(r) = receipt {
+        let key = format!("receipts/{}.mdn", s.id);
+        if cx.blobs.put(&key, r).await.is_ok() {
+            cx.annotate(&s.id, &[("receipt", key)]).await;
+        }
+    }
+    let status = if ok { "sent" } else { "failed" };
+    cx.status(&s.id, status, detail).await;
+    cx.annotate(&s.id, &[("reason", if ok { String::new() } else { detail.to_string() })]).await;
+    cx.metrics.messages.with_label_values(&["outbound", &s.station, &s.partner, if ok { "delivered" } else { "failed" }]).inc();
+    if !ok {
+        tracing::warn!(message = "Outbound message failed.", id = %s.id, partner = %s.partner, reason = detail);
+        tracing::Span::current().record("error", detail);
+    }
+    vec![event(if ok { "outbound.delivered" } else { "outbound.failed" }, &s.id, &s.station, &s.partner, &s.message_id, detail)]
+}
+
+fn verdict_text(v: &MdnVerdict) -> String {
+    match v {
+        MdnVerdict::Delivered => "delivered; MDN verified".into(),
+        MdnVerdict::MicMismatch { expected, got } => format!("MIC mismatch: expected {}, MDN says {got}", expected.digest),
+        MdnVerdict::NegativeDisposition(d) => format!("partner reports {}", d.field_value()),
+        MdnVerdict::SignatureInvalid(r) => format!("MDN signature invalid: {r}"),
+        MdnVerdict::Unsigned => "the MDN is not signed".into(),
+        MdnVerdict::Malformed(r) => format!("unreadable MDN: {r}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Actor for As2Sender {
+    const NAME: &'static str = "as2_sender";
+    const QUEUE: &'static str = queues::AS2_SENDER;
+    type Input = Send;
+
+    async fn handle(&self, cx: &NodeContext, s: Send) -> Result<Vec<Out>, ActorError> {
+        let span = tracing::Span::current();
+        span.record("message_id", s.message_id.as_str());
+        span.record("station", s.station.as_str());
+        span.record("partner", s.partner.as_str());
+        span.record("direction", "outbound");
+        let Some((partner, station)) = cx.directory.partner_by_name(&s.partner) else {
+            return Ok(conclude(cx, &s, false, &format!("unknown partner {}", s.partner), None).await);
+        };
+        // Idempotency: a Message-ID already delivered is not sent again.
+        let done_key = format!("outdone:{}:{}", partner.as2_id, bare(&s.message_id));
+        if let Ok(Some(first)) = cx.state.get(&done_key).await {
+            cx.status(&s.id, "sent", &format!("already delivered as {first}")).await;
+            return Ok(vec![]);
+        }
+        let Some(url) = partner.url.clone() else {
+            return Ok(conclude(cx, &s, false, "the partner has no URL", None).await);
+        };
+        let mut docs = Vec::with_capacity(s.documents.len());
+        let mut size = 0usize;
+        for d in &s.documents {
+            let data = cx.load(&d.data).await?;
+            size += data.len();
+            docs.push(Document { filename: d.filename.clone(), content_type: d.content_type.clone(), data });
+        }
+        span.record("size", size);
+        let (p2, st2, mid, seed) = (partner.clone(), station.clone(), s.message_id.clone(), s.id.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            let ids = OutboundIds { message_id: &mid, boundary_seed: &seed, date: &date };
+            outbound::build(
+                &st2.as2_id,
+                &p2.as2_id,
+                &docs,
+                &p2.outbound.options,
+                Some((&st2.signing_key, &st2.signing_cert)),
+                p2.encryption_cert.as_ref(),
+                &ids,
+                "AS2 message",
+            )
+        })
+        .await
+        .map_err(|e| ActorError::Transient(e.to_string()))?;
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => return Ok(conclude(cx, &s, false, &format!("cannot build the message: {e}"), None).await),
+        };
+        cx.annotate(&s.id, &[("mic", format!("{}, {}", built.mic.digest, built.mic.alg.name(Default::default()))), ("url", url.clone())]).await;
+        cx.status(&s.id, "sending", &format!("attempt {} to {}", s.attempt + 1, url)).await;
+        let client = self.client(partner).map_err(ActorError::Permanent)?;
+        let mut req = client.post(&url);
+        for (k, v) in &built.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some((u, p)) = &partner.outbound.http.basic_auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let body = built.body;
+        let req = if partner.outbound.http.chunked {
+            // A stream body goes out with Transfer-Encoding: chunked and no Content-Length.
+            let stream = futures::stream::once(async move { Ok::<Vec<u8>, std::io::Error>(body) });
+            req.body(reqwest::Body::wrap_stream(stream))
+        } else {
+            req.body(body)
+        };
+        let retry = |why: String| -> Result<Vec<Out>, ActorError> { Err(ActorError::Transient(why)) };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return self.again(cx, &s, partner, format!("POST {url} failed: {e}"), retry).await,
+        };
+        let code = resp.status();
+        let headers: Vec<(String, String)> = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).to_string())).collect();
+        let rbody = match resp.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return self.again(cx, &s, partner, format!("reading the answer of {url} failed: {e}"), retry).await,
+        };
+        if code.is_server_error() || code.as_u16() == 429 || code.as_u16() == 408 {
+            return self.again(cx, &s, partner, format!("{url} answered {code}"), retry).await;
+        }
+        if !code.is_success() {
+            return Ok(conclude(cx, &s, false, &format!("{url} refused the message: {code} {}", String::from_utf8_lossy(&rbody[..rbody.len().min(200)])), None).await);
+        }
+        match &partner.outbound.options.mdn {
+            MdnRequest::None => {
+                let _ = cx.state.set_once(&done_key, &s.id, 90 * 24 * 3600).await;
+                Ok(conclude(cx, &s, true, &format!("accepted by {url} ({code}); no MDN requested"), None).await)
+            }
+            MdnRequest::Sync { .. } => {
+                let parsed = mdn_parse::parse(&headers, &rbody, &partner.verify_certs, &cx.limits.mime);
+                let verdict = mdn_parse::judge(parsed.as_ref(), &built.mic, partner.outbound.require_signed_mdn);
+                let ok = verdict == MdnVerdict::Delivered;
+                if ok {
+                    let _ = cx.state.set_once(&done_key, &s.id, 90 * 24 * 3600).await;
+                }
+                let mut raw = Vec::new();
+                for (k, v) in &headers {
+                    raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+                }
+                raw.extend_from_slice(b"\r\n");
+                raw.extend_from_slice(&rbody);
+                Ok(conclude(cx, &s, ok, &verdict_text(&verdict), Some(&raw)).await)
+            }
+            MdnRequest::Async { .. } => {
+                let deadline_ms = now_ms() + (partner.outbound.mdn_deadline_secs as i64) * 1000;
+                let wait = AwaitingMdn { id: s.id.clone(), station: s.station.clone(), partner: s.partner.clone(), message_id: s.message_id.clone(), mic: built.mic.clone(), deadline_ms };
+                let key = format!("mdnwait:{}", bare(&s.message_id));
+                let v = serde_json::to_string(&wait).map_err(|e| ActorError::Permanent(e.to_string()))?;
+                cx.state.delete(&key).await.map_err(ActorError::Transient)?;
+                cx.state.set_once(&key, &v, partner.outbound.mdn_deadline_secs.max(1) * 4).await.map_err(ActorError::Transient)?;
+                cx.state.schedule(MDN_DEADLINES, bare(&s.message_id), deadline_ms).await.map_err(ActorError::Transient)?;
+                cx.status(&s.id, "awaiting-mdn", &format!("accepted by {url} ({code}); MDN due within {} s", partner.outbound.mdn_deadline_secs)).await;
+                Ok(vec![])
+            }
+        }
+    }
+}
+
+impl As2Sender {
+    /// Retry later, or fail for good after the partner's attempts.
+    async fn again(&self, cx: &NodeContext, s: &Send, partner: &Partner, why: String, _retry: impl Fn(String) -> Result<Vec<Out>, ActorError>) -> Result<Vec<Out>, ActorError> {
+        let attempts = partner.outbound.attempts;
+        if s.attempt + 1 >= attempts {
+            return Ok(conclude(cx, s, false, &format!("{why} (gave up after {attempts} attempts)"), None).await);
+        }
+        tracing::warn!(message = "Partner unreachable; will retry.", partner = %s.partner, attempt = s.attempt + 1, reason = %why);
+        cx.metrics.retries.with_label_values(&["as2_sender"]).inc();
+        cx.status(&s.id, "retrying", &why).await;
+        let delay = Duration::from_millis(partner.outbound.retry_base_ms.saturating_mul(1 << s.attempt.min(8))).min(Duration::from_secs(300));
+        tokio::time::sleep(delay).await;
+        let mut next = s.clone();
+        next.attempt += 1;
+        Ok(vec![Out::send(queues::AS2_SENDER, &next)?])
+    }
+}
+
+/// Does this request look like an MDN rather than a message?
+pub fn looks_like_mdn(content_type: &str, body: &[u8]) -> bool {
+    let ct = content_type.to_ascii_lowercase();
+    if ct.starts_with("multipart/report") {
+        return true;
+    }
+    if ct.starts_with("multipart/signed") {
+        let head = &body[..body.len().min(4096)];
+        let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+        return text.contains("multipart/report") && text.contains("disposition-notification");
+    }
+    false
+}
+
+/// Settle an asynchronous MDN that arrived at the HttpReceiver. Returns the outputs (events)
+/// or an error text for the HTTP answer.
+pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], body: &[u8]) -> Result<Vec<Out>, String> {
+    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str());
+    let from = get("as2-from").map(|v| edinode_proto::headers::parse_as2_name(v).unwrap_or_default()).unwrap_or_default();
+    let to = get("as2-to").map(|v| edinode_proto::headers::parse_as2_name(v).unwrap_or_default()).unwrap_or_default();
+    let partner = cx.directory.partner(&to, &from).ok_or_else(|| format!("MDN from unknown partner {from} to {to}"))?;
+    let parsed = mdn_parse::parse(headers, body, &partner.verify_certs, &cx.limits.mime);
+    let original = match &parsed {
+        Ok(p) => p.original_message_id.clone(),
+        Err(mdn_parse::MdnError::SignatureInvalid { unverified: Some(p), .. }) => p.original_message_id.clone(),
+        Err(e) => return Err(format!("unreadable MDN: {e}")),
+    }
+    .ok_or("the MDN has no Original-Message-ID")?;
+    let key = format!("mdnwait:{}", bare(&original));
+    let wait: AwaitingMdn = match cx.state.get(&key).await? {
+        Some(v) => serde_json::from_str(&v).map_err(|e| e.to_string())?,
+        None => return Err(format!("no message {original} is waiting for an MDN")),
+    };
+    let verdict = mdn_parse::judge(parsed.as_ref(), &wait.mic, partner.outbound.require_signed_mdn);
+    let ok = verdict == MdnVerdict::Delivered;
+    if matches!(verdict, MdnVerdict::SignatureInvalid(_)) {
+        // Not from the partner (or altered): do not let it settle the message.
+        tracing::warn!(message = "Rejected an MDN whose signature does not verify.", original = %original);
+        return Err(verdict_text(&verdict));
+    }
+    let _ = cx.state.unschedule(MDN_DEADLINES, bare(&original)).await;
+    let _ = cx.state.delete(&key).await;
+    if ok {
+        let _ = cx.state.set_once(&format!("outdone:{}:{}", partner.as2_id, bare(&original)), &wait.id, 90 * 24 * 3600).await;
+    }
+    let mut raw = Vec::new();
+    for (k, v) in headers {
+        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(body);
+    let s = Send { id: wait.id, station: wait.station, partner: wait.partner, message_id: wait.message_id, documents: vec![], created_at_ms: 0, source: String::new(), attempt: 0 };
+    Ok(conclude(cx, &s, ok, &verdict_text(&verdict), Some(&raw)).await)
+}
+
+/// Past-deadline asynchronous MDNs: fail or resend per partner policy. Safe with several nodes:
+/// each deadline is claimed once.
+pub async fn expire_mdn_deadlines(cx: &NodeContext) -> Result<Vec<Out>, String> {
+    let mut outs = Vec::new();
+    for mid in cx.state.due(MDN_DEADLINES, now_ms(), 100).await? {
+        let key = format!("mdnwait:{mid}");
+        let Some(v) = cx.state.get(&key).await? else {
+            let _ = cx.state.unschedule(MDN_DEADLINES, &mid).await;
+            continue;
+        };
+        let wait: AwaitingMdn = serde_json::from_str(&v).map_err(|e| e.to_string())?;
+        if cx.state.set_once(&format!("mdnexpire:{mid}:{}", wait.deadline_ms), &cx.node_id, 3600).await? != cx.node_id {
+            continue;
+        }
+        cx.metrics.mdn_timeouts.inc();
+        let _ = cx.state.unschedule(MDN_DEADLINES, &mid).await;
+        let _ = cx.state.delete(&key).await;
+        let policy = cx.directory.partner_by_name(&wait.partner).map(|(p, _)| p.outbound.on_mdn_timeout).unwrap_or_default();
+        let stored = cx.blobs.get(&send_key(&wait.id)).await.ok().and_then(|b| envelope::decode::<Send>(&b).ok());
+        match (policy, stored) {
+            (OnMdnTimeout::Resend, Some(mut s)) => {
+                s.attempt = 0;
+                cx.status(&wait.id, "resent", "no MDN before the deadline; sending again").await;
+                outs.push(Out::send(queues::AS2_SENDER, &s).map_err(|e| e.to_string())?);
+            }
+            _ => {
+                let s = Send { id: wait.id, station: wait.station, partner: wait.partner, message_id: wait.message_id, documents: vec![], created_at_ms: 0, source: String::new(), attempt: 0 };
+                outs.extend(conclude(cx, &s, false, "no MDN before the deadline", None).await);
+            }
+        }
+    }
+    Ok(outs)
+}
+
+/// Accept documents for sending: keep the Send (for retries and resends) and queue it.
+pub async fn submit(cx: &NodeContext, s: &Send) -> Result<Out, ActorError> {
+    let body = envelope::encode(s).map_err(ActorError::Permanent)?;
+    cx.blobs.put(&send_key(&s.id), &body).await.map_err(ActorError::Transient)?;
+    cx.annotate(
+        &s.id,
+        &[
+            ("direction", "outbound".to_string()),
+            ("station", s.station.clone()),
+            ("partner", s.partner.clone()),
+            ("message_id", s.message_id.clone()),
+            ("source", s.source.clone()),
+            ("received_at", s.created_at_ms.to_string()),
+            ("size", s.documents.iter().map(|d| d.data.len()).sum::<u64>().to_string()),
+        ],
+    )
+    .await;
+    cx.status(&s.id, "queued", &format!("from {}", s.source)).await;
+    Ok(Out::Send { queue: queues::AS2_SENDER, body })
+}
