@@ -49,7 +49,8 @@ pub fn send_key(id: &str) -> String {
     format!("outbound/{id}/send")
 }
 
-fn client_for(http: &HttpProfile) -> Result<reqwest::Client, String> {
+/// An HTTP client for a partner's agreement (its CA, our client certificate, timeouts).
+pub fn client_for(http: &HttpProfile) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder().timeout(Duration::from_secs(http.timeout_secs)).connect_timeout(Duration::from_secs(http.timeout_secs.min(30)));
     if let Some(ca) = &http.ca_pem {
         for c in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| format!("partner CA: {e}"))? {
@@ -159,6 +160,16 @@ impl Actor for As2Sender {
         };
         cx.annotate(&s.id, &[("mic", format!("{}, {}", built.mic.digest, built.mic.alg.name(Default::default()))), ("url", url.clone())]).await;
         cx.status(&s.id, "sending", &format!("attempt {} to {}", s.attempt + 1, url)).await;
+        if matches!(partner.outbound.options.mdn, MdnRequest::Async { .. }) {
+            // Registered before the POST: a fast partner's MDN may arrive before it returns.
+            let deadline_ms = now_ms() + (partner.outbound.mdn_deadline_secs as i64) * 1000;
+            let wait = AwaitingMdn { id: s.id.clone(), station: s.station.clone(), partner: s.partner.clone(), message_id: s.message_id.clone(), mic: built.mic.clone(), deadline_ms };
+            let key = format!("mdnwait:{}", bare(&s.message_id));
+            let v = serde_json::to_string(&wait).map_err(|e| ActorError::Permanent(e.to_string()))?;
+            cx.state.delete(&key).await.map_err(ActorError::Transient)?;
+            cx.state.set_once(&key, &v, partner.outbound.mdn_deadline_secs.max(1) * 4).await.map_err(ActorError::Transient)?;
+            cx.state.schedule(MDN_DEADLINES, bare(&s.message_id), deadline_ms).await.map_err(ActorError::Transient)?;
+        }
         let client = self.client(partner).map_err(ActorError::Permanent)?;
         let mut req = client.post(&url);
         for (k, v) in &built.headers {
@@ -213,13 +224,6 @@ impl Actor for As2Sender {
                 Ok(conclude(cx, &s, ok, &verdict_text(&verdict), Some(&raw)).await)
             }
             MdnRequest::Async { .. } => {
-                let deadline_ms = now_ms() + (partner.outbound.mdn_deadline_secs as i64) * 1000;
-                let wait = AwaitingMdn { id: s.id.clone(), station: s.station.clone(), partner: s.partner.clone(), message_id: s.message_id.clone(), mic: built.mic.clone(), deadline_ms };
-                let key = format!("mdnwait:{}", bare(&s.message_id));
-                let v = serde_json::to_string(&wait).map_err(|e| ActorError::Permanent(e.to_string()))?;
-                cx.state.delete(&key).await.map_err(ActorError::Transient)?;
-                cx.state.set_once(&key, &v, partner.outbound.mdn_deadline_secs.max(1) * 4).await.map_err(ActorError::Transient)?;
-                cx.state.schedule(MDN_DEADLINES, bare(&s.message_id), deadline_ms).await.map_err(ActorError::Transient)?;
                 cx.status(&s.id, "awaiting-mdn", &format!("accepted by {url} ({code}); MDN due within {} s", partner.outbound.mdn_deadline_secs)).await;
                 Ok(vec![])
             }

@@ -112,7 +112,14 @@ impl Actor for MdnSender {
             }
             MdnSenderInput::Post(m) => {
                 crate::describe(&m.ctx);
-                let mut req = cx.http.post(&m.url).timeout(std::time::Duration::from_secs(60));
+                // The partner's TLS settings (its CA, our client certificate) apply to MDNs too.
+                let client = match cx.directory.partner(&m.ctx.request.as2_to, &m.ctx.request.as2_from) {
+                    Some(p) if p.outbound.http.ca_pem.is_some() || p.outbound.http.client_identity_pem.is_some() => {
+                        crate::as2_sender::client_for(&p.outbound.http).map_err(ActorError::Permanent)?
+                    }
+                    _ => cx.http.clone(),
+                };
+                let mut req = client.post(&m.url).timeout(std::time::Duration::from_secs(60));
                 for (k, v) in &m.mdn.headers {
                     req = req.header(k.as_str(), v.as_str());
                 }
