@@ -109,6 +109,8 @@ async fn receive(headers: Vec<Header>, body: web::Bytes, st: web::Data<HttpState
             return text(r.http_status(), &r.to_string());
         }
     };
+    // The request is stored: do not hold its body while waiting for the MDN.
+    drop(body);
     edinode_actors::describe(&accepted.first.ctx);
     let id = accepted.id.clone();
     let waiter = (accepted.answer == Answer::SyncMdn).then(|| st.waiters.register(&id));
@@ -123,6 +125,7 @@ async fn receive(headers: Vec<Header>, body: web::Bytes, st: web::Data<HttpState
         st.cx.status(&id, "failed", &format!("not queued: {error}")).await;
         return text(503, "the message could not be queued; please retry");
     }
+    drop(body);
     let Some(rx) = waiter else {
         return text(200, &format!("Message {} received.", accepted.first.ctx.request.message_id));
     };

@@ -17,10 +17,11 @@ pub fn safe_component(s: &str) -> String {
     if c.is_empty() { "_".into() } else { c }
 }
 
-async fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Write then rename, inline (cheaper than the blocking pool for the usual small document).
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("part-{}", uuid::Uuid::new_v4().simple()));
-    tokio::fs::write(&tmp, data).await?;
-    tokio::fs::rename(&tmp, path).await
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
 }
 
 #[async_trait::async_trait]
@@ -33,13 +34,15 @@ impl Actor for Deliverer {
         let Deliver { ctx, payloads } = input;
         crate::describe(&ctx);
         let dir: PathBuf = cx.inbox.join(safe_component(&ctx.station)).join(safe_component(&ctx.partner));
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| ActorError::Transient(format!("create {}: {e}", dir.display())))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| ActorError::Transient(format!("create {}: {e}", dir.display())))?;
+        }
         let mut outs = Vec::new();
         let mut names = Vec::new();
         for (i, p) in payloads.iter().enumerate() {
             // Claim a name: the document's own, or prefixed with our id when taken.
             let mut candidate = p.filename.clone();
-            if tokio::fs::try_exists(dir.join(&candidate)).await.unwrap_or(false) {
+            if dir.join(&candidate).exists() {
                 candidate = format!("{}_{}", &ctx.id[..ctx.id.len().min(12)], p.filename);
             }
             let name = cx
@@ -49,7 +52,7 @@ impl Actor for Deliverer {
                 .map_err(ActorError::Transient)?;
             let data = cx.load(&p.data).await?;
             let path = dir.join(&name);
-            write_atomic(&path, &data).await.map_err(|e| ActorError::Transient(format!("write {}: {e}", path.display())))?;
+            write_atomic(&path, &data).map_err(|e| ActorError::Transient(format!("write {}: {e}", path.display())))?;
             let mut headers = vec![
                 ("as2-from".to_string(), ctx.request.as2_from.clone()),
                 ("as2-to".to_string(), ctx.request.as2_to.clone()),

@@ -75,8 +75,10 @@ pub async fn accept(cx: &NodeContext, headers: Vec<Header>, body: &[u8], reply_q
         .ok_or_else(|| Refusal::UnknownPartner { from: request.as2_from.clone(), to: request.as2_to.clone() })?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let raw_key = format!("raw/{id}");
-    let raw = raw_capture(&headers, body);
-    cx.blobs.put(&raw_key, &raw).await.map_err(Refusal::Unavailable)?;
+    // The raw request as an HTTP capture, written in pieces: a large body is never copied.
+    let head = raw_capture(&headers, b"");
+    cx.blobs.put_parts(&raw_key, &[&head, body]).await.map_err(Refusal::Unavailable)?;
+    let raw_len = head.len() + body.len();
     let answer = match &request.mdn {
         Some(m) if m.async_url.is_none() => Answer::SyncMdn,
         _ => Answer::Immediate,
@@ -91,11 +93,11 @@ pub async fn accept(cx: &NodeContext, headers: Vec<Header>, body: &[u8], reply_q
         reply,
         security: Security::default(),
         raw_key,
-        raw_len: raw.len() as u64,
+        raw_len: raw_len as u64,
         trace: vec![],
     };
-    let entity = unwrap::entity_from_http(&headers, body);
-    let entity = cx.blob(&ctx, "layer0", entity).await.map_err(|e| match e {
+    let entity_head = unwrap::entity_from_http(&headers, b"");
+    let entity = cx.blob_parts(&ctx, "layer0", &[&entity_head, body]).await.map_err(|e| match e {
         ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),
     })?;
     cx.annotate(

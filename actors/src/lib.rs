@@ -77,6 +77,10 @@ impl Out {
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync {
     async fn put(&self, key: &str, data: &[u8]) -> Result<(), String>;
+    /// Store the concatenation of `parts` without building it in memory first.
+    async fn put_parts(&self, key: &str, parts: &[&[u8]]) -> Result<(), String> {
+        self.put(key, &parts.concat()).await
+    }
     async fn get(&self, key: &str) -> Result<Vec<u8>, String>;
     async fn delete(&self, key: &str) -> Result<(), String>;
     /// Delete every blob whose key starts with `prefix` (the working copies of one message).
@@ -185,6 +189,17 @@ impl NodeContext {
         let key = format!("work/{}/{}", ctx.id, hint);
         self.blobs.put(&key, &data).await.map_err(ActorError::Transient)?;
         Ok(Blob::Stored { key, len: data.len() as u64 })
+    }
+
+    /// Like [`NodeContext::blob`] for bytes given in pieces (large ones are never joined).
+    pub async fn blob_parts(&self, ctx: &Inbound, hint: &str, parts: &[&[u8]]) -> Result<Blob, ActorError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len <= self.limits.inline_threshold {
+            return Ok(Blob::Inline(parts.concat()));
+        }
+        let key = format!("work/{}/{}", ctx.id, hint);
+        self.blobs.put_parts(&key, parts).await.map_err(ActorError::Transient)?;
+        Ok(Blob::Stored { key, len: len as u64 })
     }
 
     /// Add summary fields, logging (not failing) when the store is unavailable.

@@ -148,6 +148,15 @@ impl<'a> Entity<'a> {
         decode_transfer(self.body, &self.transfer_encoding())
     }
 
+    /// The body with its transfer encoding removed, borrowed when nothing needs decoding (a
+    /// large binary layer is then not copied).
+    pub fn decoded_body_ref(&self) -> Result<std::borrow::Cow<'a, [u8]>, MimeError> {
+        match self.transfer_encoding().as_str() {
+            "binary" | "8bit" | "7bit" | "" => Ok(std::borrow::Cow::Borrowed(self.body)),
+            other => decode_transfer(self.body, other).map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The filename from Content-Disposition (or Content-Type name=), if any.
     pub fn filename(&self) -> Option<String> {
         let from_disp = self.header("content-disposition").and_then(|v| {

@@ -45,7 +45,7 @@ pub fn classify(raw: &[u8], limits: &MimeLimits) -> Result<Step, ProcessingError
             _ => {}
         }
         // No (or an unknown) smime-type: look at the CMS content type itself.
-        let der = e.decoded_body()?;
+        let der = e.decoded_body_ref()?;
         return match cms::kind(&der) {
             Ok(CmsKind::Enveloped | CmsKind::AuthEnveloped) => Ok(Step::Decrypt),
             Ok(CmsKind::Compressed) => Ok(Step::Decompress),
@@ -84,7 +84,7 @@ fn looks_like_entity(content: &[u8], limits: &MimeLimits) -> bool {
 /// Decrypt an enveloped entity.
 pub fn decrypt(raw: &[u8], keys: &[(PKey<Private>, X509)], limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
     let e = Entity::parse(raw, limits)?;
-    let der = e.decoded_body().map_err(|err| ProcessingError::Decryption(err.to_string()))?;
+    let der = e.decoded_body_ref().map_err(|err| ProcessingError::Decryption(err.to_string()))?;
     if keys.is_empty() {
         return Err(ProcessingError::Decryption("no decryption key configured for this station".into()));
     }
@@ -95,7 +95,7 @@ pub fn decrypt(raw: &[u8], keys: &[(PKey<Private>, X509)], limits: &MimeLimits) 
 /// Decompress a compressed entity; the output may not exceed `max_output` bytes.
 pub fn decompress(raw: &[u8], max_output: usize, limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
     let e = Entity::parse(raw, limits)?;
-    let der = e.decoded_body().map_err(|err| ProcessingError::Decompression(err.to_string()))?;
+    let der = e.decoded_body_ref().map_err(|err| ProcessingError::Decompression(err.to_string()))?;
     let plain = cms::decompress(&der, max_output).map_err(|err| ProcessingError::Decompression(err.to_string()))?;
     Ok(as_entity(plain, limits))
 }
@@ -146,7 +146,7 @@ pub fn verify(raw: &[u8], trusted: &[X509], mic_alg: Option<DigestAlg>, limits: 
         let sig = sig_entity.decoded_body().map_err(|err| ProcessingError::Authentication(err.to_string()))?;
         verify_with_line_end_tolerance(&sig, parts[0], trusted, limits)?
     } else {
-        let der = e.decoded_body().map_err(|err| ProcessingError::Authentication(err.to_string()))?;
+        let der = e.decoded_body_ref().map_err(|err| ProcessingError::Authentication(err.to_string()))?;
         let (content, v) = cms::verify_embedded(&der, trusted).map_err(cms_to_processing)?;
         (content, v)
     };

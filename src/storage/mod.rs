@@ -33,13 +33,25 @@ impl FsBlobStore {
 #[async_trait::async_trait]
 impl BlobStore for FsBlobStore {
     async fn put(&self, key: &str, data: &[u8]) -> Result<(), String> {
+        self.put_parts(key, &[data]).await
+    }
+
+    async fn put_parts(&self, key: &str, parts: &[&[u8]]) -> Result<(), String> {
+        use std::io::Write;
         let path = self.path(key)?;
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| e.to_string())?;
-        }
-        let tmp = path.with_extension("tmp");
-        tokio::fs::write(&tmp, data).await.map_err(|e| format!("write {}: {e}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| e.to_string())
+        // Written inline: a small file costs less than a hand-off to the blocking pool, and the
+        // HTTP workers run on single-threaded runtimes where block_in_place is not allowed.
+        (|| -> Result<(), String> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+            for p in parts {
+                f.write_all(p).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+        })()
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, String> {

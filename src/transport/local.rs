@@ -27,7 +27,7 @@ struct FileAcker {
 #[async_trait::async_trait]
 impl Acker for FileAcker {
     async fn ack(self: Box<Self>) -> anyhow::Result<()> {
-        match tokio::fs::remove_file(&self.path).await {
+        match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
@@ -84,22 +84,23 @@ fn attempt_of(name: &str) -> u32 {
 impl Transport for LocalTransport {
     async fn publish(&self, p: Publish<'_>) -> anyhow::Result<()> {
         let qdir = self.dir.join(p.queue);
-        tokio::fs::create_dir_all(&qdir).await?;
         let path = qdir.join(self.file_name(p.attempt));
         let body = p.body.to_vec();
-        let fsync = self.fsync;
-        let (path2, body2) = (path.clone(), body.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        {
+            // Inline, not through the blocking pool: a small spool file is cheaper to write than
+            // a thread hand-off (fsync, when asked, is the slow part either way).
             use std::io::Write;
-            let tmp = path2.with_extension("tmp");
+            if !qdir.is_dir() {
+                std::fs::create_dir_all(&qdir)?;
+            }
+            let tmp = path.with_extension("tmp");
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body2)?;
-            if fsync {
+            f.write_all(&body)?;
+            if self.fsync {
                 f.sync_all()?;
             }
-            std::fs::rename(&tmp, &path2)
-        })
-        .await??;
+            std::fs::rename(&tmp, &path)?;
+        }
         if let Some(reason) = p.reason {
             // Dead letters are kept as files with their reason beside them; nobody consumes them here.
             tokio::fs::write(path.with_extension("reason"), format!("{} (from {}, {} attempts)", reason, p.origin.unwrap_or("?"), p.attempt)).await?;
