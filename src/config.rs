@@ -149,6 +149,65 @@ pub struct StationConfig {
     /// Decryption key pairs; default: the signing pair.
     #[serde(default)]
     pub decryption: Vec<KeyPairConfig>,
+    /// The station's own S3 bucket (bring your own bucket).
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// S3-compatible server URL (path-style addressing).
+    pub endpoint: Option<String>,
+    /// Static credentials; absent: the default AWS credential chain.
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    /// Save received files under as2gateway/<station>/<partner>/inbox/ (default on).
+    #[serde(default = "yes")]
+    pub inbound: bool,
+    /// Pick up files from AS2/send/<station>/<partner>/ (default off).
+    #[serde(default)]
+    pub outbound: bool,
+    /// "subfolder" (inbox/<message>/<file>, default) or "prefix" (inbox/<message>_<file>).
+    #[serde(default = "subfolder")]
+    pub folder_structure: String,
+    /// A file is picked up once its last modification is this old (seconds; default 15).
+    #[serde(default = "fifteen")]
+    pub pickup_age_secs: f64,
+    /// A subdirectory is sent once unchanged this long (seconds; default 120).
+    #[serde(default = "one_twenty")]
+    pub steady_secs: f64,
+    /// Polling interval (seconds; default 5).
+    #[serde(default = "five")]
+    pub poll_secs: f64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn yes() -> bool {
+    true
+}
+fn subfolder() -> String {
+    "subfolder".into()
+}
+fn fifteen() -> f64 {
+    15.0
+}
+fn one_twenty() -> f64 {
+    120.0
+}
+fn five() -> f64 {
+    5.0
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret key.
+        f.debug_struct("S3Config").field("bucket", &self.bucket).field("region", &self.region).field("endpoint", &self.endpoint).field("access_key", &self.access_key).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -479,7 +538,7 @@ fn outbound_profile(src: &str, key: &str, o: &OutboundConfig, has_enc_cert: bool
     })
 }
 
-pub const ACTORS: &[&str] = &["http_receiver", "mime_unwrapper", "decryptor", "verifier", "mdn_sender", "deliverer", "as2_sender", "outbound_intake", "mdn_monitor"];
+pub const ACTORS: &[&str] = &["http_receiver", "mime_unwrapper", "decryptor", "verifier", "mdn_sender", "deliverer", "as2_sender", "outbound_intake", "mdn_monitor", "s3_outbox"];
 
 /// Parse the actor selection.
 pub fn actors(spec: &str) -> Result<Vec<String>, String> {

@@ -55,3 +55,18 @@ pub async fn monitor_mdn_deadlines(cx: NodeContext, t: Arc<dyn Transport>) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+pub async fn poll_s3_outbox(cx: NodeContext, t: Arc<dyn Transport>, station: String, bucket: edinode_actors::StationBucket) {
+    loop {
+        match edinode_actors::s3_outbox::poll(&cx, &station, &bucket, crate::storage::now_ms()).await {
+            Ok(outs) if !outs.is_empty() => {
+                if let Err(error) = publish_outs(t.as_ref(), outs).await {
+                    tracing::warn!(message = "Could not publish S3 outbox work.", %error, station = %station);
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(message = "S3 outbox poll failed.", %error, station = %station),
+        }
+        tokio::time::sleep(Duration::from_millis(bucket.poll_ms)).await;
+    }
+}

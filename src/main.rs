@@ -26,6 +26,20 @@ enum Cmd {
     },
     /// Check the configuration and the key files it names.
     CheckConfig,
+    /// S3 integration tools.
+    S3 {
+        #[command(subcommand)]
+        cmd: S3Cmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum S3Cmd {
+    /// Perform the operations the station's S3 integration needs and clean up after.
+    Check {
+        #[arg(long)]
+        station: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +64,37 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
+        Cmd::S3 { cmd: S3Cmd::Check { station } } => {
+            let Some(st) = settings.stations.get(&station) else {
+                eprintln!("edinode: no station named {station}");
+                return std::process::ExitCode::from(2);
+            };
+            let Some(c) = st.s3.clone() else {
+                eprintln!("edinode: station {station} has no [stations.{station}.s3] section");
+                return std::process::ExitCode::from(2);
+            };
+            let as2 = st.as2_id.clone();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("edinode: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(edinode::node::s3_check(&as2, &c)) {
+                Ok((_, warnings)) => {
+                    for w in warnings {
+                        println!("warning: {w}");
+                    }
+                    println!("S3 access check passed for station {station} (bucket {})", c.bucket);
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("edinode: S3 access check failed for station {station}: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Serve { actors, listen } => {
             if let Some(a) = actors {
                 settings.node.actors = a;

@@ -27,6 +27,55 @@ fn node_id(s: &Settings) -> String {
     format!("{}-{}", host, std::process::id())
 }
 
+/// The S3 settings of a station.
+pub fn s3_settings(c: &crate::config::S3Config) -> crate::storage::s3::S3Settings {
+    crate::storage::s3::S3Settings {
+        bucket: c.bucket.clone(),
+        region: c.region.clone(),
+        endpoint: c.endpoint.clone(),
+        access_key: c.access_key.clone(),
+        secret_key: c.secret_key.clone(),
+    }
+}
+
+/// Run a station's S3 access check: Ok(warnings) or the failure naming operation and permission.
+pub async fn s3_check(station_as2: &str, c: &crate::config::S3Config) -> anyhow::Result<(crate::storage::s3::S3Store, Vec<String>)> {
+    let store = crate::storage::s3::S3Store::new(&s3_settings(c)).await?;
+    let warnings = store.check(&format!("as2gateway/{station_as2}/"), &format!("AS2/send/{station_as2}/")).await.map_err(|f| anyhow::anyhow!("{f}"))?;
+    Ok((store, warnings))
+}
+
+/// Stations whose S3 integration passed its access check at start-up; the others are refused
+/// (logged with the operation and permission that failed).
+async fn buckets(settings: &Settings) -> std::collections::HashMap<String, edinode_actors::StationBucket> {
+    let mut out = std::collections::HashMap::new();
+    for (name, st) in &settings.stations {
+        let Some(c) = &st.s3 else { continue };
+        match s3_check(&st.as2_id, c).await {
+            Ok((store, warnings)) => {
+                for w in warnings {
+                    tracing::warn!(message = "S3 access check warning.", station = %name, warning = %w);
+                }
+                tracing::info!(message = "S3 integration enabled.", station = %name, bucket = %c.bucket, inbound = c.inbound, outbound = c.outbound);
+                out.insert(
+                    name.clone(),
+                    edinode_actors::StationBucket {
+                        store: Arc::new(store),
+                        inbound: c.inbound,
+                        outbound: c.outbound,
+                        folders: if c.folder_structure == "prefix" { edinode_actors::FolderStructure::Prefix } else { edinode_actors::FolderStructure::Subfolder },
+                        pickup_age_ms: (c.pickup_age_secs * 1000.0) as i64,
+                        steady_ms: (c.steady_secs * 1000.0) as i64,
+                        poll_ms: (c.poll_secs * 1000.0).max(50.0) as u64,
+                    },
+                );
+            }
+            Err(error) => tracing::error!(message = "S3 integration refused: the access check failed.", station = %name, bucket = %c.bucket, %error),
+        }
+    }
+    out
+}
+
 pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
     let directory = config::directory(&settings, src)?;
     let data = settings.node.data_dir.clone();
@@ -60,6 +109,7 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         reporting_ua: settings.node.reporting_ua.clone(),
         mdn_post_attempts: settings.mdn.async_post_attempts,
         metrics: Arc::new(edinode_actors::metrics::Metrics::new()),
+        buckets: Arc::new(buckets(&settings).await),
     };
     Ok(Node { cx, transport, settings })
 }
@@ -113,6 +163,12 @@ impl Node {
             let rx = self.transport.consume(queues::OUTBOUND, prefetch).await?;
             let (cx, t) = (self.cx.clone(), self.transport.clone());
             pending.push(Box::new(move || tokio::spawn(crate::intake::run(cx, t, rx))));
+        }
+        if has("s3_outbox") {
+            for (station, bucket) in self.cx.buckets.iter().filter(|(_, b)| b.outbound) {
+                let (cx, t, station, bucket) = (self.cx.clone(), self.transport.clone(), station.clone(), bucket.clone());
+                pending.push(Box::new(move || tokio::spawn(crate::intake::poll_s3_outbox(cx, t, station, bucket))));
+            }
         }
         if has("mdn_monitor") {
             let (cx, t) = (self.cx.clone(), self.transport.clone());

@@ -132,14 +132,15 @@ async fn check_passes_with_least_privilege_on_an_empty_outbound_when_missing_key
     assert!(keys_on_disk(&s3).is_empty());
 }
 
-/// The known limit: with nothing under the outbound prefix, AWS answers the missing-key GetObject
-/// probe with 403 under the guide's policy, and the check cannot tell that from a missing grant.
+/// With nothing under the outbound prefix, AWS answers the missing-key GetObject probe with 403
+/// under the guide's policy; the check cannot tell that from a missing grant, so it passes with
+/// a warning (the guide's own policy must work) and the first pick-up proves GetObject.
 #[tokio::test]
-async fn check_with_least_privilege_on_an_empty_outbound_fails_as_on_aws() {
+async fn check_with_least_privilege_on_an_empty_outbound_passes_with_a_warning_as_on_aws() {
     let s3 = server().await;
-    let f = store(&s3, "gateway").await.check(INBOUND, OUTBOUND).await.unwrap_err();
-    assert_eq!((f.operation, f.permission, f.denied), ("GetObject", "s3:GetObject", true));
-    assert!(f.detail.contains("s3:ListBucket"), "{f}");
+    let warnings = store(&s3, "gateway").await.check(INBOUND, OUTBOUND).await.unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("s3:GetObject") && warnings[0].contains("could not be verified"), "{warnings:?}");
 }
 
 #[tokio::test]
@@ -161,7 +162,14 @@ async fn check_names_each_missing_permission() {
             if !missing_keys_404 {
                 store(&s3, "admin").await.put(&format!("{OUTBOUND}PARTNER/waiting.edi"), b"payload".to_vec()).await.unwrap();
             }
-            let f = store(&s3, "user").await.check(INBOUND, OUTBOUND).await.unwrap_err();
+            let r = store(&s3, "user").await.check(INBOUND, OUTBOUND).await;
+            if grant == Grant::GetOutbound && missing_keys_404 {
+                // Nothing to read: a denied probe is only a warning (see above); with a file
+                // present (the other mode) the denial is proven and the check fails.
+                assert!(!r.unwrap().is_empty());
+                continue;
+            }
+            let f = r.unwrap_err();
             let case = format!("without {grant:?}, 404s {missing_keys_404}: {f}");
             assert_eq!((f.operation, f.permission, f.denied), (operation, permission, true), "{case}");
             assert!(f.key_or_prefix.starts_with(prefix), "{case}");

@@ -63,6 +63,19 @@ impl Actor for Deliverer {
                 ("partner".to_string(), ctx.partner.clone()),
                 ("size".to_string(), data.len().to_string()),
             ];
+            if let Some(b) = cx.buckets.get(&ctx.station).filter(|b| b.inbound) {
+                // as2gateway/<station>/<partner>/[test/]inbox/<message>/<file> (or <message>_<file>)
+                let station_as2 = &ctx.request.as2_to;
+                let test = cx.directory.partner(station_as2, &ctx.request.as2_from).is_some_and(|p| p.test);
+                let msg = safe_component(ctx.request.bare_message_id());
+                let file = match b.folders {
+                    crate::FolderStructure::Subfolder => format!("{msg}/{name}"),
+                    crate::FolderStructure::Prefix => format!("{msg}_{name}"),
+                };
+                let key = format!("as2gateway/{}/{}/{}inbox/{file}", station_as2, ctx.request.as2_from, if test { "test/" } else { "" });
+                b.store.put(&key, data.clone()).await.map_err(ActorError::Transient)?;
+                headers.push(("s3-key".to_string(), key));
+            }
             let body = if data.len() <= cx.limits.inline_threshold {
                 data
             } else {

@@ -20,6 +20,8 @@ pub mod mdn_sender;
 pub mod metrics;
 pub mod mime_unwrapper;
 pub mod outbound_intake;
+pub mod pull_sender;
+pub mod s3_outbox;
 pub mod verifier;
 
 use edinode_proto::envelope::{self, Blob, Inbound};
@@ -85,6 +87,48 @@ pub trait BlobStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), String>;
     /// Delete every blob whose key starts with `prefix` (the working copies of one message).
     async fn delete_prefix(&self, prefix: &str) -> Result<(), String>;
+}
+
+/// An object in a station's bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified_ms: i64,
+    pub etag: String,
+}
+
+/// A station's own bucket (S3 or compatible).
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync {
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), String>;
+    async fn get(&self, key: &str) -> Result<Vec<u8>, String>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, String>;
+    async fn delete(&self, key: &str) -> Result<(), String>;
+    async fn copy(&self, from: &str, to: &str) -> Result<(), String>;
+}
+
+/// How received files are named under `inbox/` so names never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderStructure {
+    /// `inbox/<message>/<file>`
+    Subfolder,
+    /// `inbox/<message>_<file>`
+    Prefix,
+}
+
+/// A station's S3 integration, enabled after its access check passed.
+#[derive(Clone)]
+pub struct StationBucket {
+    pub store: Arc<dyn ObjectStore>,
+    pub inbound: bool,
+    pub outbound: bool,
+    pub folders: FolderStructure,
+    /// A file is picked up once it is at least this old.
+    pub pickup_age_ms: i64,
+    /// A subdirectory goes once nothing in it changed for this long.
+    pub steady_ms: i64,
+    pub poll_ms: u64,
 }
 
 /// The outcome of claiming (partner, Message-ID) for a reception.
@@ -170,6 +214,8 @@ pub struct NodeContext {
     /// Async MDN POST attempts before giving up.
     pub mdn_post_attempts: u32,
     pub metrics: Arc<metrics::Metrics>,
+    /// S3 integrations by station name.
+    pub buckets: Arc<std::collections::HashMap<String, StationBucket>>,
 }
 
 impl NodeContext {
