@@ -23,6 +23,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub spool: SpoolSettings,
     pub mdn: MdnSettings,
+    pub as4: As4Settings,
     #[serde(default)]
     pub stations: BTreeMap<String, StationConfig>,
     #[serde(default)]
@@ -126,6 +127,24 @@ pub struct SpoolSettings {
 pub struct MdnSettings {
     /// Attempts to POST an asynchronous MDN.
     pub async_post_attempts: u32,
+}
+
+/// The AS4 pull sender: POST /as4 (partners), POST /api/as4/submit and `edinode.as4.submit`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct As4Settings {
+    /// Station (a key of [stations]) whose signing key signs pull responses; empty: the only one.
+    pub station: String,
+    /// The pull authorization map (relative: to the working directory); re-read when it changes.
+    pub authorization_map: PathBuf,
+    /// A pulled user message not settled by a Receipt or Error within this time is offered again.
+    pub receipt_timeout_secs: u64,
+    /// Attachment digests of pull responses: "swa-profile" (SwA 1.1) or "raw" (AS4.NET).
+    pub attachment_digest: edinode_proto::as4::wssec::AttachmentDigest,
+    /// Largest accepted POST /as4 body.
+    pub max_request_bytes: usize,
+    /// Largest accepted submission (JSON, payloads in base64).
+    pub max_submit_bytes: usize,
 }
 
 /// A key pair given as PEM files (key and cert may be the same file) or as PKCS#12.

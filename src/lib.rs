@@ -9,6 +9,7 @@
 //! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation.
 //! - [`node`]: wiring.
 
+pub mod as4;
 pub mod config;
 pub mod http;
 pub mod intake;

@@ -209,15 +209,18 @@ impl Node {
         let max_body = self.settings.http.max_body_bytes;
         let listen = self.settings.http.listen.clone();
         let admin_on_partner_listener = admin.listen.is_empty();
-        let st2 = state.clone();
+        let as4 = web::Data::new(crate::as4::As4State::start(&self.cx, self.transport.clone(), &self.settings).await?);
+        let (st2, as4_2) = (state.clone(), as4.clone());
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(st2.clone())
+                .app_data(as4_2.clone())
+                .configure(crate::as4::partner_routes)
                 .app_data(web::PayloadConfig::new(max_body))
                 .route("/as2", web::post().to(http::as2))
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz));
-            if admin_on_partner_listener { app.configure(http::admin_routes).route("/metrics", web::get().to(http::metrics)) } else { app }
+            if admin_on_partner_listener { app.configure(http::admin_routes).configure(crate::as4::admin_routes).route("/metrics", web::get().to(http::metrics)) } else { app }
         })
         .workers(self.settings.http.workers.max(1))
         .max_connection_rate(1024)
@@ -242,10 +245,12 @@ impl Node {
             server.await?;
             return Ok(());
         }
-        let st3 = state.clone();
+        let (st3, as4_3) = (state.clone(), as4.clone());
         let admin_server = HttpServer::new(move || {
             App::new()
                 .app_data(st3.clone())
+                .app_data(as4_3.clone())
+                .configure(crate::as4::admin_routes)
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
                 .route("/metrics", web::get().to(http::metrics))

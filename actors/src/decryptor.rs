@@ -24,7 +24,7 @@ impl Actor for Decryptor {
         };
         let keys = station.decryption.clone();
         let limits = cx.limits.mime;
-        let result = tokio::task::spawn_blocking(move || unwrap::decrypt(&bytes, &keys, &limits))
+        let result = tokio::task::spawn_blocking(move || unwrap::decrypt_owned(bytes, &keys, &limits))
             .await
             .map_err(|e| ActorError::Transient(e.to_string()))?;
         match result {

@@ -127,21 +127,40 @@ pub fn decrypt(der: &[u8], keys: &[(PKey<Private>, X509)]) -> Result<Vec<u8>, Cm
             )));
         }
     }
-    // Parse once up front so that a broken structure is reported as such.
-    drop(parse(der)?);
     if keys.is_empty() {
         return Err(CmsError::Decrypt("no decryption keys configured".into()));
     }
+    // The first parse also reports a broken structure as such.
+    let mut first = Some(parse(der)?);
     let mut failures = Vec::new();
     for (key, cert) in keys {
         // A fresh structure per attempt: a failed CMS_decrypt may leave state behind.
-        let cms = parse(der)?;
+        let cms = match first.take() {
+            Some(c) => c,
+            None => parse(der)?,
+        };
         match cms.decrypt(key, cert) {
             Ok(plain) => return Ok(plain),
             Err(e) => failures.push(format!("[{}] {e}", name_to_string(cert.subject_name()))),
         }
     }
     Err(CmsError::Decrypt(failures.join("; ")))
+}
+
+/// Like [`decrypt`], taking the DER by value: with one key pair the input is freed as soon as
+/// it is parsed, so a large message is not held three times (input, structure, output).
+pub fn decrypt_owned(der: Vec<u8>, keys: &[(PKey<Private>, X509)]) -> Result<Vec<u8>, CmsError> {
+    if keys.len() != 1 {
+        return decrypt(&der, keys);
+    }
+    match kind(&der)? {
+        CmsKind::Enveloped | CmsKind::AuthEnveloped => {}
+        other => return Err(CmsError::Unsupported(format!("expected enveloped-data, got {other:?}"))),
+    }
+    let cms = parse(&der)?;
+    drop(der);
+    let (key, cert) = &keys[0];
+    cms.decrypt(key, cert).map_err(|e| CmsError::Decrypt(format!("[{}] {e}", name_to_string(cert.subject_name()))))
 }
 
 /// Encrypts `data` for `recipient` into a DER EnvelopedData (CBC ciphers) or AuthEnvelopedData

@@ -92,6 +92,31 @@ pub fn decrypt(raw: &[u8], keys: &[(PKey<Private>, X509)], limits: &MimeLimits) 
     Ok(as_entity(plain, limits))
 }
 
+/// [`decrypt`] taking the entity by value, so a large one is not held alongside its parsed
+/// form and its plaintext.
+pub fn decrypt_owned(mut raw: Vec<u8>, keys: &[(PKey<Private>, X509)], limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
+    if keys.is_empty() {
+        return Err(ProcessingError::Decryption("no decryption key configured for this station".into()));
+    }
+    let (offset, cte) = {
+        let e = Entity::parse(&raw, limits)?;
+        (raw.len() - e.body.len(), e.transfer_encoding())
+    };
+    let der = match cte.as_str() {
+        "binary" | "8bit" | "7bit" | "" => {
+            raw.drain(..offset);
+            raw
+        }
+        other => {
+            let d = mime::decode_transfer(&raw[offset..], other).map_err(|err| ProcessingError::Decryption(err.to_string()))?;
+            drop(raw);
+            d
+        }
+    };
+    let plain = cms::decrypt_owned(der, keys).map_err(|err| ProcessingError::Decryption(err.to_string()))?;
+    Ok(as_entity(plain, limits))
+}
+
 /// Decompress a compressed entity; the output may not exceed `max_output` bytes.
 pub fn decompress(raw: &[u8], max_output: usize, limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
     let e = Entity::parse(raw, limits)?;
