@@ -26,10 +26,49 @@ enum Cmd {
     },
     /// Check the configuration and the key files it names.
     CheckConfig,
+    /// Track messages through the admin API of a running node (token: admin.token).
+    Messages {
+        #[command(subcommand)]
+        cmd: MessagesCmd,
+        /// Admin API base URL (default: from admin.listen, or http.listen when that is empty).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// S3 integration tools.
     S3 {
         #[command(subcommand)]
         cmd: S3Cmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MessagesCmd {
+    /// List messages, newest first.
+    List {
+        #[arg(long)]
+        station: Option<String>,
+        #[arg(long)]
+        partner: Option<String>,
+        #[arg(long)]
+        direction: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        /// Unix ms.
+        #[arg(long)]
+        since: Option<i64>,
+        #[arg(long)]
+        until: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one message: summary, status history, MDN.
+    Show { id: String },
+    /// Send a failed outbound message again.
+    Resend { id: String },
+    /// Put dead-lettered work back on its queue (all, or one message's).
+    Replay {
+        #[arg(long)]
+        id: Option<String>,
     },
 }
 
@@ -64,6 +103,57 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
+        Cmd::Messages { cmd, url } => {
+            let base = url.unwrap_or_else(|| {
+                let l = if settings.admin.listen.is_empty() { settings.http.listen.clone() } else { settings.admin.listen.clone() };
+                format!("http://{}", l.replace("0.0.0.0", "127.0.0.1"))
+            });
+            let token = settings.admin.token.clone();
+            let (method, path) = match &cmd {
+                MessagesCmd::List { station, partner, direction, status, since, until, limit } => {
+                    let mut q = vec![format!("limit={limit}")];
+                    for (k, v) in [("station", station), ("partner", partner), ("direction", direction), ("status", status)] {
+                        if let Some(v) = v {
+                            q.push(format!("{k}={v}"));
+                        }
+                    }
+                    for (k, v) in [("since", since), ("until", until)] {
+                        if let Some(v) = v {
+                            q.push(format!("{k}={v}"));
+                        }
+                    }
+                    ("GET", format!("/api/messages?{}", q.join("&")))
+                }
+                MessagesCmd::Show { id } => ("GET", format!("/api/messages/{id}")),
+                MessagesCmd::Resend { id } => ("POST", format!("/api/messages/{id}/resend")),
+                MessagesCmd::Replay { id } => ("POST", format!("/api/dead/replay{}", id.as_ref().map(|i| format!("?id={i}")).unwrap_or_default())),
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("edinode: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let r = rt.block_on(async {
+                let c = reqwest::Client::new();
+                let req = if method == "GET" { c.get(format!("{base}{path}")) } else { c.post(format!("{base}{path}")) };
+                let resp = req.bearer_auth(&token).send().await?;
+                let status = resp.status();
+                Ok::<_, reqwest::Error>((status, resp.text().await?))
+            });
+            match r {
+                Ok((status, body)) => {
+                    let pretty = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| serde_json::to_string_pretty(&v).ok()).unwrap_or(body);
+                    println!("{pretty}");
+                    if status.is_success() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("edinode: admin API at {base} not reachable: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::S3 { cmd: S3Cmd::Check { station } } => {
             let Some(st) = settings.stations.get(&station) else {
                 eprintln!("edinode: no station named {station}");

@@ -199,6 +199,25 @@ fn metrics_move_and_the_tracking_api_needs_its_token() {
         assert!(statuses.contains(&s), "{s} in {statuses:?}");
     }
     assert_eq!(get(&m("/api/messages?status=failed"), Some("t0ken-for-tests")).1.matches("\"id\"").count(), 1);
+    // The same through the CLI.
+    let cli = |args: &[&str], token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_edinode"))
+            .arg("--config")
+            .arg(&e.cfg)
+            .arg("messages")
+            .arg("--url")
+            .arg(&node.url)
+            .args(args)
+            .env("EDINODE__ADMIN__TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["show", id], "t0ken-for-tests");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"delivered\""));
+    let out = cli(&["list", "--status", "failed"], "t0ken-for-tests");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("met-bad@test"));
+    assert!(!cli(&["list"], "nope").status.success(), "a wrong token is refused");
     assert_eq!(get(&m("/api/messages/nope"), Some("t0ken-for-tests")).0, 404);
 }
 
