@@ -12,11 +12,21 @@
 //! Then one large message (100 MiB of random bytes, same security) through embedded mode, for
 //! the node's peak RSS (VmHWM).
 //!
+//! Then sending (two embedded nodes, A = station "alpha" whose partner is B = station "beta" at
+//! B's /as2; sign sha256, encrypt aes128-cbc, signed synchronous MDN required):
+//! - outbound: 1 KiB documents submitted to A's POST /api/send from the concurrent senders,
+//!   timed from the first submit to the last `sent` record on A (median of the runs);
+//! - s3: A's station has an S3 outbox on an in-process s3s-fs server (tests/common/s3server.rs)
+//!   with pickup_age_secs = 0 and poll_secs = 0.2; files are dropped under AS2/send/alpha/beta/
+//!   at once and timed from each file's write to its queueing and to its `sent` record.
+//!
 //! Environment knobs (defaults in brackets):
 //! - BENCH_MESSAGES [3000] measured messages per run, BENCH_WARMUP [200],
 //!   BENCH_CONCURRENCY [16], BENCH_REPEATS [3], BENCH_PAYLOAD_BYTES [1024];
 //! - BENCH_LARGE_MIB [100] (0 skips the large message);
-//! - BENCH_MODES [proto,embedded,rabbitmq,large]; "proto" is the single-thread cost of the
+//! - BENCH_OUTBOUND_MESSAGES [1000] measured documents per outbound run (after
+//!   BENCH_OUTBOUND_WARMUP [50]), BENCH_S3_FILES [200] files per s3 run;
+//! - BENCH_MODES [proto,embedded,rabbitmq,large,outbound,s3]; "proto" is the single-thread cost of the
 //!   edinode_proto steps for the same message, the floor under the node's CPU per message;
 //! - BENCH_MAX_SECS [60]: a measured phase stops issuing requests after this long and reports
 //!   what it got (warm-up gets a third of it);
@@ -42,6 +52,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/common/s3server.rs"]
+mod s3server;
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const REDIS_URL: &str = "redis://127.0.0.1:6379/";
@@ -827,6 +840,555 @@ fn proto_costs(keys: &Keys, msg: &As2Message) -> Vec<StepCost> {
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// Sending: node A sends to node B through the admin API (outbound mode) or from an S3 outbox
+// (s3 mode). Both nodes are embedded, each in its own directory; the admin API is on the
+// partner listener (admin.listen = "").
+// ---------------------------------------------------------------------------------------------
+
+const ADMIN_TOKEN: &str = "bench-admin-token";
+const FORM_BOUNDARY: &str = "bench-form-boundary-5c1e";
+
+/// The two trading identities of the sending modes: station "alpha" on node A, "beta" on B.
+struct PairKeys {
+    alpha: Identity,
+    beta: Identity,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A node of the pair: station `me` and one partner `peer`. With `peer_url`, the partner is sent
+/// to (sign sha256, encrypt aes128-cbc, signed synchronous MDN required); without, it only sends
+/// to us (signed and encrypted required).
+fn write_pair_config(dir: &Path, me: &str, my: &Identity, peer: &str, peer_id: &Identity, peer_url: Option<&str>, station_extra: &str) -> PathBuf {
+    let mut t = format!(
+        "[node]\ndata_dir = \"{d}/var\"\ninbox = \"{d}/inbox\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nsync_mdn_timeout_secs = 120\n\n[admin]\nlisten = \"\"\ntoken = \"{ADMIN_TOKEN}\"\n\n",
+        d = dir.display()
+    );
+    t.push_str(&format!(
+        "[stations.{me}]\nas2_id = \"{me}\"\nsigning = {{ key = \"{}\", cert = \"{}\" }}\n{station_extra}\n",
+        my.key_pem.display(),
+        my.cert_pem.display()
+    ));
+    t.push_str(&format!(
+        "[partners.{peer}]\nas2_id = \"{peer}\"\nstation = \"{me}\"\nverify_certs = [\"{c}\"]\nencryption_cert = \"{c}\"\n",
+        c = peer_id.cert_pem.display()
+    ));
+    match peer_url {
+        Some(url) => t.push_str(&format!(
+            "url = \"{url}\"\n[partners.{peer}.outbound]\nsign = \"sha256\"\nencrypt = \"aes128-cbc\"\ncompress = \"none\"\nmdn = \"sync\"\nmdn_signed = true\nrequire_signed_mdn = true\n"
+        )),
+        None => t.push_str(&format!("[partners.{peer}.policy]\nrequire_signed = true\nrequire_encrypted = true\n")),
+    }
+    let p = dir.join("edinode.toml");
+    std::fs::write(&p, t).expect("write config");
+    p
+}
+
+/// Node B (receiver, started first) and node A (sender, partner B at B's /as2).
+struct Pair {
+    a: Node,
+    b: Node,
+    dir_b: PathBuf,
+}
+
+fn start_pair(bin: &Path, pk: &PairKeys, keep: &mut Vec<tempfile::TempDir>, a_station_extra: &str) -> Result<Pair, String> {
+    let da = tempfile::Builder::new().prefix("edinode-bench-a-").tempdir().map_err(|e| e.to_string())?;
+    let db = tempfile::Builder::new().prefix("edinode-bench-b-").tempdir().map_err(|e| e.to_string())?;
+    let (pa, pb) = (da.path().to_path_buf(), db.path().to_path_buf());
+    keep.push(da);
+    keep.push(db);
+    let cb = write_pair_config(&pb, "beta", &pk.beta, "alpha", &pk.alpha, None, "");
+    let b = start_node(bin, &cb, &pb)?;
+    let ca = write_pair_config(&pa, "alpha", &pk.alpha, "beta", &pk.beta, Some(&format!("{}/as2", b.url)), a_station_extra);
+    let a = start_node(bin, &ca, &pa)?;
+    Ok(Pair { a, b, dir_b: pb })
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() { count_files(&p) } else { 1 }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// multipart/form-data for POST /api/send: station, partner and one file part.
+fn send_form(station: &str, partner: &str, filename: &str, data: &[u8]) -> Vec<u8> {
+    let b = FORM_BOUNDARY;
+    let mut body = Vec::with_capacity(data.len() + 512);
+    for (k, v) in [("station", station), ("partner", partner)] {
+        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+    }
+    body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/edi-x12\r\n\r\n").as_bytes());
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    body
+}
+
+struct SubmitPhase {
+    ids: Vec<String>,
+    failures: Failures,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+/// POST /api/send `count` times from `concurrency` tasks (stops issuing after `max`).
+async fn submit_docs(client: &reqwest::Client, base: &str, payload: &[u8], count: usize, concurrency: usize, max: Duration, tag: &str) -> SubmitPhase {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Failures::default()));
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let start = Instant::now();
+    let deadline = start + max;
+    let url = format!("{base}/api/send");
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, payload, next, failures, ids, tag) = (client.clone(), url.clone(), payload.clone(), next.clone(), failures.clone(), ids.clone(), tag.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count || Instant::now() > deadline {
+                    break;
+                }
+                let body = send_form("alpha", "beta", &format!("{tag}-{i}.edi"), &payload);
+                let t0 = Instant::now();
+                let r = client
+                    .post(&url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .header("Content-Type", format!("multipart/form-data; boundary={FORM_BOUNDARY}"))
+                    .body(body)
+                    .send()
+                    .await;
+                let outcome = match r {
+                    Err(e) => Err(format!("request error: {e}")),
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        match resp.bytes().await {
+                            Err(e) => Err(format!("reading the response: {e}")),
+                            Ok(b) if status == 202 => serde_json::from_slice::<serde_json::Value>(&b)
+                                .ok()
+                                .and_then(|v| v["id"].as_str().map(str::to_string))
+                                .ok_or_else(|| format!("202 without an id: {}", String::from_utf8_lossy(&b))),
+                            Ok(b) => Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&b).chars().take(300).collect::<String>())),
+                        }
+                    }
+                };
+                lat.push(t0.elapsed());
+                match outcome {
+                    Ok(id) => ids.lock().unwrap().push(id),
+                    Err(p) => failures.lock().unwrap().add(p),
+                }
+            }
+            lat
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for t in tasks {
+        latencies.extend(t.await.expect("submit task"));
+    }
+    let elapsed = start.elapsed();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    let ids = std::mem::take(&mut *ids.lock().unwrap());
+    SubmitPhase { ids, failures, latencies, elapsed }
+}
+
+/// Every message GET /api/messages?{query} lists (pages of 1000, newest first, by `until`).
+async fn list_messages(client: &reqwest::Client, base: &str, query: &str) -> Result<Vec<serde_json::Value>, String> {
+    let mut until = i64::MAX;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    loop {
+        let url = format!("{base}/api/messages?{query}&limit=1000&until={until}");
+        let resp = client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if status != 200 {
+            return Err(format!("GET {url}: HTTP {status}: {}", text.chars().take(300).collect::<String>()));
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}"))?;
+        let page = v["messages"].as_array().cloned().unwrap_or_default();
+        let mut fresh = 0;
+        let mut oldest = i64::MAX;
+        let n = page.len();
+        for m in page {
+            oldest = oldest.min(field_i64(&m, "received_at").unwrap_or(i64::MAX));
+            if seen.insert(m["id"].as_str().unwrap_or("").to_string()) {
+                fresh += 1;
+                out.push(m);
+            }
+        }
+        if n < 1000 || fresh == 0 || oldest == i64::MAX {
+            return Ok(out);
+        }
+        until = oldest;
+    }
+}
+
+/// A summary field holding unix ms (summaries are maps of strings).
+fn field_i64(m: &serde_json::Value, f: &str) -> Option<i64> {
+    m[f].as_str().and_then(|s| s.parse().ok()).or_else(|| m[f].as_i64())
+}
+
+struct Finals {
+    /// id -> the time of its `sent` record (summary updated_at, unix ms).
+    sent: std::collections::HashMap<String, i64>,
+    /// (id, reason).
+    failed: Vec<(String, String)>,
+    timed_out: bool,
+}
+
+/// Poll A's API until every id in `ids` is `sent` or `failed` (or `deadline`).
+async fn wait_final(client: &reqwest::Client, base: &str, ids: &std::collections::HashSet<String>, deadline: Instant, every: Duration) -> Result<Finals, String> {
+    loop {
+        let mut f = Finals { sent: Default::default(), failed: Vec::new(), timed_out: false };
+        for m in list_messages(client, base, "direction=outbound&status=sent").await? {
+            let id = m["id"].as_str().unwrap_or("");
+            if ids.contains(id) {
+                f.sent.insert(id.to_string(), field_i64(&m, "updated_at").unwrap_or(0));
+            }
+        }
+        for m in list_messages(client, base, "direction=outbound&status=failed").await? {
+            let id = m["id"].as_str().unwrap_or("");
+            if ids.contains(id) {
+                f.failed.push((id.to_string(), m["reason"].as_str().unwrap_or("").to_string()));
+            }
+        }
+        if f.sent.len() + f.failed.len() >= ids.len() {
+            return Ok(f);
+        }
+        if Instant::now() > deadline {
+            f.timed_out = true;
+            return Ok(f);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[derive(Clone)]
+struct OutboundRun {
+    submitted: usize,
+    submit_failures: usize,
+    submit_samples: Vec<String>,
+    submit_secs: f64,
+    submit_p50: f64,
+    submit_p99: f64,
+    sent: usize,
+    failed: usize,
+    failed_samples: Vec<String>,
+    timed_out: bool,
+    /// First submit to the last `sent` record.
+    secs: f64,
+    msg_per_s: f64,
+    a_cpu_ms: f64,
+    b_cpu_ms: f64,
+    client_cpu_ms: f64,
+    delivered: usize,
+    log_a: (usize, Vec<String>),
+    log_b: (usize, Vec<String>),
+    died: Option<String>,
+}
+
+fn print_log_problems(name: &str, lp: &(usize, Vec<String>)) {
+    if lp.0 > 0 {
+        eprintln!("    node {name} log: {} WARN/ERROR lines, first:", lp.0);
+        for l in &lp.1 {
+            eprintln!("      {l}");
+        }
+    }
+}
+
+fn run_outbound_once(rt: &tokio::runtime::Runtime, bin: &Path, pk: &PairKeys, payload: &[u8], n: usize, warmup: usize, s: &Settings, run: usize, keep: &mut Vec<tempfile::TempDir>) -> Result<OutboundRun, String> {
+    let mut pair = start_pair(bin, pk, keep, "")?;
+    let base = pair.a.url.clone();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(150)).pool_max_idle_per_host(s.concurrency * 2).build().map_err(|e| e.to_string())?;
+    let tag = format!("{:08x}", rand_u32());
+    let wait_limit = s.max * 2 + Duration::from_secs(30);
+    if warmup > 0 {
+        let w = rt.block_on(submit_docs(&client, &base, payload, warmup, s.concurrency, s.max / 3, &format!("{tag}w")));
+        let wids: std::collections::HashSet<String> = w.ids.into_iter().collect();
+        let f = rt.block_on(wait_final(&client, &base, &wids, Instant::now() + wait_limit, Duration::from_millis(250)))?;
+        if w.failures.count > 0 || !f.failed.is_empty() || f.timed_out {
+            eprintln!(
+                "  warm-up: {} submits refused (e.g. {:?}), {} failed (e.g. {:?}){}",
+                w.failures.count,
+                w.failures.samples.first(),
+                f.failed.len(),
+                f.failed.first(),
+                if f.timed_out { ", timed out" } else { "" }
+            );
+        }
+    }
+    let (pa, pb, me) = (pair.a.pid().to_string(), pair.b.pid().to_string(), std::process::id().to_string());
+    let (a0, b0, c0) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0), cpu_ticks(&me).unwrap_or(0));
+    let t0_ms = unix_ms();
+    let mut phase = rt.block_on(submit_docs(&client, &base, payload, n, s.concurrency, s.max, &format!("{tag}m")));
+    let ids: std::collections::HashSet<String> = phase.ids.iter().cloned().collect();
+    let f = rt.block_on(wait_final(&client, &base, &ids, Instant::now() + wait_limit, Duration::from_millis(250)))?;
+    let (a1, b1, c1) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0), cpu_ticks(&me).unwrap_or(0));
+    let died = match (pair.a.exit_description(), pair.b.exit_description()) {
+        (None, None) => None,
+        (a, b) => Some(format!("A: {}, B: {}", a.unwrap_or_else(|| "running".into()), b.unwrap_or_else(|| "running".into()))),
+    };
+    let delivered = count_files(&pair.dir_b.join("inbox"));
+    let (log_a, log_b) = (pair.a.log_problems(5), pair.b.log_problems(5));
+    pair.a.kill();
+    pair.b.kill();
+    phase.latencies.sort();
+    let end_ms = f.sent.values().copied().max().unwrap_or(t0_ms);
+    let secs = ((end_ms - t0_ms) as f64 / 1000.0).max(1e-3);
+    let done = f.sent.len().max(1) as f64;
+    let per_msg = |ticks: u64| ticks as f64 * 1000.0 / s.tck / done;
+    let r = OutboundRun {
+        submitted: phase.ids.len(),
+        submit_failures: phase.failures.count,
+        submit_samples: phase.failures.samples,
+        submit_secs: phase.elapsed.as_secs_f64(),
+        submit_p50: percentile(&phase.latencies, 50.0),
+        submit_p99: percentile(&phase.latencies, 99.0),
+        sent: f.sent.len(),
+        failed: f.failed.len(),
+        failed_samples: f.failed.iter().take(5).map(|(id, r)| format!("{id}: {r}")).collect(),
+        timed_out: f.timed_out,
+        secs,
+        msg_per_s: f.sent.len() as f64 / secs,
+        a_cpu_ms: per_msg(a1.saturating_sub(a0)),
+        b_cpu_ms: per_msg(b1.saturating_sub(b0)),
+        client_cpu_ms: per_msg(c1.saturating_sub(c0)),
+        delivered,
+        log_a,
+        log_b,
+        died,
+    };
+    eprintln!(
+        "  outbound run {run}: {} submitted in {:.1} s (202 p50 {:.1} ms, p99 {:.1} ms, {} refused), {} sent + {} failed{} in {:.1} s = {:.0} msg/s, node A {:.2} + node B {:.2} CPU-ms/msg, client {:.2}; B's inbox holds {} files (warm-up included)",
+        r.submitted,
+        r.submit_secs,
+        r.submit_p50,
+        r.submit_p99,
+        r.submit_failures,
+        r.sent,
+        r.failed,
+        if r.timed_out { " (timed out waiting for the rest)" } else { "" },
+        r.secs,
+        r.msg_per_s,
+        r.a_cpu_ms,
+        r.b_cpu_ms,
+        r.client_cpu_ms,
+        r.delivered
+    );
+    for x in r.submit_samples.iter().chain(&r.failed_samples) {
+        eprintln!("    failure: {x}");
+    }
+    if let Some(d) = &r.died {
+        eprintln!("    a node ended during the run: {d}");
+    }
+    print_log_problems("A", &r.log_a);
+    print_log_problems("B", &r.log_b);
+    Ok(r)
+}
+
+fn pct_f64(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[idx.clamp(1, sorted.len()) - 1]
+}
+
+#[derive(Clone)]
+struct S3Run {
+    files: usize,
+    /// Files the node listed (matched to a written file by size).
+    seen: usize,
+    /// File written -> summary received_at (the poll's start time), ms.
+    pick_p50: f64,
+    pick_p99: f64,
+    /// File written -> the `queued` record of its message (history), ms.
+    queued_p50: f64,
+    queued_p99: f64,
+    /// File written -> `sent`, ms.
+    sent_p50: f64,
+    sent_p99: f64,
+    sent: usize,
+    failed: usize,
+    failed_samples: Vec<String>,
+    timed_out: bool,
+    /// First file written to the last `sent`.
+    secs: f64,
+    files_per_s: f64,
+    write_ms: f64,
+    a_cpu_ms: f64,
+    b_cpu_ms: f64,
+    left_in_bucket: usize,
+    delivered: usize,
+    log_a: (usize, Vec<String>),
+    log_b: (usize, Vec<String>),
+    died: Option<String>,
+}
+
+const S3_POLL_SECS: f64 = 0.2;
+const S3_PICKUP_AGE_SECS: f64 = 0.0;
+
+fn run_s3_once(bin: &Path, pk: &PairKeys, files: usize, payload_bytes: usize, s: &Settings, run: usize, keep: &mut Vec<tempfile::TempDir>) -> Result<S3Run, String> {
+    // The S3 server needs a runtime that runs while this thread writes files and sleeps.
+    let srt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+    let s3 = srt.block_on(s3server::TestS3::start(vec![("bench", "bench-secret", s3server::Policy::full())]));
+    let extra = format!(
+        "[stations.alpha.s3]\nbucket = \"{}\"\nendpoint = \"{}\"\naccess_key = \"bench\"\nsecret_key = \"bench-secret\"\ninbound = true\noutbound = true\npickup_age_secs = {S3_PICKUP_AGE_SECS:.1}\nsteady_secs = 2.0\npoll_secs = {S3_POLL_SECS}\n",
+        s3.bucket, s3.endpoint
+    );
+    let mut pair = start_pair(bin, pk, keep, &extra)?;
+    let base = pair.a.url.clone();
+    let log = std::fs::read_to_string(&pair.a.log).unwrap_or_default();
+    if log.contains("S3 integration refused") {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("S3")).take(5).collect();
+        return Err(format!("node A has no S3 outbox: {lines:?}"));
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().map_err(|e| e.to_string())?;
+    // File i is payload_bytes + i bytes long: the summary's `size` tells which file a message
+    // carries. Each file is written beside the bucket and renamed in, so the node never lists
+    // a half-written file (pick-up age 0).
+    let outdir = s3.path("AS2/send/alpha/beta");
+    let staging = s3.dir.path().join("staging");
+    std::fs::create_dir_all(&outdir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+    let docs: Vec<Vec<u8>> = (0..files).map(|i| x12_payload(payload_bytes + i)).collect();
+    let (pa, pb) = (pair.a.pid().to_string(), pair.b.pid().to_string());
+    let (a0, b0) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0));
+    let mut written = vec![0i64; files];
+    let tw = Instant::now();
+    for (i, d) in docs.iter().enumerate() {
+        let tmp = staging.join(format!("f{i:04}.edi"));
+        std::fs::write(&tmp, d).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, outdir.join(format!("f{i:04}.edi"))).map_err(|e| e.to_string())?;
+        written[i] = unix_ms();
+    }
+    let write_ms = tw.elapsed().as_secs_f64() * 1000.0;
+    let by_size: std::collections::HashMap<u64, usize> = (0..files).map(|i| ((payload_bytes + i) as u64, i)).collect();
+    let deadline = Instant::now() + s.max * 2 + Duration::from_secs(30);
+    // (file index, id, received_at, status, updated_at)
+    let mut rows: Vec<(usize, String, i64, String, i64)>;
+    let mut timed_out = false;
+    loop {
+        let all = srt.block_on(list_messages(&client, &base, "direction=outbound"))?;
+        rows = all
+            .iter()
+            .filter_map(|m| {
+                let i = *by_size.get(&(field_i64(m, "size")? as u64))?;
+                Some((i, m["id"].as_str()?.to_string(), field_i64(m, "received_at")?, m["status"].as_str().unwrap_or("").to_string(), field_i64(m, "updated_at").unwrap_or(0)))
+            })
+            .collect();
+        let finished = rows.iter().filter(|r| r.3 == "sent" || r.3 == "failed").count();
+        if finished >= files {
+            break;
+        }
+        if Instant::now() > deadline {
+            timed_out = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (a1, b1) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0));
+    // The `queued` record of each message (after its object was read: never before the write).
+    let mut queued_at = std::collections::HashMap::new();
+    for r in &rows {
+        let url = format!("{base}/api/messages/{}", r.1);
+        let v: Option<serde_json::Value> = srt.block_on(async { serde_json::from_slice(&client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.ok()?.bytes().await.ok()?).ok() });
+        if let Some(at) = v.as_ref().and_then(|v| v["history"].as_array()?.iter().find(|h| h["status"] == "queued")?["at"].as_i64()) {
+            queued_at.insert(r.1.clone(), at);
+        }
+    }
+    let died = match (pair.a.exit_description(), pair.b.exit_description()) {
+        (None, None) => None,
+        (a, b) => Some(format!("A: {}, B: {}", a.unwrap_or_else(|| "running".into()), b.unwrap_or_else(|| "running".into()))),
+    };
+    let left_in_bucket = count_files(&outdir);
+    let delivered = count_files(&pair.dir_b.join("inbox"));
+    let (log_a, log_b) = (pair.a.log_problems(5), pair.b.log_problems(5));
+    pair.a.kill();
+    pair.b.kill();
+    drop(s3);
+    drop(srt);
+    let mut pick: Vec<f64> = rows.iter().map(|r| (r.2 - written[r.0]) as f64).collect();
+    let mut queued: Vec<f64> = rows.iter().filter_map(|r| Some((queued_at.get(&r.1)? - written[r.0]) as f64)).collect();
+    let sent_rows: Vec<&(usize, String, i64, String, i64)> = rows.iter().filter(|r| r.3 == "sent").collect();
+    let mut to_sent: Vec<f64> = sent_rows.iter().map(|r| (r.4 - written[r.0]) as f64).collect();
+    for v in [&mut pick, &mut queued, &mut to_sent] {
+        v.sort_by(f64::total_cmp);
+    }
+    let first_write = written.iter().copied().min().unwrap_or(0);
+    let end = sent_rows.iter().map(|r| r.4).max().unwrap_or(first_write);
+    let secs = ((end - first_write) as f64 / 1000.0).max(1e-3);
+    let done = sent_rows.len().max(1) as f64;
+    let per_file = |ticks: u64| ticks as f64 * 1000.0 / s.tck / done;
+    let failed: Vec<String> = rows.iter().filter(|r| r.3 == "failed").map(|r| format!("f{:04}.edi ({})", r.0, r.1)).collect();
+    let r = S3Run {
+        files,
+        seen: rows.len(),
+        pick_p50: pct_f64(&pick, 50.0),
+        pick_p99: pct_f64(&pick, 99.0),
+        queued_p50: pct_f64(&queued, 50.0),
+        queued_p99: pct_f64(&queued, 99.0),
+        sent_p50: pct_f64(&to_sent, 50.0),
+        sent_p99: pct_f64(&to_sent, 99.0),
+        sent: sent_rows.len(),
+        failed: failed.len(),
+        failed_samples: failed.into_iter().take(5).collect(),
+        timed_out,
+        secs,
+        files_per_s: sent_rows.len() as f64 / secs,
+        write_ms,
+        a_cpu_ms: per_file(a1.saturating_sub(a0)),
+        b_cpu_ms: per_file(b1.saturating_sub(b0)),
+        left_in_bucket,
+        delivered,
+        log_a,
+        log_b,
+        died,
+    };
+    eprintln!(
+        "  s3 run {run}: {} files written in {:.0} ms, {} listed by the node, {} sent + {} failed{} in {:.2} s = {:.0} files/s; pick-up (received_at) p50 {:.0} ms p99 {:.0} ms, min {:.0} max {:.0}; queued record p50 {:.0} p99 {:.0}; sent p50 {:.0} p99 {:.0}; node A {:.2} + node B {:.2} CPU-ms/file; {} left in AS2/send/, B's inbox holds {}",
+        r.files,
+        r.write_ms,
+        r.seen,
+        r.sent,
+        r.failed,
+        if r.timed_out { " (timed out)" } else { "" },
+        r.secs,
+        r.files_per_s,
+        r.pick_p50,
+        r.pick_p99,
+        pick.first().copied().unwrap_or(f64::NAN),
+        pick.last().copied().unwrap_or(f64::NAN),
+        r.queued_p50,
+        r.queued_p99,
+        r.sent_p50,
+        r.sent_p99,
+        r.a_cpu_ms,
+        r.b_cpu_ms,
+        r.left_in_bucket,
+        r.delivered
+    );
+    for x in &r.failed_samples {
+        eprintln!("    failed: {x}");
+    }
+    if let Some(d) = &r.died {
+        eprintln!("    a node ended during the run: {d}");
+    }
+    print_log_problems("A", &r.log_a);
+    print_log_problems("B", &r.log_b);
+    Ok(r)
+}
+
 fn main() {
     // `cargo bench` passes "--bench"; there is nothing to filter, so arguments are ignored.
     let total = Instant::now();
@@ -840,7 +1402,7 @@ fn main() {
     let repeats = env_usize("BENCH_REPEATS", 3).max(1);
     let payload_bytes = env_usize("BENCH_PAYLOAD_BYTES", 1024);
     let large_mib = env_usize("BENCH_LARGE_MIB", 100);
-    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "proto,embedded,rabbitmq,large".into());
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "proto,embedded,rabbitmq,large,outbound,s3".into());
     let want = |m: &str| modes.split(',').any(|x| x.trim() == m);
 
     let bin = locate_binary();
@@ -918,6 +1480,57 @@ fn main() {
         None
     };
 
+    // Sending: outbound (admin API) and s3 (S3 outbox), each node pair fresh per run.
+    let outbound_n = env_usize("BENCH_OUTBOUND_MESSAGES", 1000);
+    let outbound_warmup = env_usize("BENCH_OUTBOUND_WARMUP", 50);
+    let s3_files = env_usize("BENCH_S3_FILES", 200).max(1);
+    let mut outbound: Option<(OutboundRun, Vec<OutboundRun>)> = None;
+    let mut s3_result: Option<(S3Run, Vec<S3Run>)> = None;
+    if want("outbound") || want("s3") {
+        let pk = PairKeys { alpha: identity(keydir.path(), "alpha"), beta: identity(keydir.path(), "beta") };
+        let payload = x12_payload(payload_bytes);
+        if want("outbound") && outbound_n > 0 {
+            eprintln!("outbound: {outbound_n} documents of {payload_bytes} B per run via POST /api/send on node A, {} submitters, {outbound_warmup} warm-up", s.concurrency);
+            let mut rs = Vec::new();
+            for i in 1..=repeats {
+                match run_outbound_once(&rt, &bin, &pk, &payload, outbound_n, outbound_warmup, &s, i, &mut run_dirs) {
+                    Ok(r) => rs.push(r),
+                    Err(e) => {
+                        eprintln!("  outbound run {i}: {e}");
+                        errors.push(format!("outbound run {i}: {e}"));
+                    }
+                }
+            }
+            if !rs.is_empty() {
+                let clean = |r: &OutboundRun| r.failed == 0 && r.submit_failures == 0 && !r.timed_out && r.died.is_none();
+                let mut pick: Vec<OutboundRun> = if rs.iter().any(clean) { rs.iter().filter(|r| clean(r)).cloned().collect() } else { rs.clone() };
+                pick.sort_by(|a, b| a.msg_per_s.total_cmp(&b.msg_per_s));
+                let median = pick.swap_remove(pick.len() / 2);
+                outbound = Some((median, rs));
+            }
+        }
+        if want("s3") {
+            eprintln!("s3: {s3_files} files of {payload_bytes}..{} B per run dropped at once under AS2/send/alpha/beta/, pickup_age_secs = {S3_PICKUP_AGE_SECS}, poll_secs = {S3_POLL_SECS}", payload_bytes + s3_files - 1);
+            let mut rs = Vec::new();
+            for i in 1..=repeats {
+                match run_s3_once(&bin, &pk, s3_files, payload_bytes, &s, i, &mut run_dirs) {
+                    Ok(r) => rs.push(r),
+                    Err(e) => {
+                        eprintln!("  s3 run {i}: {e}");
+                        errors.push(format!("s3 run {i}: {e}"));
+                    }
+                }
+            }
+            if !rs.is_empty() {
+                let clean = |r: &S3Run| r.failed == 0 && !r.timed_out && r.died.is_none() && r.seen == r.files;
+                let mut pick: Vec<S3Run> = if rs.iter().any(clean) { rs.iter().filter(|r| clean(r)).cloned().collect() } else { rs.clone() };
+                pick.sort_by(|a, b| a.files_per_s.total_cmp(&b.files_per_s));
+                let median = pick.swap_remove(pick.len() / 2);
+                s3_result = Some((median, rs));
+            }
+        }
+    }
+
     // The report, in Markdown.
     println!();
     println!(
@@ -974,6 +1587,66 @@ fn main() {
             l.base_mib,
             l.node_cpu_s,
             l.problem.clone().unwrap_or_else(|| "processed, MIC matches".into())
+        );
+    }
+    if let Some((r, all)) = &outbound {
+        let all_rates: Vec<String> = all.iter().map(|r| format!("{:.0}", r.msg_per_s)).collect();
+        let all_failed: usize = all.iter().map(|r| r.failed + r.submit_failures).sum();
+        println!();
+        println!(
+            "Outbound: node A sends {} documents of {} B X12 per run to node B (both embedded, `http.workers = 2`), submitted by {} concurrent clients to A's POST /api/send; signed (sha-256) + encrypted (aes128-cbc, RSA 2048), signed synchronous MDN required and verified by A. msg/s = documents `sent` / time from the first submit to A's last `sent` record; {} warm-up documents before; median of {} runs by msg/s; A's CPU includes answering the bench's status polls (every 250 ms).",
+            outbound_n, payload_bytes, s.concurrency, outbound_warmup, repeats
+        );
+        println!();
+        println!("| Mode | outbound msg/s | submit time s (202 p50 / p99 ms) | node A CPU-ms/msg | node B CPU-ms/msg | A + B CPU-ms/msg | client CPU-ms/msg | failures (median run; all runs) | msg/s of all runs |");
+        println!("|---|---:|---|---:|---:|---:|---:|---:|---|");
+        println!(
+            "| outbound (API -> A -> B, sync signed MDN) | {:.0} | {:.1} ({:.1} / {:.1}) | {:.2} | {:.2} | {:.2} | {:.2} | {} / {}; {} | {} |",
+            r.msg_per_s,
+            r.submit_secs,
+            r.submit_p50,
+            r.submit_p99,
+            r.a_cpu_ms,
+            r.b_cpu_ms,
+            r.a_cpu_ms + r.b_cpu_ms,
+            r.client_cpu_ms,
+            r.failed + r.submit_failures,
+            r.submitted + r.submit_failures,
+            all_failed,
+            all_rates.join(", ")
+        );
+    }
+    if let Some((r, all)) = &s3_result {
+        let all_rates: Vec<String> = all.iter().map(|r| format!("{:.0}", r.files_per_s)).collect();
+        let all_p50: Vec<String> = all.iter().map(|r| format!("{:.0}", r.pick_p50)).collect();
+        let all_failed: usize = all.iter().map(|r| r.failed + (r.files - r.seen)).sum();
+        println!();
+        println!(
+            "S3 outbox: {} files ({}..{} B X12) dropped at once under AS2/send/alpha/beta/ of an in-process S3 server (s3s-fs, full-access key), node A with `pickup_age_secs = {S3_PICKUP_AGE_SECS}`, `poll_secs = {S3_POLL_SECS}`, partner node B as in outbound mode (signed synchronous MDN); median of {} runs by files/s. Pick-up latency = from the file appearing in the bucket to the node queueing it: \"received_at\" is the summary's `received_at` (the start of the poll that took the file), \"queued record\" the time of the message's `queued` history entry (after its object was read). With the seed's default `pickup_age_secs = 15` a file is not taken before it is 15 s old, so its pick-up latency is 15 s plus this (and the default `poll_secs = 5` adds up to 5 s of polling phase instead of 0.2 s).",
+            r.files,
+            payload_bytes,
+            payload_bytes + r.files - 1,
+            repeats
+        );
+        println!();
+        println!("| Mode | pick-up p50 ms (received_at) | pick-up p99 ms (received_at) | pick-up p50 / p99 ms (queued record) | file -> sent p50 / p99 ms | end-to-end files/s | node A CPU-ms/file | node B CPU-ms/file | failures (median run; all runs) | files/s; pick-up p50 ms of all runs |");
+        println!("|---|---:|---:|---|---|---:|---:|---:|---:|---|");
+        println!(
+            "| s3 outbox -> A -> B (pickup_age {S3_PICKUP_AGE_SECS} s, poll {S3_POLL_SECS} s) | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | {:.2} | {:.2} | {} / {}; {} | {}; {} |",
+            r.pick_p50,
+            r.pick_p99,
+            r.queued_p50,
+            r.queued_p99,
+            r.sent_p50,
+            r.sent_p99,
+            r.files_per_s,
+            r.a_cpu_ms,
+            r.b_cpu_ms,
+            r.failed + (r.files - r.seen),
+            r.files,
+            all_failed,
+            all_rates.join(", "),
+            all_p50.join(", ")
         );
     }
     if !errors.is_empty() {
