@@ -1265,6 +1265,7 @@ fn run_s3_once(bin: &Path, pk: &PairKeys, files: usize, payload_bytes: usize, s:
     let (pa, pb) = (pair.a.pid().to_string(), pair.b.pid().to_string());
     let (a0, b0) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0));
     let mut written = vec![0i64; files];
+    std::thread::sleep(Duration::from_millis(6000));
     let tw = Instant::now();
     for (i, d) in docs.iter().enumerate() {
         let tmp = staging.join(format!("f{i:04}.edi"));

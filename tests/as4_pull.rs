@@ -464,3 +464,71 @@ fn submit_api_checks_token_input_and_duplicates() {
     // Unsigned pulls work with an empty map.
     assert_eq!(um_id(&e.pull(&node, None, None, json!({}))), "s1@test");
 }
+
+/// RabbitMQ + Redis mode: submissions arrive on `edinode.as4.submit`; two nodes share the
+/// per-MPC FIFO and the leases in Redis; both restart (kill -9) without losing anything; an
+/// invalid submission is dead-lettered with its reason. Shares the broker's queues: runs in
+/// the serial `rabbit` nextest group.
+#[test]
+fn rabbit_mode_submit_queue_two_nodes_and_restart() {
+    purge_queues();
+    let _ = Command::new("rabbitmqctl").args(["purge_queue", "edinode.as4.submit"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let e = env(2);
+    let cfg = ConfigBuilder::new(e.dir.path())
+        .rabbit(&unique("edinode-as4-"))
+        .station("st", "AS4NODE", &e.node_id)
+        .raw(&format!("\n[as4]\nauthorization_map = \"{}\"\nreceipt_timeout_secs = 2\n", e.map.display()))
+        .write(e.dir.path());
+    std::fs::write(&e.map, map_xml(&[("urn:mpc:q", &thumbprint(&e.puller))])).unwrap();
+    let start = |id: &str| start_node(&cfg, e.dir.path(), &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN), ("EDINODE__NODE__ID", id)]);
+    // One consumer while submitting: with several, RabbitMQ spreads the submissions over the
+    // nodes and each stores what it got, so the FIFO order is only the order of storing.
+    let mut a = start("as4a");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dead = rt.block_on(async {
+        use lapin::options::*;
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        ch.queue_declare("edinode.as4.submit".into(), QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+        let mut bodies: Vec<Vec<u8>> = ["q1@test", "q2@test", "q3@test"].iter().map(|id| simple(id, Some("urn:mpc:q")).to_string().into_bytes()).collect();
+        bodies.insert(1, b"{\"mpc\": \"urn:mpc:q\"}".to_vec());
+        for body in &bodies {
+            let props = lapin::BasicProperties::default().with_delivery_mode(2);
+            ch.basic_publish("".into(), "edinode.as4.submit".into(), BasicPublishOptions::default(), body, props).await.unwrap().await.unwrap();
+        }
+        for _ in 0..100 {
+            if let Some(d) = ch.basic_get("edinode.dead".into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the invalid submission was not dead-lettered");
+    });
+    let h = dead.delivery.properties.headers().clone().unwrap();
+    let header = |k: &str| match h.inner().get(k) {
+        Some(lapin::types::AMQPValue::LongString(v)) => String::from_utf8_lossy(v.as_bytes()).to_string(),
+        other => panic!("header {k}: {other:?}"),
+    };
+    assert!(header("x-edinode-reason").contains("not a submission"), "{}", header("x-edinode-reason"));
+    assert_eq!(header("x-edinode-queue"), "edinode.as4.submit");
+    wait_for(30, "q3 queued", || statuses(&a, "q3@test").contains(&"queued".to_string()).then_some(()));
+    let mut b = start("as4b");
+
+    let mpc = Some("urn:mpc:q");
+    assert_eq!(um_id(&e.pull(&a, mpc, Some(&e.puller), json!({}))), "q1@test");
+    let pulled = Instant::now();
+    assert_eq!(um_id(&e.pull(&b, mpc, Some(&e.puller), json!({}))), "q2@test", "the other node hands out the next one, not q1 again");
+    a.kill9();
+    b.kill9();
+    let (a, b) = (start("as4a"), start("as4b"));
+    // Settle q2 through node a; q3 is next, then q1 after its lease ran out.
+    assert_eq!(um_id(&e.pull(&a, mpc, Some(&e.puller), json!({"receipts": ["q2@test"]}))), "q3@test");
+    std::thread::sleep(Duration::from_millis(2300).saturating_sub(pulled.elapsed()));
+    assert_eq!(um_id(&e.pull(&b, mpc, Some(&e.puller), json!({"receipts": ["q3@test"]}))), "q1@test");
+    assert_eq!(error_code(&e.pull(&a, mpc, Some(&e.puller), json!({"receipts": ["q1@test"]}))), "EBMS:0006");
+    for id in ["q1@test", "q2@test", "q3@test"] {
+        assert!(statuses(&b, id).contains(&"receipted".to_string()), "{id}");
+    }
+}

@@ -207,7 +207,7 @@ fn inbound_files_land_under_as2gateway_with_test_level_and_outbox_rules_hold() {
         let all = find_under(&s3.dir.path().join(&s3.bucket).join("as2gateway/edinode/nobody"));
         all.iter().any(|k| k.starts_with("failed/") && k.ends_with("/x.edi")).then_some(())
     });
-    assert!(!exists(&s3, "AS2/send/edinode/nobody/x.edi"));
+    wait_for(10, "the source removed", || (!exists(&s3, "AS2/send/edinode/nobody/x.edi")).then_some(()));
     assert!(std::fs::read_to_string(&node.log).unwrap().contains("moved to failed/"));
     assert_eq!(got.lock().unwrap().len(), 3, "nothing else was sent");
 }

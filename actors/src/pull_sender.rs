@@ -11,10 +11,16 @@
 //! - `as4:inflight:<mpc hash>` (time set): pulled message ids, scored by lease deadline;
 //! - `as4:lease:<id>` (key with TTL = receipt timeout): who holds the lease. Claimed with
 //!   `set_once`, so two pulls (on one node or several) never hand out the same message at once;
-//! - `as4:sub:<id>` = MPC: the message was submitted (duplicate check, MPC of a receipt);
-//! - `as4:done:<id>` = outcome: settled by a Receipt or an Error;
+//! - `as4:sub:<id>` = MPC: the message was submitted and is not settled (MPC of a receipt);
+//! - `as4:done:<id>` = outcome: settled by a Receipt or an Error (kept as long as duplicate
+//!   claims, `limits.duplicate_retention_days`: a resubmitted id is refused meanwhile);
 //! - `as4:pull:<hash(mpc, pull id)>` = message id (TTL = receipt timeout): a repeated
 //!   PullRequest id gets the same message again instead of a second one.
+//!
+//! Order: the FIFO is the order in which submissions were stored. Several nodes consuming
+//! `edinode.as4.submit` store in parallel, so messages published close together may swap.
+//! Durability is that of the blob store and the state store (over Redis: its persistence
+//! settings; a Redis without AOF/RDB loses the queues when it restarts).
 //!
 //! Authorization ([`AuthorizationFile`]): the map file is re-read when its modification time
 //! or size changes, checked at most once a second. A missing or unreadable file denies every
@@ -45,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// Where enterprise systems put user messages to be pulled (body = JSON [`Submission`]).
 pub const SUBMIT_QUEUE: &str = "edinode.as4.submit";
 
-/// How long the submission marker and the settled marker are kept (a duplicate check).
+/// How long the submission marker of a waiting message is kept (no message waits that long).
 const MARKER_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 /// Candidates looked at per pull before answering "empty".
 const SCAN: usize = 16;
@@ -264,7 +270,7 @@ impl PullSender {
         user_message::build_pull_response_with(&um, key, &response_ids(), &self.options()).map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let id = um.message_id.clone();
         let unavailable = SubmitError::Unavailable;
-        if cx.state.get(&sub_key(&id)).await.map_err(unavailable)?.is_some() {
+        if cx.state.get(&sub_key(&id)).await.map_err(unavailable)?.is_some() || cx.state.get(&done_key(&id)).await.map_err(unavailable)?.is_some() {
             return Err(SubmitError::Duplicate(id));
         }
         let bytes = edinode_proto::envelope::encode(&um).map_err(SubmitError::Invalid)?;
@@ -392,7 +398,7 @@ impl PullSender {
 
     async fn settle(&self, cx: &NodeContext, id: &str, how: Settlement, signer: Option<&str>, map: &Result<Arc<AuthorizationMap>, String>) -> Result<(), String> {
         let Some(mpc) = cx.state.get(&sub_key(id)).await? else {
-            tracing::info!(message = "Receipt or Error for a message we do not know; ignored.", message_id = id);
+            tracing::info!(message = "Receipt or Error for a message we do not know or settled before; ignored.", message_id = id);
             return Ok(());
         };
         let allowed = map.as_ref().map(|m| m.decide(&mpc, signer) == Decision::Allowed).unwrap_or(false);
@@ -407,7 +413,7 @@ impl PullSender {
             }
         };
         let mark = format!("{status} {}", uuid::Uuid::new_v4().simple());
-        let first = cx.state.set_once(&done_key(id), &mark, MARKER_TTL_SECS).await? == mark;
+        let first = cx.state.set_once(&done_key(id), &mark, cx.limits.duplicate_ttl_secs).await? == mark;
         if !first {
             tracing::debug!(message = "Message already settled.", message_id = id);
         }
@@ -416,6 +422,8 @@ impl PullSender {
         cx.state.unschedule(&queue_set(&h), id).await?;
         cx.state.delete(&lease_key(id)).await?;
         cx.blobs.delete(&um_key(id)).await?;
+        // Last: until here a repeated Receipt redoes the steps above.
+        cx.state.delete(&sub_key(id)).await?;
         if first {
             cx.status(id, status, &detail).await;
             cx.annotate(id, &[("status", status.to_string()), ("reason", if status == "receipted" { String::new() } else { detail.clone() })]).await;
@@ -431,15 +439,13 @@ impl PullSender {
         let Some((_, key)) = &self.signer else { return Ok(None) };
         let pull_key = format!("as4:pull:{}", short_hash(&format!("{mpc}\n{pull_id}")));
         // A repeated PullRequest (its answer was lost) gets the message it already got.
-        if let Some(id) = cx.state.get(&pull_key).await? {
-            if cx.state.get(&done_key(&id)).await?.is_none() {
-                if let Some(um) = self.load(cx, &id).await {
-                    if let Some(r) = self.respond(cx, &um, key, "pulled-again") {
-                        tracing::info!(message = "Repeated PullRequest answered with the same user message.", pull_id, message_id = %id);
-                        return Ok(Some(r));
-                    }
-                }
-            }
+        if let Some(id) = cx.state.get(&pull_key).await?
+            && cx.state.get(&done_key(&id)).await?.is_none()
+            && let Some(um) = self.load(cx, &id).await
+            && let Some(r) = self.respond(cx, &um, key, "pulled-again")
+        {
+            tracing::info!(message = "Repeated PullRequest answered with the same user message.", pull_id, message_id = %id);
+            return Ok(Some(r));
         }
         for _ in 0..SCAN {
             let Some((id, reoffer)) = self.take(cx, mpc, now_ms).await? else { return Ok(None) };
@@ -455,6 +461,7 @@ impl PullSender {
             cx.state.set_once(&pull_key, &id, self.timeout_secs()).await?;
             let detail = format!("by PullRequest {pull_id}; receipt due within {} s", self.timeout_secs());
             cx.status(&id, outcome, &detail).await;
+            // The summary's status follows the AS4 life (the lifecycle ranks know AS2's words).
             cx.annotate(&id, &[("status", outcome.to_string())]).await;
             self.count(cx, &um.to.party_id, outcome);
             tracing::info!(message = "User message pulled.", message_id = %id, mpc, pull_id, reoffer);
@@ -522,7 +529,7 @@ impl PullSender {
 
     /// Takes a message that can never be sent off its MPC.
     async fn fail(&self, cx: &NodeContext, id: &str, mpc: &str, reason: &str) -> Result<(), String> {
-        cx.state.set_once(&done_key(id), "failed", MARKER_TTL_SECS).await?;
+        cx.state.set_once(&done_key(id), "failed", cx.limits.duplicate_ttl_secs).await?;
         let h = short_hash(mpc);
         cx.state.unschedule(&inflight_set(&h), id).await?;
         cx.state.unschedule(&queue_set(&h), id).await?;
@@ -723,10 +730,10 @@ mod tests {
         async fn set_once(&self, key: &str, value: &str, ttl: u64) -> Result<String, String> {
             let now = self.now();
             let mut g = self.keys.lock().unwrap();
-            if let Some((v, exp)) = g.get(key) {
-                if *exp > now {
-                    return Ok(v.clone());
-                }
+            if let Some((v, exp)) = g.get(key)
+                && *exp > now
+            {
+                return Ok(v.clone());
             }
             g.insert(key.into(), (value.into(), now + ttl as i64 * 1000));
             Ok(value.into())
@@ -1056,6 +1063,8 @@ mod tests {
         assert_eq!((r.status, r.body.len(), r.outcome), (200, 0, "settled"));
         f.advance(2100);
         assert_eq!(what(&f.post(Some(("p2", None)), &[], None).await), "EBMS:0006");
+        // A settled id cannot be queued again (while duplicates are remembered).
+        assert_eq!(f.submit("m1@t", None).await, Err(SubmitError::Duplicate("m1@t".into())));
     }
 
     #[test]

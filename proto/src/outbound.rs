@@ -1001,9 +1001,10 @@ pub(crate) mod tests {
         assert_eq!(header(&built, "Disposition-Notification-Options"), None);
         assert_eq!(header(&built, "Subject"), None);
         assert_eq!(built.body, one_doc()[0].data);
-        // No micalg requested: the configured algorithm (default sha256).
-        assert_eq!(built.mic.alg, DigestAlg::Sha256);
-        let got = receive(&built, &[], &[], DigestAlg::Sha256, false);
+        // No micalg requested: the configured algorithm (default sha1, what edinode's inbound
+        // side and RFC 4130 use when none is named).
+        assert_eq!(built.mic.alg, DigestAlg::Sha1);
+        let got = receive(&built, &[], &[], DigestAlg::Sha1, false);
         assert_eq!(got.mic, built.mic);
         // edinode's inbound actor falls back to sha1 here: configure sha1 for such a partner.
         let opts = OutboundOptions {
