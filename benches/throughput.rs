@@ -20,13 +20,18 @@
 //!   with pickup_age_secs = 0 and poll_secs = 0.2; files are dropped under AS2/send/alpha/beta/
 //!   at once and timed from each file's write to its queueing and to its `sent` record.
 //!
+//! Then AS4 pulling (pulls): one embedded node answers signed PullRequests (signed by the bench
+//! before the clock starts) with queued 10 KiB user messages it signs; pulls/s and CPU per pull.
+//!
 //! Environment knobs (defaults in brackets):
 //! - BENCH_MESSAGES [3000] measured messages per run, BENCH_WARMUP [200],
 //!   BENCH_CONCURRENCY [16], BENCH_REPEATS [3], BENCH_PAYLOAD_BYTES [1024];
 //! - BENCH_LARGE_MIB [100] (0 skips the large message);
 //! - BENCH_OUTBOUND_MESSAGES [1000] measured documents per outbound run (after
 //!   BENCH_OUTBOUND_WARMUP [50]), BENCH_S3_FILES [200] files per s3 run;
-//! - BENCH_MODES [proto,embedded,rabbitmq,large,outbound,s3]; "proto" is the single-thread cost of the
+//! - BENCH_PULLS [2000] measured PullRequests per pulls run (after BENCH_WARMUP),
+//!   BENCH_PULL_PAYLOAD_BYTES [10240];
+//! - BENCH_MODES [proto,embedded,rabbitmq,large,outbound,s3,pulls]; "proto" is the single-thread cost of the
 //!   edinode_proto steps for the same message, the floor under the node's CPU per message;
 //! - BENCH_MAX_SECS [60]: a measured phase stops issuing requests after this long and reports
 //!   what it got (warm-up gets a third of it);
@@ -1237,14 +1242,98 @@ struct S3Run {
 
 const S3_POLL_SECS: f64 = 0.2;
 const S3_PICKUP_AGE_SECS: f64 = 0.0;
+const S3_BUCKET: &str = "edinode-test";
 
-fn run_s3_once(bin: &Path, pk: &PairKeys, files: usize, payload_bytes: usize, s: &Settings, run: usize, keep: &mut Vec<tempfile::TempDir>) -> Result<S3Run, String> {
+/// Which S3 server the s3 mode runs against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum S3Server {
+    /// tests/common/s3server.rs as the tests start it (full-access key).
+    Tests,
+    /// The same s3s-fs file system behind a bench-local listener whose connections set
+    /// TCP_NODELAY. The tests' server leaves Nagle on: hyper writes a GetObject response's
+    /// headers and its body separately, the body waits for the client's delayed ACK (~40 ms),
+    /// and S3 servers in production do not add that.
+    NoDelay,
+}
+
+impl S3Server {
+    fn label(self) -> &'static str {
+        match self {
+            S3Server::Tests => "tests' S3 server (s3s-fs)",
+            S3Server::NoDelay => "s3s-fs with TCP_NODELAY",
+        }
+    }
+}
+
+/// A running S3 server over a temp directory (objects at `<root>/<key>`); stops when dropped.
+struct BenchS3 {
+    endpoint: String,
+    root: PathBuf,
+    /// Beside the bucket: files are written here, then renamed into it.
+    staging: PathBuf,
+    _tests: Option<s3server::TestS3>,
+    _dir: Option<tempfile::TempDir>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BenchS3 {
+    async fn start(kind: S3Server) -> Result<BenchS3, String> {
+        match kind {
+            S3Server::Tests => {
+                let t = s3server::TestS3::start(vec![("bench", "bench-secret", s3server::Policy::full())]).await;
+                assert_eq!(t.bucket, S3_BUCKET);
+                Ok(BenchS3 { endpoint: t.endpoint.clone(), root: t.path(""), staging: t.dir.path().join("staging"), _tests: Some(t), _dir: None, server: None })
+            }
+            S3Server::NoDelay => {
+                let dir = tempfile::Builder::new().prefix("edinode-bench-s3-").tempdir().map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(dir.path().join(S3_BUCKET)).map_err(|e| e.to_string())?;
+                let fs = s3s_fs::FileSystem::new(dir.path()).map_err(|e| format!("s3s-fs: {e:?}"))?;
+                let mut auth = s3s::auth::SimpleAuth::new();
+                auth.register("bench".to_string(), "bench-secret".to_string().into());
+                let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+                builder.set_auth(auth);
+                let service = builder.build();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+                let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                let server = tokio::spawn(async move {
+                    let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    loop {
+                        let Ok((socket, _)) = listener.accept().await else { continue };
+                        let _ = socket.set_nodelay(true);
+                        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                });
+                Ok(BenchS3 {
+                    endpoint: format!("http://{addr}"),
+                    root: dir.path().join(S3_BUCKET),
+                    staging: dir.path().join("staging"),
+                    _tests: None,
+                    _dir: Some(dir),
+                    server: Some(server),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for BenchS3 {
+    fn drop(&mut self) {
+        if let Some(s) = &self.server {
+            s.abort();
+        }
+    }
+}
+
+fn run_s3_once(bin: &Path, pk: &PairKeys, kind: S3Server, files: usize, payload_bytes: usize, s: &Settings, run: usize, keep: &mut Vec<tempfile::TempDir>) -> Result<S3Run, String> {
     // The S3 server needs a runtime that runs while this thread writes files and sleeps.
     let srt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
-    let s3 = srt.block_on(s3server::TestS3::start(vec![("bench", "bench-secret", s3server::Policy::full())]));
+    let s3 = srt.block_on(BenchS3::start(kind))?;
     let extra = format!(
-        "[stations.alpha.s3]\nbucket = \"{}\"\nendpoint = \"{}\"\naccess_key = \"bench\"\nsecret_key = \"bench-secret\"\ninbound = true\noutbound = true\npickup_age_secs = {S3_PICKUP_AGE_SECS:.1}\nsteady_secs = 2.0\npoll_secs = {S3_POLL_SECS}\n",
-        s3.bucket, s3.endpoint
+        "[stations.alpha.s3]\nbucket = \"{S3_BUCKET}\"\nendpoint = \"{}\"\naccess_key = \"bench\"\nsecret_key = \"bench-secret\"\ninbound = true\noutbound = true\npickup_age_secs = {S3_PICKUP_AGE_SECS:.1}\nsteady_secs = 2.0\npoll_secs = {S3_POLL_SECS}\n",
+        s3.endpoint
     );
     let mut pair = start_pair(bin, pk, keep, &extra)?;
     let base = pair.a.url.clone();
@@ -1257,15 +1346,14 @@ fn run_s3_once(bin: &Path, pk: &PairKeys, files: usize, payload_bytes: usize, s:
     // File i is payload_bytes + i bytes long: the summary's `size` tells which file a message
     // carries. Each file is written beside the bucket and renamed in, so the node never lists
     // a half-written file (pick-up age 0).
-    let outdir = s3.path("AS2/send/alpha/beta");
-    let staging = s3.dir.path().join("staging");
+    let outdir = s3.root.join("AS2/send/alpha/beta");
+    let staging = s3.staging.clone();
     std::fs::create_dir_all(&outdir).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
     let docs: Vec<Vec<u8>> = (0..files).map(|i| x12_payload(payload_bytes + i)).collect();
     let (pa, pb) = (pair.a.pid().to_string(), pair.b.pid().to_string());
     let (a0, b0) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0));
     let mut written = vec![0i64; files];
-    std::thread::sleep(Duration::from_millis(6000));
     let tw = Instant::now();
     for (i, d) in docs.iter().enumerate() {
         let tmp = staging.join(format!("f{i:04}.edi"));
@@ -1357,7 +1445,8 @@ fn run_s3_once(bin: &Path, pk: &PairKeys, files: usize, payload_bytes: usize, s:
         died,
     };
     eprintln!(
-        "  s3 run {run}: {} files written in {:.0} ms, {} listed by the node, {} sent + {} failed{} in {:.2} s = {:.0} files/s; pick-up (received_at) p50 {:.0} ms p99 {:.0} ms, min {:.0} max {:.0}; queued record p50 {:.0} p99 {:.0}; sent p50 {:.0} p99 {:.0}; node A {:.2} + node B {:.2} CPU-ms/file; {} left in AS2/send/, B's inbox holds {}",
+        "  s3 ({}) run {run}: {} files written in {:.0} ms, {} listed by the node, {} sent + {} failed{} in {:.2} s = {:.0} files/s; pick-up (received_at) p50 {:.0} ms p99 {:.0} ms, min {:.0} max {:.0}; queued record p50 {:.0} p99 {:.0}; sent p50 {:.0} p99 {:.0}; node A {:.2} + node B {:.2} CPU-ms/file; {} left in AS2/send/, B's inbox holds {}",
+        kind.label(),
         r.files,
         r.write_ms,
         r.seen,
@@ -1390,6 +1479,205 @@ fn run_s3_once(bin: &Path, pk: &PairKeys, files: usize, payload_bytes: usize, s:
     Ok(r)
 }
 
+// ---------------------------------------------------------------------------------------------
+// AS4 pulls (pulls mode): one embedded node whose station signs pull responses, an
+// authorization map that allows the bench's certificate on one MPC. The bench queues the user
+// messages first (POST /api/as4/submit, 10 KiB payload each), signs every PullRequest before the
+// clock starts, then pulls them back from concurrent pullers. No receipts are sent (each pull
+// takes a fresh lease), so a pull is: verify the PullRequest's signature, check the map, claim
+// the oldest message, load it, build and sign the multipart response.
+// ---------------------------------------------------------------------------------------------
+
+const PULL_MPC: &str = "urn:edinode:bench:pulls";
+
+#[derive(Clone)]
+struct PullRun {
+    pulls_per_s: f64,
+    pulled: usize,
+    failures: usize,
+    samples: Vec<String>,
+    p50: f64,
+    p99: f64,
+    node_cpu_ms: f64,
+    client_cpu_ms: f64,
+    submit_per_s: f64,
+    body_bytes: usize,
+    died: Option<String>,
+}
+
+fn write_pull_config(dir: &Path, keys: &Keys) -> PathBuf {
+    let tp = hex::encode_upper(openssl::hash::hash(MessageDigest::sha1(), &keys.client.cert.to_der().expect("der")).expect("sha1"));
+    let map = dir.join("pull_authorizationmap.xml");
+    std::fs::write(&map, format!("<PullRequestAuthorizationMap><AuthorizationEntry mpc=\"{PULL_MPC}\" certificatethumprint=\"{tp}\" allowed=\"true\"/></PullRequestAuthorizationMap>\n")).expect("write map");
+    let t = format!(
+        "[node]\ndata_dir = \"{d}/var\"\ninbox = \"{d}/inbox\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[admin]\nlisten = \"\"\ntoken = \"{ADMIN_TOKEN}\"\n\n[as4]\nauthorization_map = \"{m}\"\nreceipt_timeout_secs = 3600\n\n[stations.main]\nas2_id = \"edinode\"\nsigning = {{ key = \"{k}\", cert = \"{c}\" }}\n",
+        d = dir.display(),
+        m = map.display(),
+        k = keys.station.key_pem.display(),
+        c = keys.station.cert_pem.display()
+    );
+    let p = dir.join("edinode.toml");
+    std::fs::write(&p, t).expect("write config");
+    p
+}
+
+/// POSTs `bodies[i]` for every i from `concurrency` tasks; `check` judges each answer.
+async fn post_all(client: &reqwest::Client, url: &str, bodies: Arc<Vec<(String, Vec<u8>)>>, concurrency: usize, max: Duration, check: fn(u16, &str, &[u8]) -> Option<String>) -> Phase {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Failures::default()));
+    let start = Instant::now();
+    let deadline = start + max;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, bodies, next, failures) = (client.clone(), url.to_string(), bodies.clone(), next.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= bodies.len() || Instant::now() > deadline {
+                    break;
+                }
+                let (ct, body) = &bodies[i];
+                let t0 = Instant::now();
+                let r = client.post(&url).bearer_auth(ADMIN_TOKEN).header("Content-Type", ct.as_str()).body(body.clone()).send().await;
+                let problem = match r {
+                    Err(e) => Some(format!("request error: {e}")),
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                        match resp.bytes().await {
+                            Err(e) => Some(format!("reading the response: {e}")),
+                            Ok(b) => check(status, &ct, &b),
+                        }
+                    }
+                };
+                lat.push(t0.elapsed());
+                if let Some(p) = problem {
+                    failures.lock().unwrap().add(p);
+                }
+            }
+            lat
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("task"));
+    }
+    let elapsed = start.elapsed();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    Phase { done: latencies.len(), failures, latencies, elapsed }
+}
+
+fn check_submitted(status: u16, _ct: &str, body: &[u8]) -> Option<String> {
+    (status != 202).then(|| format!("HTTP {status}: {}", String::from_utf8_lossy(body).chars().take(300).collect::<String>()))
+}
+
+fn check_pulled(status: u16, ct: &str, body: &[u8]) -> Option<String> {
+    if status == 200 && ct.starts_with("multipart/related") {
+        return None;
+    }
+    let text = String::from_utf8_lossy(body);
+    let code = text.split("errorCode=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+    Some(format!("HTTP {status} {ct} {code}: {}", text.chars().take(200).collect::<String>()))
+}
+
+fn run_pulls_once(rt: &tokio::runtime::Runtime, bin: &Path, keys: &Keys, n: usize, warmup: usize, payload_bytes: usize, s: &Settings, run: usize, keep: &mut Vec<tempfile::TempDir>) -> Result<PullRun, String> {
+    use edinode_proto::as4::signals::{self, Signal, SignalIds};
+    use edinode_proto::as4::wssec::{SecurityIds, SigningKey};
+    let d = tempfile::Builder::new().prefix("edinode-bench-pulls-").tempdir().map_err(|e| e.to_string())?;
+    let dir = d.path().to_path_buf();
+    keep.push(d);
+    let cfg = write_pull_config(&dir, keys);
+    let mut node = start_node(bin, &cfg, &dir)?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(s.concurrency).build().map_err(|e| e.to_string())?;
+    let total = n + warmup;
+    let data = openssl::base64::encode_block(&x12_payload(payload_bytes));
+    let tag = format!("{:08x}", rand_u32());
+    // One more than pulled: the probe below takes one.
+    let submissions: Vec<(String, Vec<u8>)> = (0..=total)
+        .map(|i| {
+            let sub = serde_json::json!({
+                "message_id": format!("bench-{tag}-{i}@edinode"), "mpc": PULL_MPC,
+                "from": {"party_id": "edinode", "role": "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/initiator"},
+                "to": {"party_id": "bench", "role": "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/responder"},
+                "service": {"value": "urn:bench"}, "action": "Deliver",
+                "parts": [{"mime_type": "application/edi-x12", "data_base64": data}],
+            });
+            ("application/json".to_string(), sub.to_string().into_bytes())
+        })
+        .collect();
+    let sub = rt.block_on(post_all(&client, &format!("{}/api/as4/submit", node.url), Arc::new(submissions), s.concurrency, s.max * 2, check_submitted));
+    if sub.failures.count > 0 {
+        return Err(format!("{} of {} submissions failed, e.g. {:?}", sub.failures.count, sub.done, sub.failures.samples.first()));
+    }
+    // Every PullRequest signed up front: the client's RSA work stays out of the measurement.
+    let key = SigningKey { key: keys.client.key.clone(), cert: keys.client.cert.clone() };
+    let sign = |i: usize| -> Result<(String, Vec<u8>), String> {
+        let ids = SignalIds { message_id: format!("pull-{tag}-{i}@bench"), timestamp: "2026-01-01T00:00:00.000Z".into() };
+        let sec = SecurityIds { messaging_id: format!("m-{i}"), body_id: format!("b-{i}"), bst_id: format!("t-{i}") };
+        let body = signals::build(&[(Signal::PullRequest { mpc: Some(PULL_MPC.into()) }, ids)], Some((&key, &sec))).map_err(|e| e.to_string())?;
+        Ok((signals::SOAP_CONTENT_TYPE.to_string(), body))
+    };
+    let warm: Vec<_> = (0..warmup).map(sign).collect::<Result<_, _>>()?;
+    let measured: Vec<_> = (warmup..total).map(sign).collect::<Result<_, _>>()?;
+    let url = format!("{}/as4", node.url);
+    // One answer checked the way a partner would: signature, digests, payload.
+    let probe = rt.block_on(async { client.post(&url).header("Content-Type", signals::SOAP_CONTENT_TYPE).body(sign(total)?.1).send().await.map_err(|e| e.to_string()) })?;
+    let ct = probe.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = rt.block_on(probe.bytes()).map_err(|e| e.to_string())?;
+    let limits = edinode_proto::as4::Limits { max_bytes: 64 << 20, ..Default::default() };
+    let (um, signer) = edinode_proto::as4::user_message::parse_pulled(&ct, &body, &limits).map_err(|e| format!("the pull response does not verify: {e}"))?;
+    if signer.is_none() || um.parts.first().map(|p| p.bytes.len()) != Some(payload_bytes) {
+        return Err("the pull response is unsigned or lost its payload".into());
+    }
+    let warm = rt.block_on(post_all(&client, &url, Arc::new(warm), s.concurrency, s.max / 3, check_pulled));
+    if warm.failures.count > 0 {
+        eprintln!("  warm-up: {} of {} failed, e.g. {:?}", warm.failures.count, warm.done, warm.failures.samples.first());
+    }
+    let pid = node.pid().to_string();
+    let me = std::process::id().to_string();
+    let (n0, c0) = (cpu_ticks(&pid).unwrap_or(0), cpu_ticks(&me).unwrap_or(0));
+    let mut phase = rt.block_on(post_all(&client, &url, Arc::new(measured), s.concurrency, s.max, check_pulled));
+    let (n1, c1) = (cpu_ticks(&pid).unwrap_or(0), cpu_ticks(&me).unwrap_or(0));
+    let died = node.exit_description();
+    node.kill();
+    phase.latencies.sort();
+    let ok = phase.done.saturating_sub(phase.failures.count);
+    let per = |ticks: u64| ticks as f64 * 1000.0 / s.tck / phase.done.max(1) as f64;
+    let r = PullRun {
+        pulls_per_s: ok as f64 / phase.elapsed.as_secs_f64(),
+        pulled: ok,
+        failures: phase.failures.count,
+        samples: phase.failures.samples,
+        p50: percentile(&phase.latencies, 50.0),
+        p99: percentile(&phase.latencies, 99.0),
+        node_cpu_ms: per(n1.saturating_sub(n0)),
+        client_cpu_ms: per(c1.saturating_sub(c0)),
+        submit_per_s: sub.done as f64 / sub.elapsed.as_secs_f64(),
+        body_bytes: body.len(),
+        died,
+    };
+    eprintln!(
+        "  pulls run {run}: {} pulled in {:.1} s = {:.0} pulls/s, {} failed, p50 {:.1} ms, p99 {:.1} ms, node {:.2} CPU-ms/pull, client {:.2} CPU-ms/pull; submit {:.0} msg/s",
+        r.pulled,
+        phase.elapsed.as_secs_f64(),
+        r.pulls_per_s,
+        r.failures,
+        r.p50,
+        r.p99,
+        r.node_cpu_ms,
+        r.client_cpu_ms,
+        r.submit_per_s
+    );
+    for f in &r.samples {
+        eprintln!("    failure: {f}");
+    }
+    if let Some(how) = &r.died {
+        eprintln!("    the node ended during the run: {how}");
+    }
+    Ok(r)
+}
+
 fn main() {
     // `cargo bench` passes "--bench"; there is nothing to filter, so arguments are ignored.
     let total = Instant::now();
@@ -1403,7 +1691,7 @@ fn main() {
     let repeats = env_usize("BENCH_REPEATS", 3).max(1);
     let payload_bytes = env_usize("BENCH_PAYLOAD_BYTES", 1024);
     let large_mib = env_usize("BENCH_LARGE_MIB", 100);
-    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "proto,embedded,rabbitmq,large,outbound,s3".into());
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "proto,embedded,rabbitmq,large,outbound,s3,pulls".into());
     let want = |m: &str| modes.split(',').any(|x| x.trim() == m);
 
     let bin = locate_binary();
@@ -1486,7 +1774,16 @@ fn main() {
     let outbound_warmup = env_usize("BENCH_OUTBOUND_WARMUP", 50);
     let s3_files = env_usize("BENCH_S3_FILES", 200).max(1);
     let mut outbound: Option<(OutboundRun, Vec<OutboundRun>)> = None;
-    let mut s3_result: Option<(S3Run, Vec<S3Run>)> = None;
+    let mut s3_results: Vec<(S3Server, S3Run, Vec<S3Run>)> = Vec::new();
+    let s3_kinds: Vec<S3Server> = std::env::var("BENCH_S3_SERVERS")
+        .unwrap_or_else(|_| "tests,nodelay".into())
+        .split(',')
+        .filter_map(|k| match k.trim() {
+            "tests" => Some(S3Server::Tests),
+            "nodelay" => Some(S3Server::NoDelay),
+            _ => None,
+        })
+        .collect();
     if want("outbound") || want("s3") {
         let pk = PairKeys { alpha: identity(keydir.path(), "alpha"), beta: identity(keydir.path(), "beta") };
         let payload = x12_payload(payload_bytes);
@@ -1512,53 +1809,85 @@ fn main() {
         }
         if want("s3") {
             eprintln!("s3: {s3_files} files of {payload_bytes}..{} B per run dropped at once under AS2/send/alpha/beta/, pickup_age_secs = {S3_PICKUP_AGE_SECS}, poll_secs = {S3_POLL_SECS}", payload_bytes + s3_files - 1);
-            let mut rs = Vec::new();
+            // Runs alternate between the servers, like the embedded and RabbitMQ runs.
+            let mut runs: Vec<Vec<S3Run>> = s3_kinds.iter().map(|_| Vec::new()).collect();
             for i in 1..=repeats {
-                match run_s3_once(&bin, &pk, s3_files, payload_bytes, &s, i, &mut run_dirs) {
-                    Ok(r) => rs.push(r),
-                    Err(e) => {
-                        eprintln!("  s3 run {i}: {e}");
-                        errors.push(format!("s3 run {i}: {e}"));
+                for (k, kind) in s3_kinds.iter().enumerate() {
+                    match run_s3_once(&bin, &pk, *kind, s3_files, payload_bytes, &s, i, &mut run_dirs) {
+                        Ok(r) => runs[k].push(r),
+                        Err(e) => {
+                            eprintln!("  s3 ({}) run {i}: {e}", kind.label());
+                            errors.push(format!("s3 ({}) run {i}: {e}", kind.label()));
+                        }
                     }
                 }
             }
-            if !rs.is_empty() {
+            for (kind, rs) in s3_kinds.iter().zip(runs) {
+                if rs.is_empty() {
+                    continue;
+                }
                 let clean = |r: &S3Run| r.failed == 0 && !r.timed_out && r.died.is_none() && r.seen == r.files;
                 let mut pick: Vec<S3Run> = if rs.iter().any(clean) { rs.iter().filter(|r| clean(r)).cloned().collect() } else { rs.clone() };
                 pick.sort_by(|a, b| a.files_per_s.total_cmp(&b.files_per_s));
                 let median = pick.swap_remove(pick.len() / 2);
-                s3_result = Some((median, rs));
+                s3_results.push((*kind, median, rs));
             }
         }
     }
 
-    // The report, in Markdown.
-    println!();
-    println!(
-        "Throughput: {} B X12 payload, signed (sha-256) + encrypted (aes128-cbc, RSA 2048), signed synchronous MDN; {} concurrent senders; {} messages per run after {} warm-up; median of {} runs by msg/s; {} CPUs shared by client, node and broker; `http.workers = 2`; node data (spool, blobs, inbox) on {}.",
-        payload_bytes, s.concurrency, s.messages, s.warmup, repeats, cpus, fs
-    );
-    println!();
-    println!("| Mode | msg/s | p50 ms | p99 ms | max ms | node CPU-ms/msg | of which kernel | client CPU-ms/msg | broker+redis CPU-ms/msg | failures (median run; all runs) | msg/s of all runs |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for (mode, r, all, total_failures) in &table {
-        let all: Vec<String> = all.iter().map(|v| format!("{v:.0}")).collect();
+    // AS4 pulls: signed PullRequests, 10 KiB payloads, embedded node.
+    let pull_n = env_usize("BENCH_PULLS", 2000);
+    let pull_payload = env_usize("BENCH_PULL_PAYLOAD_BYTES", 10 * 1024);
+    let mut pulls: Option<(PullRun, Vec<PullRun>)> = None;
+    if want("pulls") && pull_n > 0 {
+        eprintln!("pulls: {pull_n} signed PullRequests per run, {pull_payload} B payloads, {} pullers, {} warm-up", s.concurrency, s.warmup);
+        let mut rs = Vec::new();
+        for i in 1..=repeats {
+            match run_pulls_once(&rt, &bin, &keys, pull_n, s.warmup, pull_payload, &s, i, &mut run_dirs) {
+                Ok(r) => rs.push(r),
+                Err(e) => {
+                    eprintln!("  pulls run {i}: {e}");
+                    errors.push(format!("pulls run {i}: {e}"));
+                }
+            }
+        }
+        if !rs.is_empty() {
+            let clean = |r: &PullRun| r.failures == 0 && r.died.is_none();
+            let mut pick: Vec<PullRun> = if rs.iter().any(clean) { rs.iter().filter(|r| clean(r)).cloned().collect() } else { rs.clone() };
+            pick.sort_by(|a, b| a.pulls_per_s.total_cmp(&b.pulls_per_s));
+            pulls = Some((pick.swap_remove(pick.len() / 2), rs));
+        }
+    }
+
+    // The report, in Markdown (each table only for the modes that ran).
+    if !table.is_empty() {
+        println!();
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} / {}; {} | {} |",
-            mode.label(),
-            r.msg_per_s,
-            r.p50,
-            r.p99,
-            r.max,
-            r.node_cpu_ms,
-            r.node_sys_ms,
-            r.client_cpu_ms,
-            r.broker_cpu_ms.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into()),
-            r.failures,
-            r.done,
-            total_failures,
-            all.join(", ")
+            "Throughput: {} B X12 payload, signed (sha-256) + encrypted (aes128-cbc, RSA 2048), signed synchronous MDN; {} concurrent senders; {} messages per run after {} warm-up; median of {} runs by msg/s; {} CPUs shared by client, node and broker; `http.workers = 2`; node data (spool, blobs, inbox) on {}.",
+            payload_bytes, s.concurrency, s.messages, s.warmup, repeats, cpus, fs
         );
+        println!();
+        println!("| Mode | msg/s | p50 ms | p99 ms | max ms | node CPU-ms/msg | of which kernel | client CPU-ms/msg | broker+redis CPU-ms/msg | failures (median run; all runs) | msg/s of all runs |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        for (mode, r, all, total_failures) in &table {
+            let all: Vec<String> = all.iter().map(|v| format!("{v:.0}")).collect();
+            println!(
+                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} / {}; {} | {} |",
+                mode.label(),
+                r.msg_per_s,
+                r.p50,
+                r.p99,
+                r.max,
+                r.node_cpu_ms,
+                r.node_sys_ms,
+                r.client_cpu_ms,
+                r.broker_cpu_ms.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into()),
+                r.failures,
+                r.done,
+                total_failures,
+                all.join(", ")
+            );
+        }
     }
     if !costs.is_empty() {
         let sum: f64 = costs.iter().filter(|c| !c.name.contains("reference")).map(|c| c.ms).sum();
@@ -1617,37 +1946,56 @@ fn main() {
             all_rates.join(", ")
         );
     }
-    if let Some((r, all)) = &s3_result {
-        let all_rates: Vec<String> = all.iter().map(|r| format!("{:.0}", r.files_per_s)).collect();
-        let all_p50: Vec<String> = all.iter().map(|r| format!("{:.0}", r.pick_p50)).collect();
-        let all_failed: usize = all.iter().map(|r| r.failed + (r.files - r.seen)).sum();
+    if let Some((_, first, _)) = s3_results.first() {
         println!();
         println!(
-            "S3 outbox: {} files ({}..{} B X12) dropped at once under AS2/send/alpha/beta/ of an in-process S3 server (s3s-fs, full-access key), node A with `pickup_age_secs = {S3_PICKUP_AGE_SECS}`, `poll_secs = {S3_POLL_SECS}`, partner node B as in outbound mode (signed synchronous MDN); median of {} runs by files/s. Pick-up latency = from the file appearing in the bucket to the node queueing it: \"received_at\" is the summary's `received_at` (the start of the poll that took the file), \"queued record\" the time of the message's `queued` history entry (after its object was read). With the seed's default `pickup_age_secs = 15` a file is not taken before it is 15 s old, so its pick-up latency is 15 s plus this (and the default `poll_secs = 5` adds up to 5 s of polling phase instead of 0.2 s).",
-            r.files,
+            "S3 outbox: {} files ({}..{} B X12) dropped at once (written beside the bucket, renamed in) under AS2/send/alpha/beta/ of an in-process S3 server (s3s-fs in the bench process, full-access key; the tests' server leaves Nagle on, which holds back GetObject bodies by the node's delayed ACK, so the same server with TCP_NODELAY is measured too), node A with `pickup_age_secs = {S3_PICKUP_AGE_SECS}`, `poll_secs = {S3_POLL_SECS}`, partner node B as in outbound mode (signed synchronous MDN); median of {} runs by files/s. Pick-up latency = from the file appearing in the bucket to the node queueing it: \"received_at\" is the summary's `received_at` (the start of the poll that took the file), \"queued record\" the time of the message's `queued` history entry (after its object was read). With the seed's default `pickup_age_secs = 15` a file is not taken before it is 15 s old, so its pick-up latency is 15 s plus this (and the default `poll_secs = 5` adds up to 5 s of polling phase instead of 0.2 s).",
+            first.files,
             payload_bytes,
-            payload_bytes + r.files - 1,
+            payload_bytes + first.files - 1,
             repeats
         );
         println!();
-        println!("| Mode | pick-up p50 ms (received_at) | pick-up p99 ms (received_at) | pick-up p50 / p99 ms (queued record) | file -> sent p50 / p99 ms | end-to-end files/s | node A CPU-ms/file | node B CPU-ms/file | failures (median run; all runs) | files/s; pick-up p50 ms of all runs |");
+        println!("| Mode, S3 server | pick-up p50 ms (received_at) | pick-up p99 ms (received_at) | pick-up p50 / p99 ms (queued record) | file -> sent p50 / p99 ms | end-to-end files/s | node A CPU-ms/file | node B CPU-ms/file | failures (median run; all runs) | files/s; pick-up p50 ms of all runs |");
         println!("|---|---:|---:|---|---|---:|---:|---:|---:|---|");
+        for (kind, r, all) in &s3_results {
+            let all_rates: Vec<String> = all.iter().map(|r| format!("{:.0}", r.files_per_s)).collect();
+            let all_p50: Vec<String> = all.iter().map(|r| format!("{:.0}", r.pick_p50)).collect();
+            let all_failed: usize = all.iter().map(|r| r.failed + (r.files - r.seen)).sum();
+            println!(
+                "| s3 outbox -> A -> B (pickup_age {S3_PICKUP_AGE_SECS} s, poll {S3_POLL_SECS} s), {} | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | {:.2} | {:.2} | {} / {}; {} | {}; {} |",
+                kind.label(),
+                r.pick_p50,
+                r.pick_p99,
+                r.queued_p50,
+                r.queued_p99,
+                r.sent_p50,
+                r.sent_p99,
+                r.files_per_s,
+                r.a_cpu_ms,
+                r.b_cpu_ms,
+                r.failed + (r.files - r.seen),
+                r.files,
+                all_failed,
+                all_rates.join(", "),
+                all_p50.join(", ")
+            );
+        }
+    }
+    if let Some((r, all)) = &pulls {
+        let all_rates: Vec<String> = all.iter().map(|r| format!("{:.0}", r.pulls_per_s)).collect();
+        let all_failed: usize = all.iter().map(|r| r.failures).sum();
+        println!();
         println!(
-            "| s3 outbox -> A -> B (pickup_age {S3_PICKUP_AGE_SECS} s, poll {S3_POLL_SECS} s) | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | {:.2} | {:.2} | {} / {}; {} | {}; {} |",
-            r.pick_p50,
-            r.pick_p99,
-            r.queued_p50,
-            r.queued_p99,
-            r.sent_p50,
-            r.sent_p99,
-            r.files_per_s,
-            r.a_cpu_ms,
-            r.b_cpu_ms,
-            r.failed + (r.files - r.seen),
-            r.files,
-            all_failed,
-            all_rates.join(", "),
-            all_p50.join(", ")
+            "AS4 pulls: one embedded node (`http.workers = 2`) answers {} signed PullRequests (RSA 2048, SHA-256, signed by the bench before the clock starts) per run from {} concurrent pullers on one MPC, each answered with a queued user message of {} B ({} B multipart/related on the wire) signed by the node (BinarySecurityToken, RSA-SHA256, SwA attachment digest); no receipts; the messages were queued before through POST /api/as4/submit; one response per run verified as a partner would; median of {} runs by pulls/s.",
+            pull_n, s.concurrency, pull_payload, r.body_bytes, repeats
+        );
+        println!();
+        println!("| Mode | pulls/s | p50 ms | p99 ms | node CPU-ms/pull | client CPU-ms/pull | submit msg/s | failures (median run; all runs) | pulls/s of all runs |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!(
+            "| pulls (signed PullRequest -> signed user message) | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {}; {} | {} |",
+            r.pulls_per_s, r.p50, r.p99, r.node_cpu_ms, r.client_cpu_ms, r.submit_per_s, r.failures, all_failed, all_rates.join(", ")
         );
     }
     if !errors.is_empty() {

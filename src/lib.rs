@@ -6,6 +6,7 @@
 //! - [`storage`]: blob store and state store adapters (Redis or local).
 //! - [`runner`]: runs an actor on its queue: ack after outputs are durable, retries, dead letters.
 //! - [`http`]: the partner-facing listener.
+//! - [`as4`]: AS4 pulling: `POST /as4`, `POST /api/as4/submit` and `edinode.as4.submit`.
 //! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation.
 //! - [`node`]: wiring.
 

@@ -474,8 +474,9 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
     purge_queues();
     let _ = Command::new("rabbitmqctl").args(["purge_queue", "edinode.as4.submit"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     let e = env(2);
+    let prefix = unique("edinode-as4-");
     let cfg = ConfigBuilder::new(e.dir.path())
-        .rabbit(&unique("edinode-as4-"))
+        .rabbit(&prefix)
         .station("st", "AS4NODE", &e.node_id)
         .raw(&format!("\n[as4]\nauthorization_map = \"{}\"\nreceipt_timeout_secs = 2\n", e.map.display()))
         .write(e.dir.path());
@@ -531,4 +532,7 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
     for id in ["q1@test", "q2@test", "q3@test"] {
         assert!(statuses(&b, id).contains(&"receipted".to_string()), "{id}");
     }
+    // Best effort: leave the shared Redis as we found it.
+    let script = "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end";
+    let _ = Command::new("redis-cli").args(["EVAL", script, "0", &format!("{prefix}:*")]).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }

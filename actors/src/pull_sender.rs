@@ -336,7 +336,7 @@ impl PullSender {
         if self.signer.is_none() {
             tracing::error!(message = "PullRequest refused: no station signs AS4 pull responses (set as4.station).");
             let d = ErrorDetail::new(edinode_proto::as4::EbmsCode::Other).with_description("The sending MSH has no signing key configured.");
-            return self.error_reply(Some(&pull.message_id), d, now_ms, "unsigned");
+            return self.error_reply(Some(&pull.message_id), d, now_ms, "no-signing-key");
         }
         match self.pull(cx, &pull.mpc, &pull.message_id, now_ms).await {
             Ok(Some(r)) => r,
@@ -577,7 +577,7 @@ impl AuthorizationFile {
         let (map, st) = match stamp(path) {
             Ok(st) => (Ok(Arc::new(read_map(path)?)), Some(st)),
             Err(e) => {
-                tracing::error!(message = "Pull authorization map not found; every PullRequest is denied until it exists.", error = %e);
+                tracing::warn!(message = "Pull authorization map not found; every PullRequest is denied until it exists.", error = %e);
                 (Err(e), None)
             }
         };
