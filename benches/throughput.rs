@@ -16,9 +16,10 @@
 //! B's /as2; sign sha256, encrypt aes128-cbc, signed synchronous MDN required):
 //! - outbound: 1 KiB documents submitted to A's POST /api/send from the concurrent senders,
 //!   timed from the first submit to the last `sent` record on A (median of the runs);
-//! - s3: A's station has an S3 outbox on an in-process s3s-fs server (tests/common/s3server.rs)
-//!   with pickup_age_secs = 0 and poll_secs = 0.2; files are dropped under AS2/send/alpha/beta/
-//!   at once and timed from each file's write to its queueing and to its `sent` record.
+//! - s3: A's station has an S3 outbox on an in-process s3s-fs server (tests/common/s3server.rs,
+//!   and the same file system behind a listener with TCP_NODELAY) with pickup_age_secs = 0 and
+//!   poll_secs = 0.2; files are dropped under AS2/send/alpha/beta/ at once and timed from each
+//!   file's write to its queueing and to its `sent` record.
 //!
 //! Then AS4 pulling (pulls): one embedded node answers signed PullRequests (signed by the bench
 //! before the clock starts) with queued 10 KiB user messages it signs; pulls/s and CPU per pull.
@@ -28,7 +29,8 @@
 //!   BENCH_CONCURRENCY [16], BENCH_REPEATS [3], BENCH_PAYLOAD_BYTES [1024];
 //! - BENCH_LARGE_MIB [100] (0 skips the large message);
 //! - BENCH_OUTBOUND_MESSAGES [1000] measured documents per outbound run (after
-//!   BENCH_OUTBOUND_WARMUP [50]), BENCH_S3_FILES [200] files per s3 run;
+//!   BENCH_OUTBOUND_WARMUP [50]), BENCH_S3_FILES [200] files per s3 run, BENCH_S3_SERVERS
+//!   [tests,nodelay] which S3 servers the s3 mode runs against;
 //! - BENCH_PULLS [2000] measured PullRequests per pulls run (after BENCH_WARMUP),
 //!   BENCH_PULL_PAYLOAD_BYTES [10240];
 //! - BENCH_MODES [proto,embedded,rabbitmq,large,outbound,s3,pulls]; "proto" is the single-thread cost of the
@@ -1351,6 +1353,11 @@ fn run_s3_once(bin: &Path, pk: &PairKeys, kind: S3Server, files: usize, payload_
     std::fs::create_dir_all(&outdir).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
     let docs: Vec<Vec<u8>> = (0..files).map(|i| x12_payload(payload_bytes + i)).collect();
+    // The first poll runs as the node starts listening and the next every poll_secs (plus the
+    // poll's own time): files dropped right away would always land just after a poll. Let the
+    // nodes settle, then drop at a random phase of the poll cycle.
+    let phase_ms = rand_u32() as u64 % ((S3_POLL_SECS * 1000.0) as u64).max(1);
+    std::thread::sleep(Duration::from_millis(1000 + phase_ms));
     let (pa, pb) = (pair.a.pid().to_string(), pair.b.pid().to_string());
     let (a0, b0) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0));
     let mut written = vec![0i64; files];
@@ -1949,7 +1956,7 @@ fn main() {
     if let Some((_, first, _)) = s3_results.first() {
         println!();
         println!(
-            "S3 outbox: {} files ({}..{} B X12) dropped at once (written beside the bucket, renamed in) under AS2/send/alpha/beta/ of an in-process S3 server (s3s-fs in the bench process, full-access key; the tests' server leaves Nagle on, which holds back GetObject bodies by the node's delayed ACK, so the same server with TCP_NODELAY is measured too), node A with `pickup_age_secs = {S3_PICKUP_AGE_SECS}`, `poll_secs = {S3_POLL_SECS}`, partner node B as in outbound mode (signed synchronous MDN); median of {} runs by files/s. Pick-up latency = from the file appearing in the bucket to the node queueing it: \"received_at\" is the summary's `received_at` (the start of the poll that took the file), \"queued record\" the time of the message's `queued` history entry (after its object was read). With the seed's default `pickup_age_secs = 15` a file is not taken before it is 15 s old, so its pick-up latency is 15 s plus this (and the default `poll_secs = 5` adds up to 5 s of polling phase instead of 0.2 s).",
+            "S3 outbox: {} files ({}..{} B X12) dropped at once (each written beside the bucket and renamed in; the drop starts 1 s after the nodes are up plus a random 0..{S3_POLL_SECS} s, so at a random phase of the poll cycle) under AS2/send/alpha/beta/ of an in-process S3 server (s3s-fs in the bench process, full-access key; the tests' server leaves Nagle on, which holds back GetObject bodies by the node's delayed ACK, so the same server with TCP_NODELAY is measured too), node A with `pickup_age_secs = {S3_PICKUP_AGE_SECS}`, `poll_secs = {S3_POLL_SECS}`, partner node B as in outbound mode (signed synchronous MDN); median of {} runs by files/s. Pick-up latency = from the file appearing in the bucket to the node queueing it: \"received_at\" is the summary's `received_at`, which is the start of the poll that took the file (so this column is the wait for the next poll, 0..{S3_POLL_SECS} s; it can be a few ms below 0 when a poll read its clock just before the last renames and listed just after), \"queued record\" the time of the message's `queued` history entry (after the node read the object; a poll takes its files one after the other and hands them to the sender only when it has taken them all). With the seed's default `pickup_age_secs = 15` a file is not taken before it is 15 s old, so its pick-up latency is 15 s plus this (and the default `poll_secs = 5` adds up to 5 s of polling phase instead of 0.2 s).",
             first.files,
             payload_bytes,
             payload_bytes + first.files - 1,
