@@ -7,8 +7,8 @@
 //! - PullRequests signed by libxmlsec1 (BinarySecurityToken reference, X509Data, an
 //!   InclusiveNamespaces PrefixList, indented XML) verify here and name the right thumbprint.
 //!
-//! Runs when `EDINODE_AS4_PYTHON` names a Python with `lxml`, `xmlsec` and `cryptography`
-//! (e.g. a venv: `pip install lxml xmlsec cryptography`); otherwise it says so and passes.
+//! Python comes from `EDINODE_AS4_PYTHON`, or from the venv tests/peers/as4_setup.sh creates
+//! (lxml, xmlsec, cryptography from PyPI).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -145,7 +145,14 @@ print('signed')
 "#;
 
 fn python() -> Option<String> {
-    std::env::var("EDINODE_AS4_PYTHON").ok().filter(|p| !p.is_empty())
+    if let Some(p) = std::env::var("EDINODE_AS4_PYTHON").ok().filter(|p| !p.is_empty()) {
+        return Some(p);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("as4venv");
+    let st = Command::new("bash").arg(root.join("tests/peers/as4_setup.sh")).arg(&venv).stdin(std::process::Stdio::null()).status().expect("as4_setup.sh");
+    assert!(st.success(), "tests/peers/as4_setup.sh failed");
+    Some(venv.join("bin/python").display().to_string())
 }
 
 fn run(py: &str, script: &str, dir: &PathBuf) {
