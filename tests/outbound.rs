@@ -362,3 +362,19 @@ fn an_unreachable_partner_gets_the_message_when_it_comes_back() {
     let files = delivered(&db.join("inbox"), "beta", "alpha");
     assert_eq!(files, vec![("late.edi".to_string(), b"ISA*LATE~".to_vec())], "delivered exactly once");
 }
+
+#[test]
+fn a_missing_async_mdn_fails_the_message_after_its_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let me = identity(tmp.path(), "me");
+    let partner = identity(tmp.path(), "acme");
+    // The partner accepts the message (200, no MDN) and never sends the asynchronous MDN.
+    let url = fake_partner(|_, _| (200, vec![], Vec::new()));
+    let node = simple_node(tmp.path(), &me, &partner, &url, "encrypt = \"none\"\nmdn = \"async\"\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\nmdn_deadline_secs = 2");
+    let (id, _) = api_send(&node.url, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA~".to_vec())]);
+    let m = final_status(&node.url, &id, 30);
+    assert_eq!(m["summary"]["status"], "failed");
+    assert!(m["summary"]["reason"].as_str().unwrap().contains("no MDN before the deadline"), "{m}");
+    let statuses: Vec<&str> = m["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    assert!(statuses.contains(&"awaiting-mdn"), "{statuses:?}");
+}

@@ -316,3 +316,79 @@ fn a_stage_that_keeps_failing_dead_letters_with_reason_and_attempts() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn documents_put_on_edinode_outbound_are_sent_and_bad_ones_dead_lettered() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    purge_queues();
+    // Receiver: a second node (station acme) that delivers what it gets.
+    let tmp = tempfile::tempdir().unwrap();
+    let (ds, dr) = (tmp.path().join("s"), tmp.path().join("r"));
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::create_dir_all(&dr).unwrap();
+    let s_id = identity(&ds, "sender");
+    let r_id = identity(&dr, "receiver");
+    let rcfg = ConfigBuilder::new(&dr).station("acme", "acme", &r_id).partner("edinode", "edinode", "acme", &[&s_id.cert_pem], "").write(&dr);
+    let receiver = start_node(&rcfg, &dr, &[], &[]);
+    let prefix = unique("edinode-out-");
+    let scfg = ConfigBuilder::new(&ds)
+        .rabbit(&prefix)
+        .station("edinode", "edinode", &s_id)
+        .raw(&format!(
+            "\n[partners.acme]\nas2_id = \"acme\"\nstation = \"edinode\"\nverify_certs = [\"{c}\"]\nencryption_cert = \"{c}\"\nurl = \"{u}\"\n",
+            c = r_id.cert_pem.display(),
+            u = receiver.as2_url()
+        ))
+        .write(&ds);
+    let _sender = start_node(&scfg, &ds, &[], &[("EDINODE__NODE__ID", "out")]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use lapin::options::*;
+        use lapin::types::{AMQPValue, FieldTable, LongString};
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        for (i, partner) in ["acme", "acme", "nobody"].iter().enumerate() {
+            let mut h = FieldTable::default();
+            for (k, v) in [("station", "edinode"), ("partner", partner), ("filename", &format!("bus-{i}.edi")), ("content-type", "application/edi-x12"), ("message-id", &format!("bus-{i}@erp"))] {
+                h.insert(k.into(), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
+            }
+            ch.basic_publish("".into(), "edinode.outbound".into(), BasicPublishOptions::default(), format!("ISA*BUS{i}~").as_bytes(), lapin::BasicProperties::default().with_headers(h).with_delivery_mode(2))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        // The same message id again: idempotent, not sent twice.
+        let mut h = FieldTable::default();
+        for (k, v) in [("station", "edinode"), ("partner", "acme"), ("filename", "bus-0.edi"), ("message-id", "bus-0@erp")] {
+            h.insert(k.into(), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        ch.basic_publish("".into(), "edinode.outbound".into(), BasicPublishOptions::default(), b"ISA*BUS0~", lapin::BasicProperties::default().with_headers(h)).await.unwrap().await.unwrap();
+    });
+    let files = wait_for(30, "two documents at the receiver", || {
+        let d = delivered(&dr.join("inbox"), "acme", "edinode");
+        (d.len() >= 2).then_some(d)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let files2 = delivered(&dr.join("inbox"), "acme", "edinode");
+    assert_eq!(files2.len(), 2, "sent once each: {files2:?}");
+    assert_eq!(files[0], ("bus-0.edi".to_string(), b"ISA*BUS0~".to_vec()));
+    // The unknown partner's document is dead-lettered with the reason.
+    let reason = rt.block_on(async {
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        for _ in 0..50 {
+            if let Some(d) = ch.basic_get("edinode.dead".into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
+                let h = d.delivery.properties.headers().clone().unwrap();
+                if let Some(lapin::types::AMQPValue::LongString(v)) = h.inner().get("x-edinode-reason") {
+                    return String::from_utf8_lossy(v.as_bytes()).to_string();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        String::new()
+    });
+    assert!(reason.contains("unknown partner nobody"), "{reason}");
+}
