@@ -1,50 +1,142 @@
-//! The embedded transport: each queue is a directory of spool files, one file per message,
-//! written before `publish` returns and removed when the message is acknowledged. Unacknowledged
-//! files are fed again on start, so a node survives kill -9 (and, with `fsync`, power loss).
+//! The embedded transport. Each queue is an append-only log of segment files: a publish appends
+//! one record (and, with `fsync`, syncs it) before it returns; an acknowledgement appends the
+//! record's sequence number to the segment's `.acks` file; a segment is deleted once every
+//! record in it is acknowledged. On start, unacknowledged records are fed again, so a node
+//! survives kill -9 (and, with `fsync`, power loss). Appending to a few open files instead of
+//! creating a file per message keeps file-system metadata work off the hot path.
+//!
+//! Dead letters are kept one file per message with their reason beside them (`.reason`).
 //! It serves one process: it cannot scale out (use RabbitMQ for that).
 
 use super::{Acker, Delivery, Publish, Transport};
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-pub struct LocalTransport {
+const CAPACITY: usize = 100_000;
+const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One queue's log.
+struct QueueLog {
     dir: PathBuf,
     fsync: bool,
-    seq: AtomicU64,
-    queues: Mutex<HashMap<String, mpsc::Sender<Delivery>>>,
-    pending: Mutex<HashMap<String, mpsc::Receiver<Delivery>>>,
-    replies: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    inner: Mutex<LogState>,
 }
 
-struct FileAcker {
-    path: PathBuf,
-    tx: Option<(mpsc::Sender<Delivery>, Vec<u8>, u32)>,
+struct LogState {
+    /// The segment being appended to: number, file, size.
+    current: Option<(u64, std::fs::File, u64)>,
+    next_segment: u64,
+    /// Unacknowledged records per segment.
+    outstanding: HashMap<u64, usize>,
+    /// Open `.acks` files per segment.
+    acks: HashMap<u64, std::fs::File>,
+}
+
+impl QueueLog {
+    fn seg_path(&self, seg: u64) -> PathBuf {
+        self.dir.join(format!("{seg:016}.log"))
+    }
+
+    fn append(&self, seq: u64, attempt: u32, body: &[u8]) -> std::io::Result<u64> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let rotate = g.current.as_ref().is_none_or(|(_, _, size)| *size >= SEGMENT_BYTES);
+        if rotate {
+            let seg = g.next_segment;
+            g.next_segment += 1;
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(self.seg_path(seg))?;
+            if let Some((old, _, _)) = g.current.take() {
+                // A rotated-out segment with nothing outstanding can go now.
+                if g.outstanding.get(&old).copied().unwrap_or(0) == 0 {
+                    remove_segment(&self.dir, old, &mut g);
+                }
+            }
+            g.current = Some((seg, f, 0));
+        }
+        let mut rec = Vec::with_capacity(body.len() + 16);
+        rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&attempt.to_le_bytes());
+        rec.extend_from_slice(&seq.to_le_bytes());
+        rec.extend_from_slice(body);
+        let (seg, f, size) = g.current.as_mut().ok_or_else(|| std::io::Error::other("no segment"))?;
+        f.write_all(&rec)?;
+        if self.fsync {
+            f.sync_data()?;
+        }
+        *size += rec.len() as u64;
+        let seg = *seg;
+        *g.outstanding.entry(seg).or_insert(0) += 1;
+        Ok(seg)
+    }
+
+    fn ack(&self, seg: u64, seq: u64) -> std::io::Result<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let left = {
+            let n = g.outstanding.entry(seg).or_insert(1);
+            *n = n.saturating_sub(1);
+            *n
+        };
+        let is_current = g.current.as_ref().is_some_and(|(c, _, _)| *c == seg);
+        if left == 0 && !is_current {
+            remove_segment(&self.dir, seg, &mut g);
+            return Ok(());
+        }
+        if !g.acks.contains_key(&seg) {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{seg:016}.acks")))?;
+            g.acks.insert(seg, f);
+        }
+        if let Some(f) = g.acks.get_mut(&seg) {
+            f.write_all(&seq.to_le_bytes())?;
+            if self.fsync {
+                f.sync_data()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove_segment(dir: &Path, seg: u64, g: &mut LogState) {
+    g.outstanding.remove(&seg);
+    g.acks.remove(&seg);
+    let _ = std::fs::remove_file(dir.join(format!("{seg:016}.log")));
+    let _ = std::fs::remove_file(dir.join(format!("{seg:016}.acks")));
+}
+
+struct LogAcker {
+    log: Arc<QueueLog>,
+    seg: u64,
+    seq: u64,
+    requeue: Option<(mpsc::Sender<Delivery>, Vec<u8>, u32)>,
 }
 
 #[async_trait::async_trait]
-impl Acker for FileAcker {
+impl Acker for LogAcker {
     async fn ack(self: Box<Self>) -> anyhow::Result<()> {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.log.ack(self.seg, self.seq)?)
     }
     async fn requeue(self: Box<Self>) -> anyhow::Result<()> {
         let this = *self;
-        if let Some((tx, body, attempt)) = this.tx {
-            let again = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], acker: Box::new(FileAcker { path: this.path, tx: Some((tx.clone(), body, attempt)) }) };
+        if let Some((tx, body, attempt)) = this.requeue.clone() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let again = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], acker: Box::new(this) };
             let _ = tx.send(again).await;
         }
         Ok(())
     }
 }
 
-const CAPACITY: usize = 100_000;
+pub struct LocalTransport {
+    dir: PathBuf,
+    fsync: bool,
+    seq: AtomicU64,
+    logs: Mutex<HashMap<String, Arc<QueueLog>>>,
+    queues: Mutex<HashMap<String, mpsc::Sender<Delivery>>>,
+    pending: Mutex<HashMap<String, mpsc::Receiver<Delivery>>>,
+    replies: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+}
 
 impl LocalTransport {
     pub fn open(dir: &Path, fsync: bool) -> anyhow::Result<LocalTransport> {
@@ -52,7 +144,8 @@ impl LocalTransport {
         Ok(LocalTransport {
             dir: dir.to_path_buf(),
             fsync,
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(now_micros()),
+            logs: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
@@ -70,44 +163,85 @@ impl LocalTransport {
         tx
     }
 
-    fn file_name(&self, attempt: u32) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
-        format!("{:020}-{:010}-{}.msg", now, self.seq.fetch_add(1, Ordering::Relaxed), attempt)
+    /// The queue's log; on first use, the segment numbers continue after those on disk.
+    fn log(&self, queue: &str) -> anyhow::Result<Arc<QueueLog>> {
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = logs.get(queue) {
+            return Ok(l.clone());
+        }
+        let dir = self.dir.join(queue);
+        std::fs::create_dir_all(&dir)?;
+        let mut next = 0;
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if let Some(num) = n.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
+                next = next.max(num + 1);
+            }
+        }
+        let l = Arc::new(QueueLog { dir, fsync: self.fsync, inner: Mutex::new(LogState { current: None, next_segment: next, outstanding: HashMap::new(), acks: HashMap::new() }) });
+        logs.insert(queue.to_string(), l.clone());
+        Ok(l)
+    }
+
+    fn dead_file_name(&self, attempt: u32) -> String {
+        format!("{:020}-{:010}-{}.msg", now_micros(), self.seq.fetch_add(1, Ordering::Relaxed), attempt)
     }
 }
 
-fn attempt_of(name: &str) -> u32 {
-    name.trim_end_matches(".msg").rsplit('-').next().and_then(|a| a.parse().ok()).unwrap_or(0)
+fn now_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Read one segment: its unacknowledged records as (seq, attempt, body). A torn last record
+/// (kill -9 mid-append) is ignored: its publish never returned.
+fn read_segment(path: &Path, acks: &std::collections::HashSet<u64>) -> std::io::Result<Vec<(u64, u32, Vec<u8>)>> {
+    let mut data = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut data)?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 16 <= data.len() {
+        let len = u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
+        let attempt = u32::from_le_bytes([data[i + 4], data[i + 5], data[i + 6], data[i + 7]]);
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&data[i + 8..i + 16]);
+        let seq = u64::from_le_bytes(s);
+        let end = i + 16 + len;
+        if end > data.len() {
+            break;
+        }
+        if !acks.contains(&seq) {
+            out.push((seq, attempt, data[i + 16..end].to_vec()));
+        }
+        i = end;
+    }
+    Ok(out)
 }
 
 #[async_trait::async_trait]
 impl Transport for LocalTransport {
     async fn publish(&self, p: Publish<'_>) -> anyhow::Result<()> {
-        let qdir = self.dir.join(p.queue);
-        let path = qdir.join(self.file_name(p.attempt));
-        let body = p.body.to_vec();
-        {
-            // Inline, not through the blocking pool: a small spool file is cheaper to write than
-            // a thread hand-off (fsync, when asked, is the slow part either way).
-            use std::io::Write;
-            if !qdir.is_dir() {
-                std::fs::create_dir_all(&qdir)?;
-            }
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            if self.fsync {
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, &path)?;
-        }
         if let Some(reason) = p.reason {
-            // Dead letters are kept as files with their reason beside them; nobody consumes them here.
-            tokio::fs::write(path.with_extension("reason"), format!("{} (from {}, {} attempts)", reason, p.origin.unwrap_or("?"), p.attempt)).await?;
+            // Dead letters: a file each, with the reason beside it; nobody consumes them here.
+            let qdir = self.dir.join(p.queue);
+            std::fs::create_dir_all(&qdir)?;
+            let path = qdir.join(self.dead_file_name(p.attempt));
+            std::fs::write(&path, p.body)?;
+            std::fs::write(path.with_extension("reason"), format!("{} (from {}, {} attempts)", reason, p.origin.unwrap_or("?"), p.attempt))?;
             return Ok(());
         }
+        let log = self.log(p.queue)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // Inline, not through the blocking pool: one small append is cheaper than a hand-off.
+        let seg = log.append(seq, p.attempt, p.body)?;
         let tx = self.sender(p.queue);
-        let d = Delivery { body: body.clone(), attempt: p.attempt, trace: p.trace.to_vec(), headers: vec![], acker: Box::new(FileAcker { path, tx: Some((tx.clone(), body, p.attempt)) }) };
+        let body = p.body.to_vec();
+        let d = Delivery {
+            body: body.clone(),
+            attempt: p.attempt,
+            trace: p.trace.to_vec(),
+            headers: vec![],
+            acker: Box::new(LogAcker { log, seg, seq, requeue: Some((tx.clone(), body, p.attempt)) }),
+        };
         tx.send(d).await.map_err(|_| anyhow::anyhow!("local queue {} closed", p.queue))
     }
 
@@ -132,29 +266,41 @@ impl Transport for LocalTransport {
             .unwrap_or_else(|p| p.into_inner())
             .remove(queue)
             .ok_or_else(|| anyhow::anyhow!("queue {queue} is already consumed"))?;
-        // Feed what was left from a previous run, oldest first.
-        let qdir = self.dir.join(queue);
-        tokio::fs::create_dir_all(&qdir).await?;
-        let mut names = Vec::new();
-        let mut rd = tokio::fs::read_dir(&qdir).await?;
-        while let Some(e) = rd.next_entry().await? {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n.ends_with(".msg") {
-                names.push(n);
-            } else if n.ends_with(".tmp") {
-                let _ = tokio::fs::remove_file(e.path()).await;
+        // Feed what was left from a previous run, oldest segment first.
+        let log = self.log(queue)?;
+        let mut segs: Vec<u64> = std::fs::read_dir(&log.dir)?
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log").and_then(|s| s.parse().ok()))
+            .collect();
+        segs.sort();
+        let mut recovered = 0;
+        for seg in segs {
+            if log.inner.lock().unwrap_or_else(|p| p.into_inner()).current.as_ref().is_some_and(|(c, _, _)| *c == seg) {
+                continue;
+            }
+            let mut acks = std::collections::HashSet::new();
+            if let Ok(b) = std::fs::read(log.dir.join(format!("{seg:016}.acks"))) {
+                for c in b.chunks_exact(8) {
+                    let mut s = [0u8; 8];
+                    s.copy_from_slice(c);
+                    acks.insert(u64::from_le_bytes(s));
+                }
+            }
+            let records = read_segment(&log.seg_path(seg), &acks)?;
+            if records.is_empty() {
+                let mut g = log.inner.lock().unwrap_or_else(|p| p.into_inner());
+                remove_segment(&log.dir, seg, &mut g);
+                continue;
+            }
+            log.inner.lock().unwrap_or_else(|p| p.into_inner()).outstanding.insert(seg, records.len());
+            for (seq, attempt, body) in records {
+                recovered += 1;
+                let d = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], acker: Box::new(LogAcker { log: log.clone(), seg, seq, requeue: Some((tx.clone(), body, attempt)) }) };
+                tx.send(d).await.map_err(|_| anyhow::anyhow!("queue closed"))?;
             }
         }
-        names.sort();
-        if !names.is_empty() {
-            tracing::info!(message = "Recovering spooled messages.", queue, count = names.len());
-        }
-        for n in names {
-            let path = qdir.join(&n);
-            let body = tokio::fs::read(&path).await?;
-            let attempt = attempt_of(&n);
-            let d = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], acker: Box::new(FileAcker { path, tx: Some((tx.clone(), body, attempt)) }) };
-            tx.send(d).await.map_err(|_| anyhow::anyhow!("queue closed"))?;
+        if recovered > 0 {
+            tracing::info!(message = "Recovering spooled messages.", queue, count = recovered);
         }
         Ok(rx)
     }
@@ -167,14 +313,14 @@ impl Transport for LocalTransport {
     }
 
     async fn depth(&self, queue: &str) -> Option<u64> {
-        let mut rd = tokio::fs::read_dir(self.dir.join(queue)).await.ok()?;
-        let mut n = 0;
-        while let Ok(Some(e)) = rd.next_entry().await {
-            if e.file_name().to_string_lossy().ends_with(".msg") {
-                n += 1;
-            }
+        if queue == edinode_actors::queues::DEAD {
+            let rd = std::fs::read_dir(self.dir.join(queue)).ok()?;
+            return Some(rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".msg")).count() as u64);
         }
-        Some(n)
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let l = logs.get(queue)?;
+        let n: usize = l.inner.lock().unwrap_or_else(|p| p.into_inner()).outstanding.values().sum();
+        Some(n as u64)
     }
 
     async fn ready(&self) -> bool {
@@ -184,27 +330,21 @@ impl Transport for LocalTransport {
     async fn replay_dead(&self, id: Option<&str>) -> anyhow::Result<usize> {
         let dead = self.dir.join(edinode_actors::queues::DEAD);
         let mut n = 0;
-        let Ok(mut rd) = tokio::fs::read_dir(&dead).await else { return Ok(0) };
-        let mut names = Vec::new();
-        while let Some(e) = rd.next_entry().await? {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with(".msg") {
-                names.push(name);
-            }
-        }
+        let Ok(rd) = std::fs::read_dir(&dead) else { return Ok(0) };
+        let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".msg")).collect();
         names.sort();
         for name in names {
             let path = dead.join(&name);
-            let body = tokio::fs::read(&path).await?;
+            let body = std::fs::read(&path)?;
             if !id.is_none_or(|i| crate::transport::contains(&body, i.as_bytes())) {
                 continue;
             }
-            let reason = tokio::fs::read_to_string(path.with_extension("reason")).await.unwrap_or_default();
+            let reason = std::fs::read_to_string(path.with_extension("reason")).unwrap_or_default();
             // "<reason> (from <queue>, <n> attempts)"
             let Some(queue) = reason.rsplit_once("(from ").and_then(|(_, r)| r.split(',').next()).map(str::to_string) else { continue };
             self.publish(Publish { queue: &queue, body: &body, attempt: 0, reason: None, origin: None, trace: &[] }).await?;
-            let _ = tokio::fs::remove_file(&path).await;
-            let _ = tokio::fs::remove_file(path.with_extension("reason")).await;
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path.with_extension("reason"));
             n += 1;
         }
         Ok(n)
