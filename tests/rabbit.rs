@@ -342,6 +342,17 @@ fn documents_put_on_edinode_outbound_are_sent_and_bad_ones_dead_lettered() {
         .write(&ds);
     let _sender = start_node(&scfg, &ds, &[], &[("EDINODE__NODE__ID", "out")]);
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // An enterprise consumer of edinode.events.
+    let events_q = unique("events-");
+    let (_econn, ech) = rt.block_on(async {
+        use lapin::options::*;
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_declare("edinode.events".into(), lapin::ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+        ch.queue_declare(events_q.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, Default::default()).await.unwrap();
+        ch.queue_bind(events_q.as_str().into(), "edinode.events".into(), "#".into(), Default::default(), Default::default()).await.unwrap();
+        (conn, ch)
+    });
     rt.block_on(async {
         use lapin::options::*;
         use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -391,4 +402,22 @@ fn documents_put_on_edinode_outbound_are_sent_and_bad_ones_dead_lettered() {
         String::new()
     });
     assert!(reason.contains("unknown partner nobody"), "{reason}");
+    // Outcomes on edinode.events: two deliveries (with their MDN verified) and one rejection.
+    let kinds = rt.block_on(async {
+        let mut kinds = Vec::new();
+        for _ in 0..50 {
+            match ech.basic_get(events_q.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
+                Some(d) => {
+                    let v: serde_json::Value = serde_json::from_slice(&d.delivery.data).unwrap();
+                    kinds.push((v["kind"].as_str().unwrap().to_string(), v["message_id"].as_str().unwrap().to_string()));
+                }
+                None if kinds.len() >= 3 => break,
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        kinds
+    });
+    assert!(kinds.contains(&("outbound.delivered".to_string(), "<bus-0@erp>".to_string())), "{kinds:?}");
+    assert!(kinds.contains(&("outbound.delivered".to_string(), "<bus-1@erp>".to_string())), "{kinds:?}");
+    assert!(kinds.iter().any(|(k, m)| k == "outbound.rejected" && m == "bus-2@erp"), "{kinds:?}");
 }
