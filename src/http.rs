@@ -157,8 +157,15 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(st: web::Data<HttpState>) -> HttpResponse {
     let broker = st.transport.ready().await;
     let state = st.cx.state.ping().await;
-    let body = serde_json::json!({"ready": broker && state, "broker": broker, "state": state});
-    if broker && state {
+    let mut buckets = serde_json::Map::new();
+    for (station, b) in st.cx.buckets.iter() {
+        let prefix = st.cx.directory.stations.get(station).map(|s| format!("AS2/send/{}/", s.as2_id)).unwrap_or_default();
+        let ok = matches!(tokio::time::timeout(Duration::from_secs(3), b.store.ping(&prefix)).await, Ok(Ok(())));
+        buckets.insert(station.clone(), serde_json::Value::Bool(ok));
+    }
+    let s3 = buckets.values().all(|v| v == &serde_json::Value::Bool(true));
+    let body = serde_json::json!({"ready": broker && state && s3, "broker": broker, "state": state, "s3": buckets});
+    if broker && state && s3 {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -210,6 +210,12 @@ fn inbound_files_land_under_as2gateway_with_test_level_and_outbox_rules_hold() {
     wait_for(10, "the source removed", || (!exists(&s3, "AS2/send/edinode/nobody/x.edi")).then_some(()));
     assert!(std::fs::read_to_string(&node.log).unwrap().contains("moved to failed/"));
     assert_eq!(got.lock().unwrap().len(), 3, "nothing else was sent");
+    // /readyz covers the configured bucket: ready now, unready once the S3 server is gone.
+    let ready = reqwest::blocking::get(format!("{}/readyz", node.url)).unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    assert!(ready.text().unwrap().contains("\"s3\":{\"edinode\":true}"));
+    drop(s3);
+    wait_for(15, "/readyz to turn unready without S3", || (reqwest::blocking::get(format!("{}/readyz", node.url)).unwrap().status().as_u16() == 503).then_some(()));
 }
 
 #[test]

@@ -106,6 +106,8 @@ pub trait ObjectStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, String>;
     async fn delete(&self, key: &str) -> Result<(), String>;
     async fn copy(&self, from: &str, to: &str) -> Result<(), String>;
+    /// A cheap request proving the bucket answers (for /readyz).
+    async fn ping(&self, prefix: &str) -> Result<(), String>;
 }
 
 /// How received files are named under `inbox/` so names never collide.

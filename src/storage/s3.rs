@@ -336,4 +336,7 @@ impl edinode_actors::ObjectStore for S3Store {
     async fn copy(&self, from: &str, to: &str) -> Result<(), String> {
         S3Store::copy(self, from, to).await.map_err(|e| format!("CopyObject {from} -> {to}: {e}"))
     }
+    async fn ping(&self, prefix: &str) -> Result<(), String> {
+        self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(1).send().await.map(|_| ()).map_err(|e| format!("ListObjectsV2 {prefix}: {e}"))
+    }
 }
