@@ -149,10 +149,7 @@ async fn as4(req: HttpRequest, payload: web::Payload, st: web::Data<As4State>) -
 
 /// The admin bearer token, compared in constant time (as the rest of the admin API).
 fn authorized(req: &HttpRequest, token: Option<&str>) -> bool {
-    let Some(token) = token else { return false };
-    let Some(h) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else { return false };
-    let Some(given) = h.strip_prefix("Bearer ").map(str::trim) else { return false };
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    crate::http::bearer_ok(req, token)
 }
 
 /// POST /api/as4/submit: a JSON [`Submission`]; 202 with the message id once it is queued.

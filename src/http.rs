@@ -181,9 +181,14 @@ pub async fn metrics(st: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(st.cx.metrics.render())
 }
 
-/// Constant-time-ish comparison of the bearer token.
 fn authorized(req: &HttpRequest, st: &HttpState) -> bool {
-    let Some(token) = &st.admin_token else { return false };
+    bearer_ok(req, st.admin_token.as_deref())
+}
+
+/// The request carries `Authorization: Bearer <token>` (compared in constant time); no token
+/// configured means no access.
+pub fn bearer_ok(req: &HttpRequest, token: Option<&str>) -> bool {
+    let Some(token) = token else { return false };
     let Some(h) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else { return false };
     let Some(given) = h.strip_prefix("Bearer ").map(str::trim) else { return false };
     given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
