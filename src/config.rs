@@ -65,6 +65,17 @@ pub struct HttpSettings {
     pub sync_mdn_timeout_secs: u64,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Time a client has to send its request head (method, path, headers) after connecting.
+    pub header_timeout_secs: u64,
+    /// A request body that delivers no byte for this long is answered 408 and its connection
+    /// closed.
+    pub body_idle_timeout_secs: u64,
+    /// A request body must be complete within this time (408 otherwise), however it trickles.
+    pub body_timeout_secs: u64,
+    /// Idle time of a kept-alive connection between requests.
+    pub keep_alive_secs: u64,
+    /// Open connections per worker; beyond it new connections wait in the backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Deserialize)]
@@ -125,8 +136,14 @@ pub struct SpoolSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MdnSettings {
-    /// Attempts to POST an asynchronous MDN.
+    /// Attempts to POST an asynchronous MDN (queue edinode.mdn_post) before it is dead-lettered.
     pub async_post_attempts: u32,
+    /// First delay between asynchronous MDN POST attempts; doubles each attempt (at most 5 min).
+    pub async_retry_base_ms: u64,
+    /// Asynchronous MDN POSTs in flight at once, per node (separate from synchronous MDNs).
+    pub async_post_concurrency: u16,
+    /// Time limit of one asynchronous MDN POST (connect and answer).
+    pub async_post_timeout_secs: u64,
 }
 
 /// The AS4 pull sender: POST /as4 (partners), POST /api/as4/submit and `edinode.as4.submit`.
@@ -155,7 +172,7 @@ pub struct KeyPairConfig {
     pub cert: Option<PathBuf>,
     pub pkcs12: Option<PathBuf>,
     /// Password of the PKCS#12 file or of an encrypted PEM key.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +189,23 @@ pub struct StationConfig {
     pub s3: Option<S3Config>,
 }
 
+/// A password or key in the configuration: deserialized as a plain string, never printed.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
@@ -182,7 +216,7 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     /// Static credentials; absent: the default AWS credential chain.
     pub access_key: Option<String>,
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
     /// Save received files under as2gateway/<station>/<partner>/inbox/ (default on).
     #[serde(default = "yes")]
     pub inbound: bool,
@@ -258,6 +292,14 @@ pub struct PartnerConfig {
     pub verify_certs: Vec<PathBuf>,
     pub encryption_cert: Option<PathBuf>,
     pub url: Option<String>,
+    /// Where this partner may ask for asynchronous MDNs: URL prefixes (scheme, host, port and
+    /// path start). Empty: only the scheme, host and port of `url`. No `url` either: none.
+    #[serde(default)]
+    pub async_mdn_urls: Vec<String>,
+    /// Allow asynchronous MDNs to host names that resolve to loopback, link-local or private
+    /// addresses (an IP literal written in `async_mdn_urls` or `url` is allowed as written).
+    #[serde(default)]
+    pub async_mdn_private: bool,
     #[serde(default)]
     pub test: bool,
     #[serde(default)]
@@ -295,7 +337,7 @@ pub struct OutboundConfig {
     /// Chunked transfer encoding instead of Content-Length.
     pub chunked: bool,
     pub basic_auth_user: Option<String>,
-    pub basic_auth_password: Option<String>,
+    pub basic_auth_password: Option<Secret>,
     /// Extra CA certificate (PEM) for the partner's HTTPS.
     pub ca_cert: Option<PathBuf>,
     /// Our TLS client certificate and key (PEM).
@@ -379,7 +421,7 @@ fn load_cert(src: &str, key: &str, path: &Path) -> Result<X509, ConfigError> {
 fn load_pair(src: &str, key: &str, kp: &KeyPairConfig) -> Result<(PKey<Private>, X509), ConfigError> {
     if let Some(p12) = &kp.pkcs12 {
         let b = read(src, key, p12)?;
-        let pass = kp.password.clone().unwrap_or_default();
+        let pass = kp.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
         let parsed = openssl::pkcs12::Pkcs12::from_der(&b)
             .and_then(|p| p.parse2(&pass))
             .map_err(|e| err(src, format!("{key}.pkcs12"), format!("cannot open {}: {e} (wrong password, or RC2 encryption OpenSSL 3 refuses)", p12.display())))?;
@@ -393,7 +435,7 @@ fn load_pair(src: &str, key: &str, kp: &KeyPairConfig) -> Result<(PKey<Private>,
     };
     let kb = read(src, &format!("{key}.key"), kpath)?;
     let k = match &kp.password {
-        Some(p) => PKey::private_key_from_pem_passphrase(&kb, p.as_bytes()),
+        Some(p) => PKey::private_key_from_pem_passphrase(&kb, p.expose().as_bytes()),
         None => PKey::private_key_from_pem(&kb),
     }
     .map_err(|e| err(src, format!("{key}.key"), format!("{} holds no usable private key: {e}", kpath.display())))?;
@@ -462,12 +504,18 @@ pub fn directory(s: &Settings, src: &str) -> Result<Directory, ConfigError> {
             return Err(err(src, format!("{key}.verify_certs"), "require_signed needs at least one certificate"));
         }
         let outbound = outbound_profile(src, &key, &p.outbound, encryption_cert.is_some(), &s.http.public_url)?;
+        for (i, u) in p.async_mdn_urls.iter().enumerate() {
+            if !edinode_proto::profile::MdnUrlPolicy::valid_prefix(u) {
+                return Err(err(src, format!("{key}.async_mdn_urls[{i}]"), format!("{u} is not an http(s) URL prefix")));
+            }
+        }
         let partner = Partner {
             name: name.clone(),
             as2_id: p.as2_id.clone(),
             station: p.station.clone(),
             verify_certs,
             encryption_cert,
+            mdn_urls: edinode_proto::profile::MdnUrlPolicy::new(&p.async_mdn_urls, p.url.as_deref(), p.async_mdn_private),
             url: p.url.clone(),
             policy,
             test: p.test,
@@ -528,7 +576,7 @@ fn outbound_profile(src: &str, key: &str, o: &OutboundConfig, has_enc_cert: bool
         _ => return Err(err(src, k("client_cert"), "client_cert and client_key go together")),
     };
     let basic_auth = match (&o.basic_auth_user, &o.basic_auth_password) {
-        (Some(u), p) => Some((u.clone(), p.clone().unwrap_or_default())),
+        (Some(u), p) => Some((u.clone(), p.as_ref().map(|p| p.expose().to_string()).unwrap_or_default())),
         (None, None) => None,
         (None, Some(_)) => return Err(err(src, k("basic_auth_user"), "basic_auth_password without a user")),
     };
@@ -557,7 +605,7 @@ fn outbound_profile(src: &str, key: &str, o: &OutboundConfig, has_enc_cert: bool
     })
 }
 
-pub const ACTORS: &[&str] = &["http_receiver", "mime_unwrapper", "decryptor", "verifier", "mdn_sender", "deliverer", "as2_sender", "outbound_intake", "mdn_monitor", "s3_outbox"];
+pub const ACTORS: &[&str] = &["http_receiver", "mime_unwrapper", "decryptor", "verifier", "mdn_sender", "mdn_poster", "deliverer", "as2_sender", "outbound_intake", "mdn_monitor", "s3_outbox"];
 
 /// Parse the actor selection.
 pub fn actors(spec: &str) -> Result<Vec<String>, String> {

@@ -6,7 +6,7 @@
 
 use crate::transport::{Publish, Transport};
 use actix_web::{web, HttpRequest, HttpResponse};
-use edinode_actors::http_receiver::{self, Answer};
+use edinode_actors::http_receiver::{self, Answer, ReceivedBody, Refusal};
 use edinode_actors::{queues, NodeContext};
 use edinode_proto::envelope::Reply;
 use edinode_proto::mime::Header;
@@ -48,6 +48,17 @@ pub struct HttpState {
     pub admin_token: Option<String>,
     /// Redis (or local state) liveness for /readyz.
     pub redis_configured: bool,
+    pub limits: HttpLimits,
+}
+
+/// Bounds on a partner's request body.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_body: usize,
+    /// No body byte for this long: 408.
+    pub body_idle: Duration,
+    /// The whole body within this time: else 408.
+    pub body_total: Duration,
 }
 
 pub fn text(status: u16, msg: &str) -> HttpResponse {
@@ -56,7 +67,7 @@ pub fn text(status: u16, msg: &str) -> HttpResponse {
         .body(format!("{msg}\n"))
 }
 
-pub async fn as2(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) -> HttpResponse {
+pub async fn as2(req: HttpRequest, payload: web::Payload, st: web::Data<HttpState>) -> HttpResponse {
     let headers: Vec<Header> = req
         .headers()
         .iter()
@@ -73,44 +84,86 @@ pub async fn as2(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) -
         station = tracing::field::Empty,
         partner = tracing::field::Empty,
         direction = "inbound",
-        size = body.len(),
+        size = tracing::field::Empty,
         error = tracing::field::Empty,
     );
     let trace_in: Vec<(String, String)> = headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
     crate::telemetry::set_parent(&span, &trace_in);
-    let resp = receive(headers, body, st.clone()).instrument(span.clone()).await;
+    let resp = receive(headers, payload, st.clone()).instrument(span.clone()).await;
     span.record("http.status_code", resp.status().as_u16());
     st.cx.metrics.http_requests.with_label_values(&["/as2", resp.status().as_str()]).inc();
     resp
 }
 
-async fn receive(headers: Vec<Header>, body: web::Bytes, st: web::Data<HttpState>) -> HttpResponse {
-    st.cx.metrics.bytes.with_label_values(&["inbound"]).inc_by(body.len() as u64);
-    let ct = edinode_proto::mime::get(&headers, "content-type").unwrap_or("");
-    if edinode_actors::as2_sender::looks_like_mdn(ct, &body) {
-        // An asynchronous MDN for a message we sent.
-        let pairs: Vec<(String, String)> = headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
-        return match edinode_actors::as2_sender::settle_async_mdn(&st.cx, &pairs, &body).await {
-            Ok(outs) => match crate::runner::publish_outs(st.transport.as_ref(), outs).await {
-                Ok(()) => text(200, "MDN received"),
-                Err(e) => text(503, &format!("MDN could not be recorded: {e}")),
-            },
-            Err(reason) => {
-                tracing::warn!(message = "Asynchronous MDN refused.", %reason);
-                text(400, &reason)
-            }
-        };
-    }
-    let accepted = match http_receiver::accept(&st.cx, headers, &body, &st.reply_queue, crate::storage::now_ms()).await {
-        Ok(a) => a,
-        Err(r) => {
-            tracing::warn!(message = "AS2 request refused.", reason = %r, status = r.http_status());
-            tracing::Span::current().record("error", r.to_string().as_str());
-            return text(r.http_status(), &r.to_string());
+/// Answer a refusal; the connection is closed when the body was not read to its end.
+fn refuse(r: &Refusal) -> HttpResponse {
+    tracing::warn!(message = "AS2 request refused.", reason = %r, status = r.http_status());
+    tracing::Span::current().record("error", r.to_string().as_str());
+    text(r.http_status(), &r.to_string())
+}
+
+/// Read a request body as it arrives into `sink`: no byte for `idle` or not complete within
+/// `total` is a timeout; a body beyond the limit is refused as soon as it passes it.
+async fn read_body(mut payload: web::Payload, mut sink: http_receiver::BodySink<'_>, idle: Duration, total: Duration) -> Result<ReceivedBody, Refusal> {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + total;
+    loop {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, payload.next()).await {
+            Err(_) if tokio::time::Instant::now() >= deadline => return Err(Refusal::Timeout(format!("the body was not complete within {} s", total.as_secs()))),
+            Err(_) => return Err(Refusal::Timeout(format!("no body data for {} s", idle.as_secs()))),
+            Ok(None) => return sink.finish().await,
+            Ok(Some(Err(e))) => return Err(Refusal::BadRequest(format!("unreadable body: {e}"))),
+            Ok(Some(Ok(chunk))) => sink.push(&chunk).await?,
         }
+    }
+}
+
+async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<HttpState>) -> HttpResponse {
+    // Who is calling, from the headers alone: nothing is read or stored for an unknown sender.
+    let ident = match http_receiver::identify(&st.cx, &headers) {
+        Ok(i) => i,
+        Err(r) => return refuse(&r),
     };
-    // The request is stored: do not hold its body while waiting for the MDN.
-    drop(body);
+    let span = tracing::Span::current();
+    span.record("message_id", ident.request.message_id.as_str());
+    span.record("station", ident.station.as_str());
+    span.record("partner", ident.partner.as_str());
+    let declared = edinode_proto::mime::get(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.limits.max_body as u64) {
+        return refuse(&Refusal::TooLarge(st.limits.max_body));
+    }
+    let sink = http_receiver::BodySink::new(&st.cx, &ident, &headers, st.limits.max_body);
+    let body = match read_body(payload, sink, st.limits.body_idle, st.limits.body_total).await {
+        Ok(b) => b,
+        Err(r) => return refuse(&r),
+    };
+    span.record("size", body.len());
+    st.cx.metrics.bytes.with_label_values(&["inbound"]).inc_by(body.len());
+    let ct = edinode_proto::mime::get(&headers, "content-type").unwrap_or("");
+    if let ReceivedBody::Inline(b) = &body {
+        if edinode_actors::as2_sender::looks_like_mdn(ct, b) {
+            // An asynchronous MDN for a message we sent, from a partner we know.
+            let pairs: Vec<(String, String)> = headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+            return match edinode_actors::as2_sender::settle_async_mdn(&st.cx, &pairs, b).await {
+                Ok(outs) => match crate::runner::publish_outs(st.transport.as_ref(), outs).await {
+                    Ok(()) => text(200, "MDN received"),
+                    Err(e) => text(503, &format!("MDN could not be recorded: {e}")),
+                },
+                Err(reason) => {
+                    tracing::warn!(message = "Asynchronous MDN refused.", %reason);
+                    text(400, &reason)
+                }
+            };
+        }
+    } else if ct.to_ascii_lowercase().starts_with("multipart/report") {
+        let _ = st.cx.blobs.delete(&http_receiver::layer0_key(&ident.id)).await;
+        return refuse(&Refusal::TooLarge(st.cx.limits.inline_threshold));
+    }
+    let accepted = match http_receiver::accept(&st.cx, ident, &headers, body, &st.reply_queue, crate::storage::now_ms()).await {
+        Ok(a) => a,
+        Err(r) => return refuse(&r),
+    };
     edinode_actors::describe(&accepted.first.ctx);
     let id = accepted.id.clone();
     let waiter = (accepted.answer == Answer::SyncMdn).then(|| st.waiters.register(&id));

@@ -34,7 +34,7 @@ pub fn s3_settings(c: &crate::config::S3Config) -> crate::storage::s3::S3Setting
         region: c.region.clone(),
         endpoint: c.endpoint.clone(),
         access_key: c.access_key.clone(),
-        secret_key: c.secret_key.clone(),
+        secret_key: c.secret_key.as_ref().map(|k| k.expose().to_string()),
     }
 }
 
@@ -79,9 +79,16 @@ async fn buckets(settings: &Settings) -> std::collections::HashMap<String, edino
 pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
     let directory = config::directory(&settings, src)?;
     let data = settings.node.data_dir.clone();
-    let blobs = Arc::new(FsBlobStore::new(&data.join("blobs"))?);
+    let fsync = settings.spool.fsync;
+    // Temporary inbox files of deliveries cut short (kill -9); younger ones may be another
+    // node's write in progress.
+    let swept = edinode_actors::files::sweep_temp(&edinode_actors::files::inbox_temp_dir(&settings.node.inbox), Duration::from_secs(3600));
+    if swept > 0 {
+        tracing::info!(message = "Removed temporary inbox files left by an interrupted delivery.", count = swept);
+    }
+    let blobs = Arc::new(FsBlobStore::new(&data.join("blobs"), fsync)?);
     let state: Arc<dyn StateStore> = if settings.redis.url.is_empty() {
-        Arc::new(LocalState::open(&data.join("state.jsonl"))?)
+        Arc::new(LocalState::open(&data.join("state.jsonl"), fsync)?)
     } else {
         Arc::new(RedisState::connect(&settings.redis.url, &settings.redis.prefix).await?)
     };
@@ -104,14 +111,47 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         blobs,
         state,
         limits,
-        http: reqwest::Client::builder().build()?,
+        // Outbound calls go only where configuration points: never follow a redirect.
+        http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?,
         inbox: settings.node.inbox.clone(),
         reporting_ua: settings.node.reporting_ua.clone(),
         mdn_post_attempts: settings.mdn.async_post_attempts,
         metrics: Arc::new(edinode_actors::metrics::Metrics::new()),
         buckets: Arc::new(buckets(&settings).await),
+        fsync,
     };
     Ok(Node { cx, transport, settings })
+}
+
+/// Raise the open-file limit to its hard maximum and fit the connection limit under it: each
+/// connection holds a descriptor, and RabbitMQ, Redis, the spool and blob files need some too.
+/// Returns the per-worker connection limit to use (warns when it had to be lowered).
+fn fd_budget(workers: usize, wanted_per_worker: usize) -> usize {
+    const RESERVED: u64 = 256;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return wanted_per_worker;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let needed = (workers * wanted_per_worker) as u64 + RESERVED;
+    if lim.rlim_cur >= needed {
+        return wanted_per_worker;
+    }
+    let fit = (lim.rlim_cur.saturating_sub(RESERVED) / workers as u64).max(16) as usize;
+    tracing::warn!(
+        message = "The open-file limit is too low for the configured connections; lowering http.max_connections.",
+        nofile = lim.rlim_cur,
+        needed,
+        max_connections_per_worker = fit,
+        hint = "raise it (ulimit -n, LimitNOFILE=) to workers x max_connections + 256",
+    );
+    fit
 }
 
 /// The HTTPS listener's TLS setup; with a client CA, partners must present a certificate it
@@ -137,26 +177,35 @@ impl Node {
         let actors = config::actors(&self.settings.node.actors).map_err(anyhow::Error::msg)?;
         let retry = RetryPolicy { max_attempts: self.settings.rabbitmq.max_attempts.max(1), base: Duration::from_millis(self.settings.rabbitmq.retry_base_ms) };
         let prefetch = self.settings.rabbitmq.prefetch;
-        let has = |n: &str| actors.iter().any(|a| a == n);
+        // The MdnPoster goes with the MdnSender unless chosen on its own.
+        let has = |n: &str| actors.iter().any(|a| a == n) || (n == "mdn_poster" && actors.iter().any(|a| a == "mdn_sender"));
         // Open every consumer first (the embedded spool replays here), then start processing.
         let mut pending = Vec::new();
         macro_rules! consumer {
             ($name:literal, $actor:expr, $ty:ty) => {
+                consumer!($name, $actor, $ty, prefetch, retry)
+            };
+            ($name:literal, $actor:expr, $ty:ty, $prefetch:expr, $retry:expr) => {
                 if has($name) {
-                    let rx = self.transport.consume(<$ty as Actor>::QUEUE, prefetch).await?;
+                    let pf: u16 = $prefetch;
+                    let rx = self.transport.consume(<$ty as Actor>::QUEUE, pf).await?;
                     pending.push(Box::new({
-                        let (cx, t, retry) = (self.cx.clone(), self.transport.clone(), retry.clone());
-                        let conc = usize::from(prefetch);
+                        let (cx, t, retry) = (self.cx.clone(), self.transport.clone(), $retry.clone());
+                        let conc = usize::from(pf);
                         move || runner::spawn($actor, cx, t, rx, conc, retry)
                     }) as Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>);
                 }
             };
         }
+        let m = &self.settings.mdn;
+        let mdn_retry = RetryPolicy { max_attempts: m.async_post_attempts.max(1), base: Duration::from_millis(m.async_retry_base_ms) };
+        let mdn_poster = edinode_actors::mdn_poster::MdnPoster { timeout: Duration::from_secs(m.async_post_timeout_secs.max(1)) };
         use edinode_actors::*;
         consumer!("mime_unwrapper", mime_unwrapper::MimeUnwrapper, mime_unwrapper::MimeUnwrapper);
         consumer!("decryptor", decryptor::Decryptor, decryptor::Decryptor);
         consumer!("verifier", verifier::Verifier, verifier::Verifier);
         consumer!("mdn_sender", mdn_sender::MdnSender, mdn_sender::MdnSender);
+        consumer!("mdn_poster", mdn_poster, mdn_poster::MdnPoster, m.async_post_concurrency.max(1), mdn_retry);
         consumer!("deliverer", deliverer::Deliverer, deliverer::Deliverer);
         consumer!("as2_sender", as2_sender::As2Sender::default(), as2_sender::As2Sender);
         if has("outbound_intake") {
@@ -205,8 +254,16 @@ impl Node {
             sync_timeout: Duration::from_secs(self.settings.http.sync_mdn_timeout_secs),
             admin_token: (!admin.token.is_empty()).then(|| admin.token.clone()),
             redis_configured: !self.settings.redis.url.is_empty(),
+            limits: http::HttpLimits {
+                max_body: self.settings.http.max_body_bytes,
+                body_idle: Duration::from_secs(self.settings.http.body_idle_timeout_secs.max(1)),
+                body_total: Duration::from_secs(self.settings.http.body_timeout_secs.max(1)),
+            },
         });
         let max_body = self.settings.http.max_body_bytes;
+        let h = &self.settings.http;
+        let workers = h.workers.max(1);
+        let max_connections = fd_budget(workers, h.max_connections);
         let listen = self.settings.http.listen.clone();
         let admin_on_partner_listener = admin.listen.is_empty();
         let as4 = web::Data::new(crate::as4::As4State::start(&self.cx, self.transport.clone(), &self.settings).await?);
@@ -222,8 +279,12 @@ impl Node {
                 .route("/readyz", web::get().to(http::readyz));
             if admin_on_partner_listener { app.configure(http::admin_routes).configure(crate::as4::admin_routes).route("/metrics", web::get().to(http::metrics)) } else { app }
         })
-        .workers(self.settings.http.workers.max(1))
-        .max_connection_rate(1024)
+        .workers(workers)
+        .max_connection_rate(256)
+        .max_connections(max_connections)
+        .client_request_timeout(Duration::from_secs(h.header_timeout_secs.max(1)))
+        .client_disconnect_timeout(Duration::from_secs(2))
+        .keep_alive(Duration::from_secs(h.keep_alive_secs.max(1)))
         .bind(&listen)?;
         for a in server.addrs() {
             // Tests and scripts read this line to find the port when listening on :0.

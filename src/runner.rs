@@ -1,5 +1,6 @@
 //! The runner: consumes an actor's queue, calls its handler, publishes the outputs durably and
-//! only then acknowledges. Transient failures are retried with exponential backoff; after
+//! only then acknowledges. Transient failures are retried with exponential backoff (a delayed
+//! republish: no consumer slot waits out a backoff); after
 //! `max_attempts`, or on a permanent failure, the input goes to `edinode.dead` with the reason
 //! and the attempt count.
 
@@ -88,8 +89,9 @@ async fn process_in_span<A: Actor>(actor: &A, cx: &NodeContext, t: &dyn Transpor
         Err(ActorError::Transient(reason)) if d.attempt + 1 < retry.max_attempts => {
             tracing::warn!(message = "Transient failure; retrying.", actor = A::NAME, attempt = d.attempt + 1, %reason);
             cx.metrics.retries.with_label_values(&[A::NAME]).inc();
-            tokio::time::sleep(retry.delay(d.attempt)).await;
-            t.publish(Publish { queue: A::QUEUE, body: &d.body, attempt: d.attempt + 1, reason: None, origin: None, trace: &d.trace }).await.is_ok()
+            // The wait happens in the broker or spool: this slot is free for the next delivery.
+            let again = Publish { queue: A::QUEUE, body: &d.body, attempt: d.attempt + 1, reason: None, origin: None, trace: &d.trace };
+            t.publish_delayed(again, retry.delay(d.attempt)).await.is_ok()
         }
         Err(ActorError::Transient(reason)) | Err(ActorError::Permanent(reason)) => dead_letter(t, cx, A::NAME, A::QUEUE, &d, &reason).await.is_ok(),
     };

@@ -1,10 +1,15 @@
 //! Deliverer: writes each document with its file name into `<inbox>/<station>/<partner>/` and
 //! publishes it on the `edinode.inbound` exchange (headers as2-from, as2-to, message-id,
-//! filename, content-type). Names are claimed in the state store before writing, so a retry of
-//! the same delivery rewrites the same file instead of adding a second one. S3 delivery is a
-//! later sink beside this one.
+//! filename, content-type), and into the station's S3 bucket when configured.
+//!
+//! A file is never replaced, whatever runs concurrently: a name is first claimed in the shared
+//! state store (one owner per name, across nodes), then the finished file is hard-linked to it,
+//! which fails atomically if any file already has that name (also one not written by us). A
+//! taken name moves on to `<id>_<name>`, then `<id>_<n>_<name>`, with a log line. A redelivered
+//! delivery finds its own claim and its own file (same bytes) and does not write a second copy.
+//! Temporary files are written under `<inbox>/.edinode-tmp/`, outside the partner folders.
 
-use crate::{queues, Actor, ActorError, NodeContext, Out};
+use crate::{files, queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::{Blob, Deliver};
 use std::path::{Path, PathBuf};
 
@@ -17,11 +22,62 @@ pub fn safe_component(s: &str) -> String {
     if c.is_empty() { "_".into() } else { c }
 }
 
-/// Write then rename, inline (cheaper than the blocking pool for the usual small document).
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("part-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+/// Names to try for document `index` of reception `id`, in order.
+fn candidates(id: &str, index: usize, filename: &str) -> impl Iterator<Item = String> {
+    let short = id[..id.len().min(12)].to_string();
+    let filename = filename.to_string();
+    [filename.clone(), format!("{short}_{filename}"), format!("{short}_{index}_{filename}")]
+        .into_iter()
+        .chain((1..).map(move |n| format!("{id}_{index}_{n}_{filename}")))
+}
+
+/// Give document `index` of reception `id` a file in `dir` that replaces nothing; returns its
+/// name. Inline file work: cheaper than the blocking pool for the usual small document.
+async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, filename: &str, data: &[u8]) -> Result<String, ActorError> {
+    let tmp_dir = files::inbox_temp_dir(&cx.inbox);
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| ActorError::Transient(format!("create {}: {e}", tmp_dir.display())))?;
+    let tmp = tmp_dir.join(files::temp_name("part-"));
+    files::write_new(&tmp, &[data], cx.fsync).map_err(|e| ActorError::Transient(format!("write {}: {e}", tmp.display())))?;
+    let me = format!("{id}:{index}");
+    let owner_key = |name: &str| format!("inboxname:{}:{}", dir.display(), name);
+    let result = async {
+        for (tries, name) in candidates(id, index, filename).enumerate() {
+            if tries > 64 {
+                break;
+            }
+            let owner = cx.state.set_once(&owner_key(&name), &me, 30 * 24 * 3600).await.map_err(ActorError::Transient)?;
+            if owner != me {
+                tracing::info!(message = "File name taken in the inbox; trying another.", name = %name, id);
+                continue;
+            }
+            let path = dir.join(&name);
+            if files::link_no_clobber(&tmp, &path, cx.fsync).map_err(|e| ActorError::Transient(format!("link {}: {e}", path.display())))? {
+                return Ok(name);
+            }
+            // The name is ours in the state store but a file has it: our own earlier attempt
+            // (same bytes), or a file someone else put there.
+            if files::same_content(&path, data) {
+                return Ok(name);
+            }
+            tracing::warn!(message = "A file not written by this delivery has the claimed name; trying another.", name = %name, id);
+        }
+        Err(ActorError::Permanent(format!("no free file name for {filename} in {}", dir.display())))
+    }
+    .await;
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn candidate_names_are_distinct_and_keep_the_file_name() {
+        let names: Vec<String> = super::candidates("0123456789abcdef", 2, "po.edi").take(6).collect();
+        assert_eq!(names[..3], ["po.edi", "0123456789ab_po.edi", "0123456789ab_2_po.edi"]);
+        assert!(names.iter().all(|n| n.ends_with("po.edi")));
+        let set: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(set.len(), names.len());
+    }
 }
 
 #[async_trait::async_trait]
@@ -36,23 +92,18 @@ impl Actor for Deliverer {
         let dir: PathBuf = cx.inbox.join(safe_component(&ctx.station)).join(safe_component(&ctx.partner));
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).map_err(|e| ActorError::Transient(format!("create {}: {e}", dir.display())))?;
+            if cx.fsync {
+                for d in [dir.as_path(), dir.parent().unwrap_or(&dir), &cx.inbox] {
+                    files::sync_dir(d).map_err(|e| ActorError::Transient(format!("sync {}: {e}", d.display())))?;
+                }
+            }
         }
         let mut outs = Vec::new();
         let mut names = Vec::new();
         for (i, p) in payloads.iter().enumerate() {
-            // Claim a name: the document's own, or prefixed with our id when taken.
-            let mut candidate = p.filename.clone();
-            if dir.join(&candidate).exists() {
-                candidate = format!("{}_{}", &ctx.id[..ctx.id.len().min(12)], p.filename);
-            }
-            let name = cx
-                .state
-                .set_once(&format!("deliver:{}:{}", ctx.id, i), &candidate, 7 * 24 * 3600)
-                .await
-                .map_err(ActorError::Transient)?;
             let data = cx.load(&p.data).await?;
+            let name = claim_and_write(cx, &dir, &ctx.id, i, &p.filename, &data).await?;
             let path = dir.join(&name);
-            write_atomic(&path, &data).map_err(|e| ActorError::Transient(format!("write {}: {e}", path.display())))?;
             let mut headers = vec![
                 ("as2-from".to_string(), ctx.request.as2_from.clone()),
                 ("as2-to".to_string(), ctx.request.as2_to.clone()),

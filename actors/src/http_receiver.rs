@@ -1,10 +1,15 @@
-//! HttpReceiver: what happens to an AS2 POST before any actor opens it. The web server (in the
-//! node crate) hands over the headers and body; [`accept`] reads the AS2 headers, finds the
-//! station and partner (unknown parties are refused: no MDN is signed for them), stores the raw
-//! request, and returns the first typed message for the MimeUnwrapper.
+//! HttpReceiver: what happens to an AS2 POST before any actor opens it, in the order a
+//! hostile sender cannot change:
+//! 1. [`identify`]: the AS2 headers alone (each routing header exactly once) name a known
+//!    station and partner, and the asynchronous MDN address the partner asked for is one its
+//!    configuration allows. Nothing is read, stored or allocated for a sender before this.
+//! 2. The web server (node crate) reads the body as it arrives, bounded in size and time, into
+//!    memory up to the inline threshold and beyond it straight into one blob ([`BodySink`]).
+//! 3. [`accept`] stores the raw capture (without credentials) and returns the first typed message
+//!    for the MimeUnwrapper.
 
-use crate::{ActorError, NodeContext};
-use edinode_proto::envelope::{Inbound, ReplyRoute, Security, Unwrap};
+use crate::{ActorError, BlobWriter, NodeContext};
+use edinode_proto::envelope::{Blob, Inbound, ReplyRoute, Security, Unwrap};
 use edinode_proto::headers::As2Request;
 use edinode_proto::mime::Header;
 use edinode_proto::unwrap;
@@ -14,10 +19,14 @@ use edinode_proto::unwrap;
 pub enum Refusal {
     #[error("{0}")]
     BadRequest(String),
-    #[error("unknown AS2-To {0}: no such station")]
-    UnknownStation(String),
-    #[error("unknown AS2-From {from} for station {to}")]
-    UnknownPartner { from: String, to: String },
+    /// Unknown station or unknown partner: one answer for both, so a caller cannot probe
+    /// which AS2 ids exist.
+    #[error("this AS2-From/AS2-To pair is not accepted here")]
+    NotAccepted,
+    #[error("the body exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Timeout(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
 }
@@ -26,7 +35,9 @@ impl Refusal {
     pub fn http_status(&self) -> u16 {
         match self {
             Refusal::BadRequest(_) => 400,
-            Refusal::UnknownStation(_) | Refusal::UnknownPartner { .. } => 403,
+            Refusal::NotAccepted => 403,
+            Refusal::TooLarge(_) => 413,
+            Refusal::Timeout(_) => 408,
             Refusal::Unavailable(_) => 503,
         }
     }
@@ -41,6 +52,17 @@ pub enum Answer {
     Immediate,
 }
 
+/// A request whose sender and recipient are known to us (not yet proven: signatures come later).
+#[derive(Debug, Clone)]
+pub struct Identified {
+    /// Our id for this reception.
+    pub id: String,
+    pub request: As2Request,
+    /// Station and partner names (configuration keys).
+    pub station: String,
+    pub partner: String,
+}
+
 /// An accepted request.
 pub struct Accepted {
     pub id: String,
@@ -48,37 +70,132 @@ pub struct Accepted {
     pub answer: Answer,
 }
 
-/// Serialize the raw request as an HTTP capture (headers, blank line, body), for the record.
-pub fn raw_capture(headers: &[Header], body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 1024);
-    for h in headers {
+/// Request headers never kept in a capture: credentials of the caller or of a proxy.
+const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// Serialize the request head as an HTTP capture (headers, blank line), without credentials.
+pub fn raw_capture_head(headers: &[Header]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    for h in headers.iter().filter(|h| !SECRET_HEADERS.iter().any(|s| h.name.eq_ignore_ascii_case(s))) {
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }
 
-/// Accept an AS2 request. `reply_queue` is this node's reply queue for synchronous MDNs.
-pub async fn accept(cx: &NodeContext, headers: Vec<Header>, body: &[u8], reply_queue: &str, now_ms: i64) -> Result<Accepted, Refusal> {
-    let request = As2Request::from_headers(&headers).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+/// Step 1: read the AS2 headers and find station and partner, from the headers alone.
+pub fn identify(cx: &NodeContext, headers: &[Header]) -> Result<Identified, Refusal> {
+    let request = As2Request::from_headers(headers).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let Some(station) = cx.directory.station_by_as2(&request.as2_to) else {
+        tracing::warn!(message = "AS2 request for an unknown station refused.", as2_to = %request.as2_to, as2_from = %request.as2_from);
+        return Err(Refusal::NotAccepted);
+    };
+    let Some(partner) = cx.directory.partner(&request.as2_to, &request.as2_from) else {
+        tracing::warn!(message = "AS2 request from an unknown partner refused.", as2_to = %request.as2_to, as2_from = %request.as2_from);
+        return Err(Refusal::NotAccepted);
+    };
+    if let Some(url) = request.mdn.as_ref().and_then(|m| m.async_url.as_deref()) {
+        // Checked before the body is read: an asynchronous MDN (even an error MDN for a message
+        // that will fail authentication) only ever goes where the partner's configuration says.
+        partner.mdn_urls.check(url).map_err(|e| Refusal::BadRequest(format!("Receipt-Delivery-Option refused: {e}")))?;
+    }
+    Ok(Identified { id: uuid::Uuid::new_v4().simple().to_string(), request, station: station.name.clone(), partner: partner.name.clone() })
+}
+
+/// The blob key of a reception's first entity when its body is too large to travel inline.
+pub fn layer0_key(id: &str) -> String {
+    format!("work/{id}/layer0")
+}
+
+/// Step 2: where a body goes as it arrives. Up to the inline threshold it stays in memory;
+/// past it, the first entity (entity headers, then the body) is streamed into one blob.
+pub struct BodySink<'a> {
+    cx: &'a NodeContext,
+    key: String,
+    entity_head: Vec<u8>,
+    max: usize,
+    buf: Vec<u8>,
+    writer: Option<Box<dyn BlobWriter + 'a>>,
+    len: usize,
+}
+
+/// A body read completely.
+pub enum ReceivedBody {
+    Inline(Vec<u8>),
+    /// The first entity (entity headers + body) is in the blob store under `key`.
+    Stored { key: String, entity_len: u64, body_len: u64 },
+}
+
+impl ReceivedBody {
+    pub fn len(&self) -> u64 {
+        match self {
+            ReceivedBody::Inline(b) => b.len() as u64,
+            ReceivedBody::Stored { body_len, .. } => *body_len,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> BodySink<'a> {
+    pub fn new(cx: &'a NodeContext, ident: &Identified, headers: &[Header], max_body: usize) -> BodySink<'a> {
+        BodySink {
+            cx,
+            key: layer0_key(&ident.id),
+            entity_head: unwrap::entity_from_http(headers, b""),
+            max: max_body,
+            buf: Vec::new(),
+            writer: None,
+            len: 0,
+        }
+    }
+
+    /// Take the next chunk of the body.
+    pub async fn push(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
+        self.len += chunk.len();
+        if self.len > self.max {
+            return Err(Refusal::TooLarge(self.max));
+        }
+        if let Some(w) = self.writer.as_mut() {
+            return w.write(chunk).await.map_err(Refusal::Unavailable);
+        }
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() > self.cx.limits.inline_threshold {
+            let mut w = self.cx.blobs.writer(&self.key).await.map_err(Refusal::Unavailable)?;
+            w.write(&self.entity_head).await.map_err(Refusal::Unavailable)?;
+            w.write(&std::mem::take(&mut self.buf)).await.map_err(Refusal::Unavailable)?;
+            self.writer = Some(w);
+        }
+        Ok(())
+    }
+
+    /// The body is complete.
+    pub async fn finish(self) -> Result<ReceivedBody, Refusal> {
+        match self.writer {
+            None => Ok(ReceivedBody::Inline(self.buf)),
+            Some(w) => {
+                let entity_len = w.finish().await.map_err(Refusal::Unavailable)?;
+                Ok(ReceivedBody::Stored { key: self.key, entity_len, body_len: self.len as u64 })
+            }
+        }
+    }
+}
+
+/// Step 3: accept an identified request with its complete body. `reply_queue` is this node's
+/// reply queue for synchronous MDNs.
+pub async fn accept(cx: &NodeContext, ident: Identified, headers: &[Header], body: ReceivedBody, reply_queue: &str, now_ms: i64) -> Result<Accepted, Refusal> {
     if body.is_empty() {
         return Err(Refusal::BadRequest("empty body".into()));
     }
-    let station = cx.directory.station_by_as2(&request.as2_to).ok_or_else(|| Refusal::UnknownStation(request.as2_to.clone()))?;
-    let partner = cx
-        .directory
-        .partner(&request.as2_to, &request.as2_from)
-        .ok_or_else(|| Refusal::UnknownPartner { from: request.as2_from.clone(), to: request.as2_to.clone() })?;
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let Identified { id, request, station, partner } = ident;
     let raw_key = format!("raw/{id}");
-    // The raw request as an HTTP capture, written in pieces: a large body is never copied.
-    let head = raw_capture(&headers, b"");
-    cx.blobs.put_parts(&raw_key, &[&head, body]).await.map_err(Refusal::Unavailable)?;
-    let raw_len = head.len() + body.len();
+    let head = raw_capture_head(headers);
+    let body_len = body.len();
+    let raw_len = head.len() as u64 + body_len;
     let answer = match &request.mdn {
         Some(m) if m.async_url.is_none() => Answer::SyncMdn,
         _ => Answer::Immediate,
@@ -87,19 +204,32 @@ pub async fn accept(cx: &NodeContext, headers: Vec<Header>, body: &[u8], reply_q
     let ctx = Inbound {
         id: id.clone(),
         received_at_ms: now_ms,
-        station: station.name.clone(),
-        partner: partner.name.clone(),
+        station,
+        partner,
         request,
         reply,
         security: Security::default(),
         raw_key,
-        raw_len: raw_len as u64,
+        raw_len,
         trace: vec![],
     };
-    let entity_head = unwrap::entity_from_http(&headers, b"");
-    let entity = cx.blob_parts(&ctx, "layer0", &[&entity_head, body]).await.map_err(|e| match e {
-        ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),
-    })?;
+    let entity = match body {
+        ReceivedBody::Inline(body) => {
+            // The capture holds the whole request; the first entity travels in the queue.
+            cx.blobs.put_parts(&ctx.raw_key, &[&head, &body]).await.map_err(Refusal::Unavailable)?;
+            let entity_head = unwrap::entity_from_http(headers, b"");
+            cx.blob_parts(&ctx, "layer0", &[&entity_head, &body]).await.map_err(|e| match e {
+                ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),
+            })?
+        }
+        ReceivedBody::Stored { key, entity_len, .. } => {
+            // The body was written once, as the first entity; the capture keeps the head and
+            // says where the body is.
+            let note = format!("[body: {body_len} bytes, stored as the entity {key}]\r\n");
+            cx.blobs.put_parts(&ctx.raw_key, &[&head, note.as_bytes()]).await.map_err(Refusal::Unavailable)?;
+            Blob::Stored { key, len: entity_len }
+        }
+    };
     cx.annotate(
         &id,
         &[
@@ -107,11 +237,26 @@ pub async fn accept(cx: &NodeContext, headers: Vec<Header>, body: &[u8], reply_q
             ("station", ctx.station.clone()),
             ("partner", ctx.partner.clone()),
             ("message_id", ctx.request.message_id.clone()),
-            ("size", body.len().to_string()),
+            ("size", body_len.to_string()),
             ("received_at", now_ms.to_string()),
         ],
     )
     .await;
-    cx.status(&id, "received", &format!("{} bytes from {}", body.len(), ctx.request.as2_from)).await;
+    cx.status(&id, "received", &format!("{} bytes from {}", body_len, ctx.request.as2_from)).await;
     Ok(Accepted { id, first: Unwrap { ctx, entity }, answer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_never_keep_credentials() {
+        let hs: Vec<Header> = [("AS2-From", "a"), ("Authorization", "Basic c2VjcmV0"), ("cookie", "s=1"), ("Proxy-Authorization", "x"), ("Content-Type", "text/plain")]
+            .iter()
+            .map(|(n, v)| Header { name: n.to_string(), value: v.to_string() })
+            .collect();
+        let head = String::from_utf8(raw_capture_head(&hs)).unwrap();
+        assert_eq!(head, "AS2-From: a\r\nContent-Type: text/plain\r\n\r\n");
+    }
 }

@@ -5,7 +5,8 @@
 //! - [`mime_unwrapper`]: classifies the current entity and routes it; decompresses; finishes.
 //! - [`decryptor`]: opens EnvelopedData / AuthEnvelopedData.
 //! - [`verifier`]: checks signatures against the partner's certificates, computes the MIC.
-//! - [`mdn_sender`]: builds (and signs) the MDN, replies synchronously or POSTs it.
+//! - [`mdn_sender`]: builds (and signs) the MDN, replies synchronously or queues it for the
+//!   [`mdn_poster`], which POSTs asynchronous MDNs where the partner's configuration allows.
 //! - [`deliverer`]: writes documents to the inbox and publishes them on `edinode.inbound`.
 //!
 //! The HTTP receiver lives in the node crate (it needs the web server); its logic that is not
@@ -15,7 +16,9 @@
 pub mod as2_sender;
 pub mod decryptor;
 pub mod deliverer;
+pub mod files;
 pub mod http_receiver;
+pub mod mdn_poster;
 pub mod mdn_sender;
 pub mod metrics;
 pub mod mime_unwrapper;
@@ -36,6 +39,8 @@ pub mod queues {
     pub const DECRYPTOR: &str = "edinode.decryptor";
     pub const VERIFIER: &str = "edinode.verifier";
     pub const MDN_SENDER: &str = "edinode.mdn_sender";
+    /// Built asynchronous MDNs waiting to be POSTed (own queue and concurrency).
+    pub const MDN_POST: &str = "edinode.mdn_post";
     pub const DELIVERER: &str = "edinode.deliverer";
     pub const DEAD: &str = "edinode.dead";
     pub const AS2_SENDER: &str = "edinode.as2_sender";
@@ -75,9 +80,41 @@ impl Out {
     }
 }
 
+/// A blob written piece by piece (a request body as it arrives). Nothing is visible under the
+/// key until [`BlobWriter::finish`]; a writer dropped unfinished leaves nothing behind.
+#[async_trait::async_trait]
+pub trait BlobWriter: Send {
+    async fn write(&mut self, data: &[u8]) -> Result<(), String>;
+    /// Make the blob durable and visible under its key; returns its length.
+    async fn finish(self: Box<Self>) -> Result<u64, String>;
+}
+
+/// The fallback writer: collects in memory, stores on finish.
+struct CollectingWriter<'a, S: BlobStore + ?Sized> {
+    store: &'a S,
+    key: String,
+    data: Vec<u8>,
+}
+
+#[async_trait::async_trait]
+impl<S: BlobStore + ?Sized> BlobWriter for CollectingWriter<'_, S> {
+    async fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+    async fn finish(self: Box<Self>) -> Result<u64, String> {
+        self.store.put(&self.key, &self.data).await?;
+        Ok(self.data.len() as u64)
+    }
+}
+
 /// Shared blob storage for raw requests and large bodies (a directory, later S3).
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync {
+    /// Start writing a blob piece by piece (stores that can stream override this).
+    async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, String> {
+        Ok(Box::new(CollectingWriter { store: self, key: key.to_string(), data: Vec::new() }))
+    }
     async fn put(&self, key: &str, data: &[u8]) -> Result<(), String>;
     /// Store the concatenation of `parts` without building it in memory first.
     async fn put_parts(&self, key: &str, parts: &[&[u8]]) -> Result<(), String> {
@@ -218,6 +255,8 @@ pub struct NodeContext {
     pub metrics: Arc<metrics::Metrics>,
     /// S3 integrations by station name.
     pub buckets: Arc<std::collections::HashMap<String, StationBucket>>,
+    /// Sync inbox files and their directory entries before a delivery counts as done.
+    pub fsync: bool,
 }
 
 impl NodeContext {

@@ -1,7 +1,6 @@
 //! MdnSender: turns a message's outcome into an MDN (signed when asked, with the first MIC
 //! algorithm we support from the sender's list), then answers the waiting HTTP request
-//! (synchronous) or POSTs it to Receipt-Delivery-Option (asynchronous, retried with backoff by
-//! the runner).
+//! (synchronous) or queues it for the MdnPoster (asynchronous: `edinode.mdn_post`).
 
 use crate::{queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::alg::DigestAlg;
@@ -97,7 +96,7 @@ impl Actor for MdnSender {
                 match (&c.ctx.reply, c.ctx.request.mdn.as_ref().and_then(|m| m.async_url.clone())) {
                     (_, Some(url)) => {
                         if let Some(mdn) = built {
-                            outs.push(Out::send(queues::MDN_SENDER, &MdnSenderInput::Post(AsyncMdn { ctx: c.ctx.clone(), url, mdn }))?);
+                            outs.push(Out::send(queues::MDN_POST, &AsyncMdn { ctx: c.ctx.clone(), url, mdn })?);
                         }
                     }
                     (Some(route), None) => {
@@ -110,31 +109,8 @@ impl Actor for MdnSender {
                 }
                 Ok(outs)
             }
-            MdnSenderInput::Post(m) => {
-                crate::describe(&m.ctx);
-                // The partner's TLS settings (its CA, our client certificate) apply to MDNs too.
-                let client = match cx.directory.partner(&m.ctx.request.as2_to, &m.ctx.request.as2_from) {
-                    Some(p) if p.outbound.http.ca_pem.is_some() || p.outbound.http.client_identity_pem.is_some() => {
-                        crate::as2_sender::client_for(&p.outbound.http).map_err(ActorError::Permanent)?
-                    }
-                    _ => cx.http.clone(),
-                };
-                let mut req = client.post(&m.url).timeout(std::time::Duration::from_secs(60));
-                for (k, v) in &m.mdn.headers {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-                let resp = req.body(m.mdn.body.clone()).send().await.map_err(|e| ActorError::Transient(format!("async MDN POST to {} failed: {e}", m.url)))?;
-                let code = resp.status();
-                if code.is_success() {
-                    cx.status(&m.ctx.id, "mdn-sent", &format!("async to {} ({})", m.url, code.as_u16())).await;
-                    Ok(vec![])
-                } else if code.is_server_error() || code.as_u16() == 429 || code.as_u16() == 408 {
-                    Err(ActorError::Transient(format!("async MDN POST to {} answered {}", m.url, code)))
-                } else {
-                    cx.status(&m.ctx.id, "mdn-failed", &format!("async to {} answered {}", m.url, code)).await;
-                    Err(ActorError::Permanent(format!("async MDN POST to {} answered {}", m.url, code)))
-                }
-            }
+            // Queued by an earlier version of this stage: hand it to the MdnPoster.
+            MdnSenderInput::Post(m) => Ok(vec![Out::send(queues::MDN_POST, &m)?]),
         }
     }
 }

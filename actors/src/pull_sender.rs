@@ -859,6 +859,7 @@ mod tests {
             mdn_post_attempts: 1,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             buckets: Default::default(),
+            fsync: false,
         };
         let node = key("node");
         let config = PullSenderConfig {

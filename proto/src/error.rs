@@ -22,6 +22,8 @@ pub enum RequestError {
     Missing(&'static str),
     #[error("invalid header {0}: {1}")]
     Invalid(&'static str, String),
+    #[error("header {0} appears more than once")]
+    Repeated(&'static str),
 }
 
 /// A processing failure that is answered with an error MDN. One variant per disposition modifier.

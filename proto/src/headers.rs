@@ -97,8 +97,28 @@ fn parse_dn_options(v: &str) -> (bool, Vec<String>) {
     (signed, micalgs)
 }
 
+/// Headers that decide who sent a message, to whom, and where answers go: each must appear at
+/// most once, or a reader could pick one copy and a checker another.
+pub const SINGLE_HEADERS: [&str; 7] = [
+    "AS2-From",
+    "AS2-To",
+    "Message-ID",
+    "Content-Type",
+    "Disposition-Notification-To",
+    "Disposition-Notification-Options",
+    "Receipt-Delivery-Option",
+];
+
+/// The first of [`SINGLE_HEADERS`] that appears more than once.
+pub fn repeated_header(headers: &[Header]) -> Option<&'static str> {
+    SINGLE_HEADERS.into_iter().find(|n| headers.iter().filter(|h| h.name.eq_ignore_ascii_case(n)).nth(1).is_some())
+}
+
 impl As2Request {
     pub fn from_headers(headers: &[Header]) -> Result<As2Request, RequestError> {
+        if let Some(n) = repeated_header(headers) {
+            return Err(RequestError::Repeated(n));
+        }
         let from = get(headers, "as2-from").ok_or(RequestError::Missing("AS2-From"))?;
         let to = get(headers, "as2-to").ok_or(RequestError::Missing("AS2-To"))?;
         let as2_from = parse_as2_name(from)
@@ -199,6 +219,18 @@ mod tests {
             Err(RequestError::Invalid("AS2-From", _))
         ));
         assert_eq!(As2Request::from_headers(&h(&[("AS2-From", "a"), ("AS2-To", "b")])), Err(RequestError::Missing("Message-ID")));
+    }
+
+    #[test]
+    fn repeated_routing_headers_are_refused() {
+        for name in SINGLE_HEADERS {
+            let mut hs = h(&[("AS2-From", "a"), ("AS2-To", "b"), ("Message-ID", "<x>"), ("Content-Type", "text/plain")]);
+            hs.push(Header { name: name.to_ascii_lowercase(), value: "other".into() });
+            if !["AS2-From", "AS2-To", "Message-ID", "Content-Type"].contains(&name) {
+                hs.push(Header { name: name.to_string(), value: "again".into() });
+            }
+            assert_eq!(As2Request::from_headers(&hs), Err(RequestError::Repeated(name)), "{name}");
+        }
     }
 
     #[test]

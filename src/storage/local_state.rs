@@ -27,10 +27,12 @@ fn apply_status(e: &mut std::collections::BTreeMap<String, String>, status: &str
 pub struct LocalState {
     inner: Mutex<Inner>,
     log: Mutex<std::fs::File>,
+    /// Sync each appended record (spool.fsync): state survives power loss, not only kill -9.
+    fsync: bool,
 }
 
 impl LocalState {
-    pub fn open(path: &Path) -> anyhow::Result<LocalState> {
+    pub fn open(path: &Path, fsync: bool) -> anyhow::Result<LocalState> {
         if let Some(p) = path.parent() {
             std::fs::create_dir_all(p)?;
         }
@@ -85,14 +87,23 @@ impl LocalState {
             }
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(LocalState { inner: Mutex::new(inner), log: Mutex::new(log) })
+        if fsync {
+            if let Some(d) = path.parent() {
+                edinode_actors::files::sync_dir(d)?;
+            }
+        }
+        Ok(LocalState { inner: Mutex::new(inner), log: Mutex::new(log), fsync })
     }
 
     fn append(&self, v: serde_json::Value) -> Result<(), String> {
         let mut f = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let mut line = v.to_string();
         line.push('\n');
-        f.write_all(line.as_bytes()).map_err(|e| e.to_string())
+        f.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+        if self.fsync {
+            f.sync_data().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 

@@ -9,49 +9,113 @@ pub mod s3;
 pub use local_state::LocalState;
 pub use redis_state::RedisState;
 
-use edinode_actors::BlobStore;
+use edinode_actors::{files, BlobStore, BlobWriter};
 use std::path::{Path, PathBuf};
 
 pub struct FsBlobStore {
     root: PathBuf,
+    /// Sync each blob and its directory entry before a write returns.
+    fsync: bool,
 }
 
 impl FsBlobStore {
-    pub fn new(root: &Path) -> std::io::Result<FsBlobStore> {
-        std::fs::create_dir_all(root)?;
-        Ok(FsBlobStore { root: root.to_path_buf() })
+    pub fn new(root: &Path, fsync: bool) -> std::io::Result<FsBlobStore> {
+        std::fs::create_dir_all(root.join(".tmp"))?;
+        // Temporary files of writes cut short by kill -9 (a new process has none in flight).
+        files::sweep_temp(&root.join(".tmp"), std::time::Duration::from_secs(3600));
+        Ok(FsBlobStore { root: root.to_path_buf(), fsync })
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, String> {
-        if key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with('.')) {
             return Err(format!("invalid blob key {key}"));
         }
         Ok(self.root.join(key))
+    }
+
+    /// A new temporary file under `.tmp/` (outside every key's folder).
+    fn temp(&self) -> PathBuf {
+        self.root.join(".tmp").join(files::temp_name("blob-"))
+    }
+
+    /// Move a finished temporary file to its key (replacing: a key has one writer).
+    fn publish(&self, tmp: &Path, path: &Path) -> Result<(), String> {
+        let parent = path.parent().ok_or("blob key without a folder")?;
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        std::fs::rename(tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
+        if self.fsync {
+            files::sync_dir(parent).map_err(|e| format!("sync {}: {e}", parent.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A blob being written to a temporary file; renamed to its key on finish, removed if dropped.
+struct FsBlobWriter<'a> {
+    store: &'a FsBlobStore,
+    file: Option<std::fs::File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    len: u64,
+}
+
+impl Drop for FsBlobWriter<'_> {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobWriter for FsBlobWriter<'_> {
+    async fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        let f = self.file.as_mut().ok_or("blob already finished")?;
+        // Inline: the HTTP workers hand over chunks of at most tens of KiB.
+        f.write_all(data).map_err(|e| format!("write {}: {e}", self.tmp.display()))?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64, String> {
+        let f = self.file.take().ok_or("blob already finished")?;
+        if self.store.fsync {
+            f.sync_data().map_err(|e| format!("sync {}: {e}", self.tmp.display()))?;
+        }
+        drop(f);
+        if let Err(e) = self.store.publish(&self.tmp, &self.path) {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e);
+        }
+        Ok(self.len)
     }
 }
 
 #[async_trait::async_trait]
 impl BlobStore for FsBlobStore {
+    async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, String> {
+        let path = self.path(key)?;
+        let tmp = self.temp();
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+        Ok(Box::new(FsBlobWriter { store: self, file: Some(file), tmp, path, len: 0 }))
+    }
+
     async fn put(&self, key: &str, data: &[u8]) -> Result<(), String> {
         self.put_parts(key, &[data]).await
     }
 
     async fn put_parts(&self, key: &str, parts: &[&[u8]]) -> Result<(), String> {
-        use std::io::Write;
         let path = self.path(key)?;
         // Written inline: a small file costs less than a hand-off to the blocking pool, and the
         // HTTP workers run on single-threaded runtimes where block_in_place is not allowed.
-        (|| -> Result<(), String> {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-            for p in parts {
-                f.write_all(p).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-            }
-            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
-        })()
+        let tmp = self.temp();
+        files::write_new(&tmp, parts, self.fsync).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        let r = self.publish(&tmp, &path);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, String> {

@@ -19,7 +19,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use std::fmt;
 
 /// Where the bucket is and how to sign requests to it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct S3Settings {
     /// The plain bucket name, without `s3://`.
     pub bucket: String,
@@ -32,6 +32,18 @@ pub struct S3Settings {
     pub access_key: Option<String>,
     /// Static secret key, set together with `access_key`.
     pub secret_key: Option<String>,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret key is never printed.
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One object of a listing.

@@ -183,6 +183,24 @@ impl LocalTransport {
         Ok(l)
     }
 
+    /// Append a work message to its queue's log; returns the delivery to hand to the consumer.
+    fn append(&self, p: &Publish<'_>) -> anyhow::Result<(mpsc::Sender<Delivery>, Delivery)> {
+        let log = self.log(p.queue)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // Inline, not through the blocking pool: one small append is cheaper than a hand-off.
+        let seg = log.append(seq, p.attempt, p.body)?;
+        let tx = self.sender(p.queue);
+        let body = p.body.to_vec();
+        let d = Delivery {
+            body: body.clone(),
+            attempt: p.attempt,
+            trace: p.trace.to_vec(),
+            headers: vec![],
+            acker: Box::new(LogAcker { log, seg, seq, requeue: Some((tx.clone(), body, p.attempt)) }),
+        };
+        Ok((tx, d))
+    }
+
     fn dead_file_name(&self, attempt: u32) -> String {
         format!("{:020}-{:010}-{}.msg", now_micros(), self.seq.fetch_add(1, Ordering::Relaxed), attempt)
     }
@@ -229,20 +247,19 @@ impl Transport for LocalTransport {
             std::fs::write(path.with_extension("reason"), format!("{} (from {}, {} attempts)", reason, p.origin.unwrap_or("?"), p.attempt))?;
             return Ok(());
         }
-        let log = self.log(p.queue)?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        // Inline, not through the blocking pool: one small append is cheaper than a hand-off.
-        let seg = log.append(seq, p.attempt, p.body)?;
-        let tx = self.sender(p.queue);
-        let body = p.body.to_vec();
-        let d = Delivery {
-            body: body.clone(),
-            attempt: p.attempt,
-            trace: p.trace.to_vec(),
-            headers: vec![],
-            acker: Box::new(LogAcker { log, seg, seq, requeue: Some((tx.clone(), body, p.attempt)) }),
-        };
+        let (tx, d) = self.append(&p)?;
         tx.send(d).await.map_err(|_| anyhow::anyhow!("local queue {} closed", p.queue))
+    }
+
+    async fn publish_delayed(&self, p: Publish<'_>, delay: std::time::Duration) -> anyhow::Result<()> {
+        // In the log now (so it survives kill -9: a restart feeds it at once), handed to the
+        // consumer after the delay.
+        let (tx, d) = self.append(&p)?;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(d).await;
+        });
+        Ok(())
     }
 
     async fn reply(&self, queue: &str, body: &[u8]) -> anyhow::Result<()> {

@@ -40,6 +40,10 @@ pub struct Publish<'a> {
 pub trait Transport: Send + Sync {
     /// Publish durably; returns once the broker (or disk) has it.
     async fn publish(&self, p: Publish<'_>) -> anyhow::Result<()>;
+    /// Publish durably now for delivery after `delay`: the wait happens in the broker (a
+    /// per-delay holding queue whose messages expire back into `p.queue`) or the spool, never
+    /// in a consumer slot.
+    async fn publish_delayed(&self, p: Publish<'_>, delay: std::time::Duration) -> anyhow::Result<()>;
     /// Send a synchronous reply to a node's reply queue.
     async fn reply(&self, queue: &str, body: &[u8]) -> anyhow::Result<()>;
     /// Publish on an exchange for consumers outside edinode.

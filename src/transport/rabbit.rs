@@ -122,13 +122,21 @@ impl RabbitTransport {
         Ok(())
     }
 
-    async fn publish_once(&self, exchange: &str, rk: &str, body: &[u8], props: BasicProperties, durable_queue: bool) -> anyhow::Result<()> {
+    async fn publish_once(&self, exchange: &str, rk: &str, body: &[u8], props: BasicProperties, route: &Route) -> anyhow::Result<()> {
         let ch = self.channel().await?;
-        if durable_queue {
-            self.ensure_queue(&ch, rk).await?;
+        match route {
+            Route::Queue => self.ensure_queue(&ch, rk).await?,
+            Route::Holding(args) => {
+                if !self.declared.lock().await.contains(rk) {
+                    ch.queue_declare(rk.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args.clone()).await?;
+                    self.declared.lock().await.insert(rk.to_string());
+                }
+            }
+            Route::Exchange => {}
         }
+        let mandatory = !matches!(route, Route::Exchange);
         let confirm = ch
-            .basic_publish(exchange.into(), rk.into(), BasicPublishOptions { mandatory: durable_queue, ..Default::default() }, body, props)
+            .basic_publish(exchange.into(), rk.into(), BasicPublishOptions { mandatory, ..Default::default() }, body, props)
             .await?
             .await?;
         if confirm.is_nack() {
@@ -141,10 +149,10 @@ impl RabbitTransport {
     }
 
     /// Publish with a few quick retries across reconnects.
-    async fn publish_retry(&self, exchange: &str, rk: &str, body: &[u8], props: BasicProperties, durable_queue: bool) -> anyhow::Result<()> {
+    async fn publish_retry(&self, exchange: &str, rk: &str, body: &[u8], props: BasicProperties, route: Route) -> anyhow::Result<()> {
         let mut last = None;
         for i in 0..5u64 {
-            match self.publish_once(exchange, rk, body, props.clone(), durable_queue).await {
+            match self.publish_once(exchange, rk, body, props.clone(), &route).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     last = Some(e);
@@ -156,22 +164,57 @@ impl RabbitTransport {
     }
 }
 
+/// Where a publish goes: a work queue (declared durable, must be routable), a delay holding
+/// queue (declared with these arguments, must be routable), or an exchange.
+enum Route {
+    Queue,
+    Holding(FieldTable),
+    Exchange,
+}
+
+/// The holding queue for messages bound to `queue` after `delay_ms`.
+pub fn delay_queue(queue: &str, delay_ms: u64) -> String {
+    format!("edinode.delay.{queue}.{delay_ms}ms")
+}
+
+fn work_props(p: &Publish<'_>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(p.attempt));
+    if let Some(r) = p.reason {
+        headers.insert("x-edinode-reason".into(), AMQPValue::LongString(LongString::from(r.as_bytes().to_vec())));
+    }
+    for (k, v) in p.trace {
+        headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
+    }
+    if let Some(o) = p.origin {
+        headers.insert("x-edinode-queue".into(), AMQPValue::LongString(LongString::from(o.as_bytes().to_vec())));
+    }
+    BasicProperties::default().with_delivery_mode(2).with_headers(headers)
+}
+
 #[async_trait::async_trait]
 impl Transport for RabbitTransport {
     async fn publish(&self, p: Publish<'_>) -> anyhow::Result<()> {
-        let mut headers = FieldTable::default();
-        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(p.attempt));
-        if let Some(r) = p.reason {
-            headers.insert("x-edinode-reason".into(), AMQPValue::LongString(LongString::from(r.as_bytes().to_vec())));
-        }
-        for (k, v) in p.trace {
-            headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
-        }
-        if let Some(o) = p.origin {
-            headers.insert("x-edinode-queue".into(), AMQPValue::LongString(LongString::from(o.as_bytes().to_vec())));
-        }
-        let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
-        self.publish_retry("", p.queue, p.body, props, true).await
+        let props = work_props(&p);
+        self.publish_retry("", p.queue, p.body, props, Route::Queue).await
+    }
+
+    async fn publish_delayed(&self, p: Publish<'_>, delay: Duration) -> anyhow::Result<()> {
+        // Whole seconds above 10 s keep the number of holding queues small.
+        let ms = match delay.as_millis() as u64 {
+            ms if ms > 10_000 => ms.div_ceil(1000) * 1000,
+            ms => ms.max(1),
+        };
+        let holding = delay_queue(p.queue, ms);
+        // The work queue must exist when the first message expires into it.
+        let ch = self.channel().await?;
+        self.ensure_queue(&ch, p.queue).await?;
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ms as i64));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(Vec::new())));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(p.queue.as_bytes().to_vec())));
+        let props = work_props(&p);
+        self.publish_retry("", &holding, p.body, props, Route::Holding(args)).await
     }
 
     async fn reply(&self, queue: &str, body: &[u8]) -> anyhow::Result<()> {
@@ -187,7 +230,7 @@ impl Transport for RabbitTransport {
         }
         let ct = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
         let props = BasicProperties::default().with_delivery_mode(2).with_headers(t).with_content_type(ct.into());
-        self.publish_retry(exchange, rk, body, props, false).await
+        self.publish_retry(exchange, rk, body, props, Route::Exchange).await
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> anyhow::Result<mpsc::Receiver<Delivery>> {

@@ -139,6 +139,9 @@ pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)
     NodeProc { child, url, tls_url, admin_url, dir: dir.to_path_buf(), log }
 }
 
+/// Test partners (pyas2lib, local listeners) receive asynchronous MDNs on 127.0.0.1, any port.
+pub const LOOPBACK_MDN_URLS: &str = "async_mdn_urls = [\"http://127.0.0.1:*/\", \"https://127.0.0.1:*/\"]\n";
+
 /// Config of one station and partners, written to `dir/edinode.toml`.
 pub struct ConfigBuilder {
     pub text: String,
@@ -178,7 +181,7 @@ impl ConfigBuilder {
     pub fn partner(mut self, name: &str, as2_id: &str, station: &str, certs: &[&Path], policy: &str) -> ConfigBuilder {
         let list: Vec<String> = certs.iter().map(|c| format!("\"{}\"", c.display())).collect();
         self.text.push_str(&format!(
-            "\n[partners.{name}]\nas2_id = \"{as2_id}\"\nstation = \"{station}\"\nverify_certs = [{}]\n[partners.{name}.policy]\n{policy}\n",
+            "\n[partners.{name}]\nas2_id = \"{as2_id}\"\nstation = \"{station}\"\nverify_certs = [{}]\n{LOOPBACK_MDN_URLS}[partners.{name}.policy]\n{policy}\n",
             list.join(", ")
         ));
         self
@@ -277,7 +280,7 @@ pub fn python() -> PathBuf {
 
 /// Purge edinode's work queues so a RabbitMQ test starts clean.
 pub fn purge_queues() {
-    for q in ["edinode.mime_unwrapper", "edinode.decryptor", "edinode.verifier", "edinode.mdn_sender", "edinode.deliverer", "edinode.dead"] {
+    for q in ["edinode.mime_unwrapper", "edinode.decryptor", "edinode.verifier", "edinode.mdn_sender", "edinode.mdn_post", "edinode.deliverer", "edinode.dead"] {
         let _ = Command::new("rabbitmqctl").args(["purge_queue", q]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
@@ -349,4 +352,101 @@ pub mod build {
         }
         (hs, body)
     }
+}
+
+/// A throwaway HTTP/1.1 listener on 127.0.0.1 that answers every request with
+/// `answer(headers, body)`, one request a connection; returns its `/as2` URL.
+pub fn http_listener(answer: impl Fn(&[(String, String)], &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + 'static) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut headers = Vec::new();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    headers.push((k.trim().to_string(), v.trim().to_string()));
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let (st, hs, b) = answer(&headers, &body);
+            let mut out = format!("HTTP/1.1 {st} X\r\nContent-Length: {}\r\nConnection: close\r\n", b.len());
+            for (k, v) in hs {
+                out.push_str(&format!("{k}: {v}\r\n"));
+            }
+            out.push_str("\r\n");
+            let _ = conn.write_all(out.as_bytes());
+            let _ = conn.write_all(&b);
+        }
+    });
+    format!("http://{addr}/as2")
+}
+
+/// POST /api/send on a node's admin API with documents (file name, content type, bytes);
+/// returns (id, Message-ID).
+pub fn admin_send(admin: &str, token: &str, station: &str, partner: &str, docs: &[(&str, &str, Vec<u8>)]) -> (String, String) {
+    let b = "form-boundary-7";
+    let mut body = Vec::new();
+    for (k, v) in [("station", station), ("partner", partner)] {
+        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+    }
+    for (name, ct, data) in docs {
+        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{admin}/api/send"))
+        .bearer_auth(token)
+        .header("Content-Type", format!("multipart/form-data; boundary={b}"))
+        .body(body)
+        .send()
+        .unwrap();
+    let st = resp.status().as_u16();
+    let text = resp.text().unwrap();
+    assert_eq!(st, 202, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (v["id"].as_str().unwrap().to_string(), v["message_id"].as_str().unwrap().to_string())
+}
+
+/// GET /api/messages/{id}: `{"summary": {...}, "history": [{"status", "detail"}, ...]}`.
+pub fn admin_message(admin: &str, token: &str, id: &str) -> serde_json::Value {
+    let resp = reqwest::blocking::Client::new().get(format!("{admin}/api/messages/{id}")).bearer_auth(token).send().unwrap();
+    serde_json::from_str(&resp.text().unwrap()).unwrap()
+}
+
+/// The (status, detail) records of a message's history, oldest first.
+pub fn history(message: &serde_json::Value) -> Vec<(String, String)> {
+    message["history"].as_array().unwrap().iter().map(|h| (h["status"].as_str().unwrap_or_default().to_string(), h["detail"].as_str().unwrap_or_default().to_string())).collect()
+}
+
+/// An MDN from the partner `from` to our station `to` answering `original`, as HTTP headers
+/// and body; signed by `signer` when given.
+pub fn build_mdn(from: &str, to: &str, original: &str, disposition: &edinode_proto::error::Disposition, mic: Option<&edinode_proto::mdn::Mic>, signer: Option<&Identity>) -> (Vec<(String, String)>, Vec<u8>) {
+    use edinode_proto::alg::DigestAlg;
+    use edinode_proto::mdn::{build, MdnContent, MdnIds, MdnSigner};
+    let content = MdnContent { reporting_ua: "test", station: from, partner: to, original_message_id: original, mic, disposition, text: "test MDN", spelling: Default::default() };
+    let mid = format!("<{}@{from}>", unique("mdn-"));
+    let ids = MdnIds { message_id: &mid, report_boundary: "R1", signed_boundary: "S1", date: "Sat, 21 Nov 2026 00:00:00 GMT" };
+    let signer = signer.map(|s| MdnSigner { key: &s.key, cert: &s.cert, digest: DigestAlg::Sha256, opts: Default::default() });
+    let built = build(&content, &ids, signer.as_ref()).unwrap();
+    (built.headers, built.body)
 }
