@@ -238,10 +238,18 @@ fn authorized(req: &HttpRequest, st: &HttpState) -> bool {
     bearer_ok(req, st.admin_token.as_deref())
 }
 
+/// Marks the partner-facing listener's app: admin routes served there (when `admin.listen` is
+/// empty) answer loopback callers only, never a partner.
+#[derive(Debug, Clone, Copy)]
+pub struct PartnerListener;
+
 /// The request carries `Authorization: Bearer <token>` (compared in constant time); no token
-/// configured means no access.
+/// configured means no access; on the partner listener, only a loopback caller may use it.
 pub fn bearer_ok(req: &HttpRequest, token: Option<&str>) -> bool {
     let Some(token) = token else { return false };
+    if req.app_data::<web::Data<PartnerListener>>().is_some() && !req.peer_addr().is_some_and(|a| a.ip().is_loopback()) {
+        return false;
+    }
     let Some(h) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else { return false };
     let Some(given) = h.strip_prefix("Bearer ").map(str::trim) else { return false };
     given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0

@@ -270,6 +270,7 @@ impl Node {
         let (st2, as4_2) = (state.clone(), as4.clone());
         let server = HttpServer::new(move || {
             let app = App::new()
+                .app_data(web::Data::new(http::PartnerListener))
                 .app_data(st2.clone())
                 .app_data(as4_2.clone())
                 .configure(crate::as4::partner_routes)

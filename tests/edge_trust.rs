@@ -380,3 +380,49 @@ fn rabbit_two_workers_never_overwrite_a_document() {
     assert!(files.iter().all(|(n, _)| n.ends_with("same.edi")));
     assert!(files.iter().any(|(n, _)| n == "same.edi"));
 }
+
+#[test]
+fn many_slow_connections_do_not_lock_out_a_partner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_s, _p, cfg) = setup(tmp.path(), "", &[("[http]", "header_timeout_secs = 2")]);
+    let node = start_node(&cfg, tmp.path(), &[], &[]);
+    let addr = node.url.trim_start_matches("http://").to_string();
+    // 400 connections that start a request head and never finish it (slowloris).
+    let mut slow: Vec<TcpStream> = (0..400)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"POST /as2 HTTP/1.1\r\nHost: x\r\nAS2-From: acme\r\n").unwrap();
+            s
+        })
+        .collect();
+    // A partner still gets through at once.
+    let (hs, body) = request("acme", "edinode", "<slow-1@x>", None, &plain_message("ok.edi", b"ISA*ok~"));
+    let started = Instant::now();
+    let (st, text) = post(&node.as2_url(), &hs, body);
+    assert_eq!(st, 200, "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    // The slow ones are closed once their head timeout passes.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut closed = 0;
+    for s in slow.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut b = [0u8; 512];
+        // Whatever the server said (a 408), then end of stream or a reset: closed. A read that
+        // times out: still open.
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(_) => {
+                    closed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(closed, slow.len(), "every slow connection is closed by the server");
+}
