@@ -5,11 +5,17 @@
 //! HttpReceiver ([`settle_async_mdn`]) or its deadline passes ([`expire_mdn_deadlines`]).
 //! Transport errors and 5xx are retried with backoff; every outcome is a status record and an
 //! event on `edinode.events`; the signed MDN is kept as the receipt.
+//!
+//! An MDN that cannot be trusted (unsigned when we asked for a signed one, a bad signature, a
+//! wrong or missing MIC, another message's) settles nothing: it is recorded on the message as
+//! `mdn-refused` with the reason. A refused asynchronous MDN leaves the message waiting for a
+//! good one until its deadline; a refused synchronous one fails the message with that reason.
 
 use crate::{event, queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::{self, Send};
+use edinode_proto::error::Disposition;
 use edinode_proto::mdn::Mic;
-use edinode_proto::mdn_parse::{self, MdnVerdict};
+use edinode_proto::mdn_parse::{self, Awaited, MdnVerdict, Refusal};
 use edinode_proto::outbound::{self, Document, MdnRequest, OutboundIds};
 use edinode_proto::profile::{HttpProfile, OnMdnTimeout, Partner};
 use serde::{Deserialize, Serialize};
@@ -29,6 +35,41 @@ pub struct AwaitingMdn {
     pub message_id: String,
     pub mic: Mic,
     pub deadline_ms: i64,
+    /// We signed the message (a positive MDN must carry its MIC). Missing in records written
+    /// before it existed: assumed, the stricter reading.
+    #[serde(default = "strict")]
+    pub message_signed: bool,
+    /// Only a signed MDN settles it (we asked for one, or the agreement requires one).
+    #[serde(default = "strict")]
+    pub mdn_signed: bool,
+}
+
+fn strict() -> bool {
+    true
+}
+
+/// Whether only a signed MDN may settle a message to `partner`: we ask for one, or the
+/// agreement requires one whatever we ask (`require_signed_mdn`).
+fn signed_mdn_required(partner: &Partner) -> bool {
+    let asked = match &partner.outbound.options.mdn {
+        MdnRequest::None => false,
+        MdnRequest::Sync { signed } | MdnRequest::Async { signed, .. } => signed.is_some(),
+    };
+    asked || partner.outbound.require_signed_mdn
+}
+
+/// Key of the first refused asynchronous MDN of a message, told when its deadline passes.
+fn refused_key(message_id: &str) -> String {
+    format!("mdnrefused:{}", bare(message_id))
+}
+
+/// Claim the outcome of an awaited MDN: of racing MDNs and the deadline monitor, on any node,
+/// exactly one concludes the message (a delivered message is never failed by a late timeout).
+async fn claim_outcome(cx: &NodeContext, wait: &AwaitingMdn) -> Result<bool, String> {
+    let token = format!("{}/{}", cx.node_id, uuid::Uuid::new_v4());
+    let key = format!("mdnoutcome:{}:{}", bare(&wait.message_id), wait.deadline_ms);
+    let ttl = (wait.deadline_ms - now_ms()).max(0) as u64 / 1000 + 24 * 3600;
+    Ok(cx.state.set_once(&key, &token, ttl).await? == token)
 }
 
 #[derive(Default)]
@@ -94,14 +135,31 @@ async fn conclude(cx: &NodeContext, s: &Send, ok: bool, detail: &str, receipt: O
     vec![event(if ok { "outbound.delivered" } else { "outbound.failed" }, &s.id, &s.station, &s.partner, &s.message_id, detail)]
 }
 
-fn verdict_text(v: &MdnVerdict) -> String {
-    match v {
-        MdnVerdict::Delivered => "delivered; MDN verified".into(),
-        MdnVerdict::MicMismatch { expected, got } => format!("MIC mismatch: expected {}, MDN says {got}", expected.digest),
-        MdnVerdict::NegativeDisposition(d) => format!("partner reports {}", d.field_value()),
-        MdnVerdict::SignatureInvalid(r) => format!("MDN signature invalid: {r}"),
-        MdnVerdict::Unsigned => "the MDN is not signed".into(),
-        MdnVerdict::Malformed(r) => format!("unreadable MDN: {r}"),
+/// Record an MDN that settles nothing on the message it claims to answer, and announce it.
+async fn refuse(cx: &NodeContext, s: &Send, r: &Refusal) -> Out {
+    let reason = r.to_string();
+    tracing::warn!(message = "Refused an MDN.", id = %s.id, partner = %s.partner, %reason);
+    cx.status(&s.id, "mdn-refused", &reason).await;
+    event("outbound.mdn_refused", &s.id, &s.station, &s.partner, &s.message_id, &reason)
+}
+
+/// An MDN as received: its HTTP headers, a blank line, its body.
+fn raw_mdn(headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for (k, v) in headers {
+        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// Conclude a message from an MDN that can be trusted, kept as its receipt. `failure`: the
+/// negative disposition it reports.
+async fn settle(cx: &NodeContext, s: &Send, failure: Option<&Disposition>, receipt: &[u8]) -> Vec<Out> {
+    match failure {
+        None => conclude(cx, s, true, "delivered; MDN verified", Some(receipt)).await,
+        Some(d) => conclude(cx, s, false, &format!("partner reports {}", d.field_value()), Some(receipt)).await,
     }
 }
 
@@ -163,10 +221,20 @@ impl Actor for As2Sender {
         if matches!(partner.outbound.options.mdn, MdnRequest::Async { .. }) {
             // Registered before the POST: a fast partner's MDN may arrive before it returns.
             let deadline_ms = now_ms() + (partner.outbound.mdn_deadline_secs as i64) * 1000;
-            let wait = AwaitingMdn { id: s.id.clone(), station: s.station.clone(), partner: s.partner.clone(), message_id: s.message_id.clone(), mic: built.mic.clone(), deadline_ms };
+            let wait = AwaitingMdn {
+                id: s.id.clone(),
+                station: s.station.clone(),
+                partner: s.partner.clone(),
+                message_id: s.message_id.clone(),
+                mic: built.mic.clone(),
+                deadline_ms,
+                message_signed: partner.outbound.options.sign.is_some(),
+                mdn_signed: signed_mdn_required(partner),
+            };
             let key = format!("mdnwait:{}", bare(&s.message_id));
             let v = serde_json::to_string(&wait).map_err(|e| ActorError::Permanent(e.to_string()))?;
             cx.state.delete(&key).await.map_err(ActorError::Transient)?;
+            cx.state.delete(&refused_key(&s.message_id)).await.map_err(ActorError::Transient)?;
             cx.state.set_once(&key, &v, partner.outbound.mdn_deadline_secs.max(1) * 4).await.map_err(ActorError::Transient)?;
             cx.state.schedule(MDN_DEADLINES, bare(&s.message_id), deadline_ms).await.map_err(ActorError::Transient)?;
         }
@@ -210,18 +278,21 @@ impl Actor for As2Sender {
             }
             MdnRequest::Sync { .. } => {
                 let parsed = mdn_parse::parse(&headers, &rbody, &partner.verify_certs, &cx.limits.mime);
-                let verdict = mdn_parse::judge(parsed.as_ref(), &built.mic, partner.outbound.require_signed_mdn);
-                let ok = verdict == MdnVerdict::Delivered;
-                if ok {
-                    let _ = cx.state.set_once(&done_key, &s.id, 90 * 24 * 3600).await;
+                let awaited = Awaited { message_id: &s.message_id, mic: &built.mic, message_signed: partner.outbound.options.sign.is_some(), mdn_signed: signed_mdn_required(partner) };
+                match mdn_parse::judge(parsed.as_ref(), &awaited) {
+                    MdnVerdict::Refused(r) => {
+                        // The partner answered, but nothing in the answer can be trusted. Sending
+                        // again would only give the partner a duplicate: the message fails.
+                        let mut outs = vec![refuse(cx, &s, &r).await];
+                        outs.extend(conclude(cx, &s, false, &r.to_string(), None).await);
+                        Ok(outs)
+                    }
+                    MdnVerdict::Failed(d) => Ok(settle(cx, &s, Some(&d), &raw_mdn(&headers, &rbody)).await),
+                    MdnVerdict::Delivered => {
+                        let _ = cx.state.set_once(&done_key, &s.id, 90 * 24 * 3600).await;
+                        Ok(settle(cx, &s, None, &raw_mdn(&headers, &rbody)).await)
+                    }
                 }
-                let mut raw = Vec::new();
-                for (k, v) in &headers {
-                    raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-                }
-                raw.extend_from_slice(b"\r\n");
-                raw.extend_from_slice(&rbody);
-                Ok(conclude(cx, &s, ok, &verdict_text(&verdict), Some(&raw)).await)
             }
             MdnRequest::Async { .. } => {
                 cx.status(&s.id, "awaiting-mdn", &format!("accepted by {url} ({code}); MDN due within {} s", partner.outbound.mdn_deadline_secs)).await;
@@ -264,13 +335,14 @@ pub fn looks_like_mdn(content_type: &str, body: &[u8]) -> bool {
 }
 
 /// Settle an asynchronous MDN that arrived at the HttpReceiver. Returns the outputs (events)
-/// or an error text for the HTTP answer.
+/// or, for an MDN that settles nothing, the reason for the HTTP answer (a 4xx). A refused MDN
+/// that names a message waiting for its MDN is recorded on that message, which keeps waiting.
 pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], body: &[u8]) -> Result<Vec<Out>, String> {
     let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str());
     let from = get("as2-from").map(|v| edinode_proto::headers::parse_as2_name(v).unwrap_or_default()).unwrap_or_default();
     let to = get("as2-to").map(|v| edinode_proto::headers::parse_as2_name(v).unwrap_or_default()).unwrap_or_default();
-    let partner = cx.directory.partner(&to, &from).ok_or_else(|| format!("MDN from unknown partner {from} to {to}"))?;
-    let parsed = mdn_parse::parse(headers, body, &partner.verify_certs, &cx.limits.mime);
+    let claimed = cx.directory.partner(&to, &from).ok_or_else(|| format!("MDN from unknown partner {from} to {to}"))?;
+    let mut parsed = mdn_parse::parse(headers, body, &claimed.verify_certs, &cx.limits.mime);
     let original = match &parsed {
         Ok(p) => p.original_message_id.clone(),
         Err(mdn_parse::MdnError::SignatureInvalid { unverified: Some(p), .. }) => p.original_message_id.clone(),
@@ -282,26 +354,38 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
         Some(v) => serde_json::from_str(&v).map_err(|e| e.to_string())?,
         None => return Err(format!("no message {original} is waiting for an MDN")),
     };
-    let verdict = mdn_parse::judge(parsed.as_ref(), &wait.mic, partner.outbound.require_signed_mdn);
-    let ok = verdict == MdnVerdict::Delivered;
-    if matches!(verdict, MdnVerdict::SignatureInvalid(_)) {
-        // Not from the partner (or altered): do not let it settle the message.
-        tracing::warn!(message = "Rejected an MDN whose signature does not verify.", original = %original);
-        return Err(verdict_text(&verdict));
+    // Trust comes from the message we sent, not from the AS2 headers of whoever posts: the MDN
+    // must verify against the certificates of the partner the message went to.
+    let (partner, _) = cx.directory.partner_by_name(&wait.partner).ok_or_else(|| format!("partner {} of message {original} is no longer configured", wait.partner))?;
+    if partner.name != claimed.name {
+        parsed = mdn_parse::parse(headers, body, &partner.verify_certs, &cx.limits.mime);
     }
+    let awaited = Awaited { message_id: &wait.message_id, mic: &wait.mic, message_signed: wait.message_signed, mdn_signed: wait.mdn_signed || partner.outbound.require_signed_mdn };
+    let verdict = mdn_parse::judge(parsed.as_ref(), &awaited);
+    if !matches!(verdict, MdnVerdict::Refused(_)) && !claim_outcome(cx, &wait).await? {
+        return Err(format!("message {original} is already settled"));
+    }
+    let s = Send { id: wait.id, station: wait.station, partner: wait.partner, message_id: wait.message_id, documents: vec![], created_at_ms: 0, source: String::new(), attempt: 0 };
+    let failure = match verdict {
+        MdnVerdict::Refused(r) => {
+            // The HttpReceiver answers an error, so the event is not published: the status
+            // record is what stays.
+            let _ = refuse(cx, &s, &r).await;
+            let ttl = (wait.deadline_ms - now_ms()).max(0) as u64 / 1000 + 3600;
+            let _ = cx.state.set_once(&refused_key(&original), &r.to_string(), ttl).await;
+            // The reason never includes our MIC: the poster may be anyone.
+            return Err(format!("MDN refused: {r}"));
+        }
+        MdnVerdict::Failed(d) => Some(d),
+        MdnVerdict::Delivered => None,
+    };
     let _ = cx.state.unschedule(MDN_DEADLINES, bare(&original)).await;
     let _ = cx.state.delete(&key).await;
-    if ok {
-        let _ = cx.state.set_once(&format!("outdone:{}:{}", partner.as2_id, bare(&original)), &wait.id, 90 * 24 * 3600).await;
+    let _ = cx.state.delete(&refused_key(&original)).await;
+    if failure.is_none() {
+        let _ = cx.state.set_once(&format!("outdone:{}:{}", partner.as2_id, bare(&original)), &s.id, 90 * 24 * 3600).await;
     }
-    let mut raw = Vec::new();
-    for (k, v) in headers {
-        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    raw.extend_from_slice(body);
-    let s = Send { id: wait.id, station: wait.station, partner: wait.partner, message_id: wait.message_id, documents: vec![], created_at_ms: 0, source: String::new(), attempt: 0 };
-    Ok(conclude(cx, &s, ok, &verdict_text(&verdict), Some(&raw)).await)
+    Ok(settle(cx, &s, failure.as_ref(), &raw_mdn(headers, body)).await)
 }
 
 /// Past-deadline asynchronous MDNs: fail or resend per partner policy. Safe with several nodes:
@@ -315,23 +399,26 @@ pub async fn expire_mdn_deadlines(cx: &NodeContext) -> Result<Vec<Out>, String> 
             continue;
         };
         let wait: AwaitingMdn = serde_json::from_str(&v).map_err(|e| e.to_string())?;
-        if cx.state.set_once(&format!("mdnexpire:{mid}:{}", wait.deadline_ms), &cx.node_id, 3600).await? != cx.node_id {
+        if !claim_outcome(cx, &wait).await? {
             continue;
         }
         cx.metrics.mdn_timeouts.inc();
         let _ = cx.state.unschedule(MDN_DEADLINES, &mid).await;
         let _ = cx.state.delete(&key).await;
+        // Refused MDNs are in the history; the first is told with the outcome.
+        let refused = cx.state.get(&refused_key(&mid)).await.ok().flatten().map(|r| format!(" (an MDN was refused: {r})")).unwrap_or_default();
+        let _ = cx.state.delete(&refused_key(&mid)).await;
         let policy = cx.directory.partner_by_name(&wait.partner).map(|(p, _)| p.outbound.on_mdn_timeout).unwrap_or_default();
         let stored = cx.blobs.get(&send_key(&wait.id)).await.ok().and_then(|b| envelope::decode::<Send>(&b).ok());
         match (policy, stored) {
             (OnMdnTimeout::Resend, Some(mut s)) => {
                 s.attempt = 0;
-                cx.status(&wait.id, "resent", "no MDN before the deadline; sending again").await;
+                cx.status(&wait.id, "resent", &format!("no MDN before the deadline{refused}; sending again")).await;
                 outs.push(Out::send(queues::AS2_SENDER, &s).map_err(|e| e.to_string())?);
             }
             _ => {
                 let s = Send { id: wait.id, station: wait.station, partner: wait.partner, message_id: wait.message_id, documents: vec![], created_at_ms: 0, source: String::new(), attempt: 0 };
-                outs.extend(conclude(cx, &s, false, "no MDN before the deadline", None).await);
+                outs.extend(conclude(cx, &s, false, &format!("no MDN before the deadline{refused}"), None).await);
             }
         }
     }

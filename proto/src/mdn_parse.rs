@@ -77,22 +77,78 @@ pub enum MdnError {
     },
 }
 
-/// What the sender of the original message should conclude.
+/// What the sender of the original message should conclude from an MDN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MdnVerdict {
-    /// Processed (or processed with a warning, e.g. duplicate-document) and the MIC matches.
+    /// Processed (or processed with a warning, e.g. duplicate-document), trustworthy, and the
+    /// MIC matches: the message is delivered.
     Delivered,
+    /// A trustworthy MDN in which the partner reports a failure: the message failed.
+    Failed(Disposition),
+    /// The MDN settles nothing: it is recorded on the message with the reason, and the message
+    /// keeps waiting for its MDN (asynchronous) or fails with that reason (synchronous).
+    Refused(Refusal),
+}
+
+/// Why an MDN cannot settle the message it claims to answer. One row per reason, each with
+/// its unit test (`mdn_judge_*`). The text (Display) may go back to whoever posted the MDN, so
+/// it never tells our MIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not readable as an MDN.
+    Malformed(String),
+    /// The signature does not verify against the partner's certificates (altered, or signed by
+    /// someone else).
+    SignatureInvalid(String),
+    /// A signed MDN was asked for (or is required) and this one is not signed. `claims` is the
+    /// disposition it states, which nobody vouches for.
+    Unsigned { claims: Disposition },
+    /// It answers another Message-ID (as sent, angle brackets kept).
+    OtherMessage { answers: String },
+    /// Positive, for a message we signed, without a Received-Content-MIC.
+    MicMissing,
     /// The partner computed another MIC: what it received is not what we sent. `got` is the
     /// Received-Content-MIC field as sent.
     MicMismatch { expected: Mic, got: String },
-    /// The partner reports a failure.
-    NegativeDisposition(Disposition),
-    /// The MDN's signature does not verify (or its signer is unknown).
-    SignatureInvalid(String),
-    /// A signed MDN was required and this one is not signed.
-    Unsigned,
-    /// Not readable as an MDN.
-    Malformed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Malformed(r) => write!(f, "unreadable MDN: {r}"),
+            Refusal::SignatureInvalid(r) => write!(f, "MDN signature invalid: {r}"),
+            Refusal::Unsigned { claims } => write!(
+                f,
+                "the MDN is not signed but a signed MDN was requested (it claims {})",
+                claims.field_value()
+            ),
+            Refusal::OtherMessage { answers } => {
+                write!(f, "the MDN answers another message: {answers}")
+            }
+            Refusal::MicMissing => write!(
+                f,
+                "the MDN has no Received-Content-MIC for a signed message"
+            ),
+            Refusal::MicMismatch { got, .. } => write!(
+                f,
+                "MIC mismatch: the MDN says {got}, not the MIC of what we sent"
+            ),
+        }
+    }
+}
+
+/// The message an MDN has to answer, and what we asked of that MDN.
+#[derive(Debug, Clone, Copy)]
+pub struct Awaited<'a> {
+    /// Our Message-ID (angle brackets optional).
+    pub message_id: &'a str,
+    /// The MIC we computed over what we sent.
+    pub mic: &'a Mic,
+    /// We signed the message: a positive MDN must carry a Received-Content-MIC.
+    pub message_signed: bool,
+    /// Only a signed MDN may settle the message: we asked for one, or the agreement requires
+    /// one whatever we asked.
+    pub mdn_signed: bool,
 }
 
 /// Parse an MDN from its HTTP headers (at least Content-Type) and body. When the headers carry
@@ -408,35 +464,49 @@ fn mic_matches(raw: &str, expected: &Mic) -> bool {
     }
 }
 
-/// Judge a parsed MDN against the MIC of the message we sent.
+/// Judge a parsed MDN against the message we sent.
 ///
 /// Order: an unreadable or badly signed MDN first, then a missing signature when one is
-/// required, then the disposition, then the MIC. A positive MDN without Received-Content-MIC
-/// counts as delivered: pyas2lib returns none for unsigned messages and RFC 4130 only makes
-/// it mandatory for signed receipts of signed messages.
-pub fn judge(
-    parsed: Result<&ParsedMdn, &MdnError>,
-    expected_mic: &Mic,
-    require_signed: bool,
-) -> MdnVerdict {
+/// required (whatever the MDN claims, positive or negative: an unsigned "failed" from a
+/// stranger must not fail the message either), then the message it answers, then the
+/// disposition, then the MIC.
+///
+/// A missing Original-Message-ID is tolerated: a synchronous MDN is the answer to our own
+/// request, and an asynchronous one is only ever matched to a message through that field.
+///
+/// A positive MDN without Received-Content-MIC is delivered only for a message we did not
+/// sign: pyas2lib returns no MIC for unsigned messages, while RFC 4130 (section 7.3.1) makes
+/// the MIC the proof of what a signed message's receiver got.
+pub fn judge(parsed: Result<&ParsedMdn, &MdnError>, awaited: &Awaited<'_>) -> MdnVerdict {
+    let refused = MdnVerdict::Refused;
     let p = match parsed {
         Ok(p) => p,
         Err(MdnError::SignatureInvalid { reason, .. }) => {
-            return MdnVerdict::SignatureInvalid(reason.clone());
+            return refused(Refusal::SignatureInvalid(reason.clone()));
         }
-        Err(e) => return MdnVerdict::Malformed(e.to_string()),
+        Err(e) => return refused(Refusal::Malformed(e.to_string())),
     };
-    if require_signed && !p.signed {
-        return MdnVerdict::Unsigned;
+    if awaited.mdn_signed && !p.signed {
+        return refused(Refusal::Unsigned {
+            claims: p.disposition.clone(),
+        });
+    }
+    if let Some(answers) = &p.original_message_id
+        && !p.answers(awaited.message_id)
+    {
+        return refused(Refusal::OtherMessage {
+            answers: answers.clone(),
+        });
     }
     if !p.disposition.is_positive() {
-        return MdnVerdict::NegativeDisposition(p.disposition.clone());
+        return MdnVerdict::Failed(p.disposition.clone());
     }
     match &p.mic_raw {
-        Some(raw) if !mic_matches(raw, expected_mic) => MdnVerdict::MicMismatch {
-            expected: expected_mic.clone(),
+        Some(raw) if !mic_matches(raw, awaited.mic) => refused(Refusal::MicMismatch {
+            expected: awaited.mic.clone(),
             got: raw.clone(),
-        },
+        }),
+        None if awaited.message_signed => refused(Refusal::MicMissing),
         _ => MdnVerdict::Delivered,
     }
 }
@@ -497,6 +567,18 @@ mod tests {
         vec![bob().1.clone()]
     }
 
+    const MID: &str = "<20260101.1@edinode>";
+
+    /// A signed message `MID` with MIC `mic`; `mdn_signed`: a signed MDN was asked for.
+    fn sent(mic: &Mic, mdn_signed: bool) -> Awaited<'_> {
+        Awaited {
+            message_id: MID,
+            mic,
+            message_signed: true,
+            mdn_signed,
+        }
+    }
+
     #[test]
     fn mdn_parse_signed_and_unsigned_delivered() {
         for signed in [false, true] {
@@ -524,9 +606,14 @@ mod tests {
             assert_eq!(p.original_recipient.as_deref(), Some("Acme Corp"));
             assert_eq!(p.final_recipient.as_deref(), Some("Acme Corp"));
             assert_eq!(p.text, "The message was received.");
-            assert_eq!(judge(Ok(&p), &mic(), signed), MdnVerdict::Delivered);
+            assert_eq!(judge(Ok(&p), &sent(&mic(), signed)), MdnVerdict::Delivered);
             if !signed {
-                assert_eq!(judge(Ok(&p), &mic(), true), MdnVerdict::Unsigned);
+                assert_eq!(
+                    judge(Ok(&p), &sent(&mic(), true)),
+                    MdnVerdict::Refused(Refusal::Unsigned {
+                        claims: Disposition::Processed
+                    })
+                );
             }
         }
     }
@@ -559,11 +646,11 @@ mod tests {
             );
             let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
             assert_eq!(
-                judge(Ok(&p), &mic(), false),
-                MdnVerdict::MicMismatch {
+                judge(Ok(&p), &sent(&mic(), false)),
+                MdnVerdict::Refused(Refusal::MicMismatch {
                     expected: mic(),
                     got: format!("{}, sha-256", other.digest)
-                }
+                })
             );
         }
         // Another algorithm is another MIC.
@@ -576,8 +663,8 @@ mod tests {
         );
         let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
         assert!(matches!(
-            judge(Ok(&p), &mic(), true),
-            MdnVerdict::MicMismatch { .. }
+            judge(Ok(&p), &sent(&mic(), true)),
+            MdnVerdict::Refused(Refusal::MicMismatch { .. })
         ));
     }
 
@@ -599,8 +686,8 @@ mod tests {
         // What it claims stays readable for correlation.
         assert!(unverified.as_ref().unwrap().answers("<20260101.1@edinode>"));
         assert!(matches!(
-            judge(Err(&err), &mic(), true),
-            MdnVerdict::SignatureInvalid(_)
+            judge(Err(&err), &sent(&mic(), true)),
+            MdnVerdict::Refused(Refusal::SignatureInvalid(_))
         ));
         // Changing the disposition itself: same.
         let at = mime::find(&m.body, b"; processed").unwrap();
@@ -628,8 +715,8 @@ mod tests {
             let err = parse(&m.headers, &m.body, &trusted, &LIMITS).unwrap_err();
             assert!(
                 matches!(
-                    judge(Err(&err), &mic(), false),
-                    MdnVerdict::SignatureInvalid(_)
+                    judge(Err(&err), &sent(&mic(), false)),
+                    MdnVerdict::Refused(Refusal::SignatureInvalid(_))
                 ),
                 "{err:?}"
             );
@@ -644,8 +731,8 @@ mod tests {
             let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
             assert_eq!(p.received_mic, None);
             assert_eq!(
-                judge(Ok(&p), &mic(), signed),
-                MdnVerdict::NegativeDisposition(d.clone())
+                judge(Ok(&p), &sent(&mic(), signed)),
+                MdnVerdict::Failed(d.clone())
             );
         }
         // A duplicate is delivered (a positive warning), the MIC still checked.
@@ -653,7 +740,166 @@ mod tests {
         let m = built_mdn(&dup, Some(&mic()), true, MicSpelling::Compact);
         let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
         assert_eq!(p.disposition, dup);
-        assert_eq!(judge(Ok(&p), &mic(), true), MdnVerdict::Delivered);
+        assert_eq!(judge(Ok(&p), &sent(&mic(), true)), MdnVerdict::Delivered);
+    }
+
+    // ---- the judge's table: one test per verdict ----
+
+    /// A verdict for an MDN built by `built_mdn` (the partner bob signs when `signed`).
+    fn built_verdict(
+        d: &Disposition,
+        mdn_mic: Option<&Mic>,
+        signed: bool,
+        awaited: &Awaited<'_>,
+    ) -> MdnVerdict {
+        let m = built_mdn(d, mdn_mic, signed, MicSpelling::Rfc5751);
+        judge(
+            parse(&m.headers, &m.body, &bobs(), &LIMITS).as_ref(),
+            awaited,
+        )
+    }
+
+    #[test]
+    fn mdn_judge_delivered() {
+        let m = mic();
+        for (signed, asked) in [(true, true), (true, false), (false, false)] {
+            assert_eq!(
+                built_verdict(&Disposition::Processed, Some(&m), signed, &sent(&m, asked)),
+                MdnVerdict::Delivered
+            );
+        }
+    }
+
+    #[test]
+    fn mdn_judge_failed() {
+        let d = Disposition::Error("decryption-failed".into());
+        let v = built_verdict(&d, None, true, &sent(&mic(), true));
+        assert_eq!(v, MdnVerdict::Failed(d.clone()));
+        // Unsigned, where no signed MDN was asked for: the agreement's choice.
+        let v = built_verdict(&d, None, false, &sent(&mic(), false));
+        assert_eq!(v, MdnVerdict::Failed(d));
+    }
+
+    #[test]
+    fn mdn_judge_refuses_malformed() {
+        let (h, b) = report("Reporting-UA: x\r\n");
+        let e = parse(&h, &b, &[], &LIMITS).unwrap_err();
+        let MdnVerdict::Refused(r) = judge(Err(&e), &sent(&mic(), false)) else {
+            panic!()
+        };
+        assert!(matches!(r, Refusal::Malformed(_)), "{r:?}");
+        assert!(r.to_string().starts_with("unreadable MDN: "), "{r}");
+    }
+
+    #[test]
+    fn mdn_judge_refuses_bad_signature() {
+        let m = built_mdn(
+            &Disposition::Processed,
+            Some(&mic()),
+            true,
+            MicSpelling::Rfc5751,
+        );
+        // Signed by bob, but the partner is carol.
+        let e = parse(&m.headers, &m.body, &[carol().1.clone()], &LIMITS).unwrap_err();
+        for asked in [true, false] {
+            let MdnVerdict::Refused(r) = judge(Err(&e), &sent(&mic(), asked)) else {
+                panic!()
+            };
+            assert!(matches!(r, Refusal::SignatureInvalid(_)), "{r:?}");
+            assert!(r.to_string().starts_with("MDN signature invalid: "), "{r}");
+        }
+    }
+
+    #[test]
+    fn mdn_judge_refuses_unsigned_when_a_signed_mdn_was_asked_for() {
+        let m = mic();
+        let negative = Disposition::Error("authentication-failed".into());
+        for d in [Disposition::Processed, negative.clone()] {
+            let v = built_verdict(&d, Some(&m), false, &sent(&m, true));
+            assert_eq!(
+                v,
+                MdnVerdict::Refused(Refusal::Unsigned { claims: d.clone() })
+            );
+        }
+        let r = Refusal::Unsigned { claims: negative };
+        assert_eq!(
+            r.to_string(),
+            "the MDN is not signed but a signed MDN was requested (it claims \
+             automatic-action/MDN-sent-automatically; processed/error: authentication-failed)"
+        );
+    }
+
+    #[test]
+    fn mdn_judge_refuses_an_mdn_for_another_message() {
+        let m = mic();
+        let other = Awaited {
+            message_id: "<20260101.2@edinode>",
+            ..sent(&m, true)
+        };
+        for d in [Disposition::Processed, Disposition::Failed("x".into())] {
+            assert_eq!(
+                built_verdict(&d, Some(&m), true, &other),
+                MdnVerdict::Refused(Refusal::OtherMessage {
+                    answers: MID.into()
+                })
+            );
+        }
+        let r = Refusal::OtherMessage {
+            answers: MID.into(),
+        };
+        assert_eq!(
+            r.to_string(),
+            "the MDN answers another message: <20260101.1@edinode>"
+        );
+    }
+
+    #[test]
+    fn mdn_judge_refuses_a_positive_mdn_without_mic_for_a_signed_message() {
+        let m = mic();
+        for signed in [true, false] {
+            assert_eq!(
+                built_verdict(&Disposition::Processed, None, signed, &sent(&m, signed)),
+                MdnVerdict::Refused(Refusal::MicMissing)
+            );
+        }
+        // A message we did not sign: pyas2lib answers without a MIC, and that is delivered.
+        let unsigned_message = Awaited {
+            message_signed: false,
+            ..sent(&m, true)
+        };
+        assert_eq!(
+            built_verdict(&Disposition::Processed, None, true, &unsigned_message),
+            MdnVerdict::Delivered
+        );
+        assert!(
+            Refusal::MicMissing
+                .to_string()
+                .contains("no Received-Content-MIC")
+        );
+    }
+
+    #[test]
+    fn mdn_judge_refuses_a_mic_mismatch() {
+        let m = mic();
+        let other = crate::unwrap::compute_mic(b"something else", DigestAlg::Sha256);
+        // Even for a message we did not sign: a MIC that is there must match.
+        for message_signed in [true, false] {
+            let awaited = Awaited {
+                message_signed,
+                ..sent(&m, true)
+            };
+            let v = built_verdict(&Disposition::Processed, Some(&other), true, &awaited);
+            let MdnVerdict::Refused(r @ Refusal::MicMismatch { .. }) = v else {
+                panic!("{v:?}")
+            };
+            assert_eq!(
+                r.to_string(),
+                format!(
+                    "MIC mismatch: the MDN says {}, sha-256, not the MIC of what we sent",
+                    other.digest
+                )
+            );
+        }
     }
 
     fn report(notification: &str) -> (Vec<(String, String)>, Vec<u8>) {
@@ -701,7 +947,11 @@ mod tests {
             assert_eq!(p.original_recipient.as_deref(), Some("Acme"), "case {i}");
             assert!(p.answers("<20260101.1@edinode>"), "case {i}");
             assert_eq!(p.text, "hello", "case {i}");
-            assert_eq!(judge(Ok(&p), &m, false), MdnVerdict::Delivered, "case {i}");
+            assert_eq!(
+                judge(Ok(&p), &sent(&m, false)),
+                MdnVerdict::Delivered,
+                "case {i}"
+            );
         }
         // The MIC compared as bytes: a line break inside the base64 still matches.
         let (h, b) = report(&format!(
@@ -710,7 +960,7 @@ mod tests {
             &m.digest[10..]
         ));
         let p = parse(&h, &b, &[], &LIMITS).unwrap();
-        assert_eq!(judge(Ok(&p), &m, false), MdnVerdict::Delivered);
+        assert_eq!(judge(Ok(&p), &sent(&m, false)), MdnVerdict::Delivered);
         // Unknown algorithm: no Mic, but the raw value is kept and compared.
         let (h, b) = report(&format!(
             "Disposition: a/b; processed\r\nReceived-Content-MIC: {}, sha3-256\r\n",
@@ -719,10 +969,14 @@ mod tests {
         let p = parse(&h, &b, &[], &LIMITS).unwrap();
         assert_eq!(p.received_mic, None);
         assert!(p.mic_raw.is_some());
-        // No MIC at all (pyas2lib, unsigned messages): delivered.
+        // No MIC at all (pyas2lib, unsigned messages): delivered (see mdn_judge_mic_missing).
         let (h, b) = report("Disposition: automatic-action/MDN-sent-automatically; processed\r\n");
+        let unsigned_message = Awaited {
+            message_signed: false,
+            ..sent(&m, false)
+        };
         assert_eq!(
-            judge(Ok(&parse(&h, &b, &[], &LIMITS).unwrap()), &m, false),
+            judge(Ok(&parse(&h, &b, &[], &LIMITS).unwrap()), &unsigned_message),
             MdnVerdict::Delivered
         );
         // Unknown disposition types are failures; errors in any case.
@@ -758,8 +1012,8 @@ mod tests {
         )];
         let e = parse(&h, b"nothing", &[], &LIMITS).unwrap_err();
         assert!(matches!(
-            judge(Err(&e), &mic(), false),
-            MdnVerdict::Malformed(_)
+            judge(Err(&e), &sent(&mic(), false)),
+            MdnVerdict::Refused(Refusal::Malformed(_))
         ));
         // No HTTP Content-Type: the body is a whole entity.
         let (h, b) = report("Disposition: a/b; processed\r\n");
@@ -888,9 +1142,15 @@ mod tests {
             unverified.as_ref().unwrap().disposition,
             Disposition::Processed
         );
+        let awaited = Awaited {
+            message_id: "<20161230102456.10748.40759@imac.local>",
+            mic: &expected,
+            message_signed: true,
+            mdn_signed: true,
+        };
         assert!(matches!(
-            judge(Err(&err), &expected, true),
-            MdnVerdict::SignatureInvalid(_)
+            judge(Err(&err), &awaited),
+            MdnVerdict::Refused(Refusal::SignatureInvalid(_))
         ));
 
         // Pinning the certificate that did sign (what a partner configured in 2016 had): the
@@ -912,7 +1172,7 @@ mod tests {
         assert_eq!(p.reporting_ua.as_deref(), Some("mendelson opensource AS2"));
         assert_eq!(p.received_mic.as_ref(), Some(&expected));
         assert!(p.text.starts_with("The AS2 message has been received."));
-        assert_eq!(judge(Ok(&p), &expected, true), MdnVerdict::Delivered);
+        assert_eq!(judge(Ok(&p), &awaited), MdnVerdict::Delivered);
         let (content, sig) = signed_parts(&h, &b);
         assert!(
             cms::verify_detached(&sig, &content, std::slice::from_ref(&signer)).is_ok(),
@@ -940,11 +1200,23 @@ mod tests {
             Some("<20161230102316.10728.85252@imac.local>")
         );
         assert!(p.text.contains("Verification failed"));
+        let m = mic();
+        let awaited = Awaited {
+            message_id: "<20161230102316.10728.85252@imac.local>",
+            mic: &m,
+            message_signed: true,
+            mdn_signed: false,
+        };
+        assert_eq!(judge(Ok(&p), &awaited), MdnVerdict::Failed(d.clone()));
+        // Had we asked for a signed MDN, this one would fail nothing.
+        let awaited = Awaited {
+            mdn_signed: true,
+            ..awaited
+        };
         assert_eq!(
-            judge(Ok(&p), &mic(), false),
-            MdnVerdict::NegativeDisposition(d)
+            judge(Ok(&p), &awaited),
+            MdnVerdict::Refused(Refusal::Unsigned { claims: d })
         );
-        assert_eq!(judge(Ok(&p), &mic(), true), MdnVerdict::Unsigned);
     }
 
     #[test]
@@ -963,7 +1235,13 @@ mod tests {
             p.text,
             "Your message was successfully received and processed."
         );
-        assert_eq!(judge(Ok(&p), &expected, true), MdnVerdict::Delivered);
+        let awaited = Awaited {
+            message_id: "<151694007918.24690.7052273208458909245@ip-172-31-14-209.ec2.internal>",
+            mic: &expected,
+            message_signed: true,
+            mdn_signed: true,
+        };
+        assert_eq!(judge(Ok(&p), &awaited), MdnVerdict::Delivered);
         // Sha1 without signed attributes, the binary signature part without a transfer
         // encoding; it verifies over the first part exactly as captured.
         let (content, sig) = signed_parts(&h, &b);
@@ -974,8 +1252,8 @@ mod tests {
         tampered[at + 1] = b'P';
         let err = parse(&h, &tampered, &[cert("cert_sb2bi_public.pem")], &LIMITS).unwrap_err();
         assert!(matches!(
-            judge(Err(&err), &expected, true),
-            MdnVerdict::SignatureInvalid(_)
+            judge(Err(&err), &awaited),
+            MdnVerdict::Refused(Refusal::SignatureInvalid(_))
         ));
     }
 }
