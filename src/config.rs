@@ -43,6 +43,9 @@ pub struct NodeSettings {
     pub actors: String,
     /// Reporting-UA in MDNs.
     pub reporting_ua: String,
+    /// Threads of the CPU pool (decryption, verification, decompression, signing); 0: one per
+    /// core.
+    pub cpu_workers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

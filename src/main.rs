@@ -192,14 +192,15 @@ fn main() -> std::process::ExitCode {
             if let Some(l) = listen {
                 settings.http.listen = l;
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
+            // An actix System (actors, supervisors, the CPU SyncArbiter) on tokio's multi-threaded
+            // runtime, where the stage handlers and all IO run.
+            let system = actix_rt::System::with_tokio_rt(|| {
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| {
                     eprintln!("edinode: cannot start runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            let r = rt.block_on(async move {
+                    std::process::exit(1)
+                })
+            });
+            let r = system.block_on(async move {
                 // The OTLP exporter needs the runtime; it flushes when `telemetry` drops.
                 let telemetry = edinode::telemetry::init();
                 let node = edinode::node::build(settings, &src).await?;

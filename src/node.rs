@@ -27,6 +27,14 @@ fn node_id(s: &Settings) -> String {
     format!("{}-{}", host, std::process::id())
 }
 
+/// CPU workers: as configured, or one per core.
+fn cpu_workers(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
 /// The S3 settings of a station.
 pub fn s3_settings(c: &crate::config::S3Config) -> crate::storage::s3::S3Settings {
     crate::storage::s3::S3Settings {
@@ -119,6 +127,7 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         metrics: Arc::new(edinode_actors::metrics::Metrics::new()),
         buckets: Arc::new(buckets(&settings).await),
         fsync,
+        cpu: edinode_actors::runtime::CpuPool::start(cpu_workers(settings.node.cpu_workers)),
     };
     Ok(Node { cx, transport, settings })
 }

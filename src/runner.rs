@@ -5,6 +5,8 @@
 //! and the attempt count.
 
 use crate::transport::{Delivery, Publish, Transport};
+use actix::Addr;
+use edinode_actors::runtime::{Stage, Work};
 use edinode_actors::{queues, Actor, ActorError, NodeContext, Out};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +50,7 @@ async fn dead_letter(t: &dyn Transport, cx: &NodeContext, actor: &str, queue: &s
     t.publish(Publish { queue: queues::DEAD, body: &d.body, attempt: d.attempt + 1, reason: Some(reason), origin: Some(queue), trace: &d.trace }).await
 }
 
-async fn process<A: Actor>(actor: &A, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
+async fn process<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
     let span = tracing::info_span!(
         "actor",
         otel.name = A::NAME,
@@ -67,7 +69,7 @@ async fn process<A: Actor>(actor: &A, cx: &NodeContext, t: &dyn Transport, retry
     process_in_span(actor, cx, t, retry, d).instrument(span).await
 }
 
-async fn process_in_span<A: Actor>(actor: &A, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
+async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
     let started = std::time::Instant::now();
     let input: A::Input = match edinode_proto::envelope::decode(&d.body) {
         Ok(i) => i,
@@ -77,7 +79,12 @@ async fn process_in_span<A: Actor>(actor: &A, cx: &NodeContext, t: &dyn Transpor
             return;
         }
     };
-    let result = actor.handle(cx, input).await;
+    // To the stage's actor (bounded mailbox: waiting here is backpressure); a panic comes back
+    // as a transient failure and the supervisor restarts the actor.
+    let result = match actor.send(Work { input, span: tracing::Span::current() }).await {
+        Ok(r) => r,
+        Err(e) => Err(ActorError::Transient(format!("{} unavailable: {e}", A::NAME))),
+    };
     let ok = match result {
         Ok(outs) => match publish_outs(t, outs).await {
             Ok(()) => true,
@@ -109,16 +116,99 @@ async fn finish(d: Delivery, ok: bool) {
 
 /// Run an actor on the deliveries of its queue with up to `concurrency` in flight.
 pub fn spawn<A: Actor>(actor: A, cx: NodeContext, t: Arc<dyn Transport>, mut rx: mpsc::Receiver<Delivery>, concurrency: usize, retry: RetryPolicy) -> tokio::task::JoinHandle<()> {
-    let actor = Arc::new(actor);
+    let actor = Stage::start(Arc::new(actor), cx.clone(), concurrency, tokio::runtime::Handle::current());
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {
             let Ok(permit) = sem.clone().acquire_owned().await else { return };
             let (actor, cx, t, retry) = (actor.clone(), cx.clone(), t.clone(), retry.clone());
             tokio::spawn(async move {
-                process(actor.as_ref(), &cx, t.as_ref(), &retry, d).await;
+                process(&actor, &cx, t.as_ref(), &retry, d).await;
                 drop(permit);
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{FsBlobStore, LocalState};
+    use crate::transport::local::LocalTransport;
+    use std::sync::Mutex;
+
+    /// A stage whose handler panics on inputs starting with "panic".
+    struct Flaky {
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Actor for Flaky {
+        const NAME: &'static str = "flaky";
+        const QUEUE: &'static str = "test.flaky";
+        type Input = String;
+
+        async fn handle(&self, _cx: &NodeContext, input: String) -> Result<Vec<Out>, ActorError> {
+            if input.starts_with("panic") {
+                panic!("boom on {input}");
+            }
+            self.seen.lock().unwrap().push(input);
+            Ok(vec![])
+        }
+    }
+
+    fn context(dir: &std::path::Path) -> NodeContext {
+        NodeContext {
+            node_id: "test".into(),
+            directory: Default::default(),
+            blobs: Arc::new(FsBlobStore::new(&dir.join("blobs"), false).unwrap()),
+            state: Arc::new(LocalState::open(&dir.join("state.jsonl"), false).unwrap()),
+            limits: Default::default(),
+            http: reqwest::Client::new(),
+            inbox: dir.join("inbox"),
+            reporting_ua: "test".into(),
+            mdn_post_attempts: 1,
+            metrics: Arc::new(edinode_actors::metrics::Metrics::new()),
+            buckets: Default::default(),
+            fsync: false,
+            cpu: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_panicking_handler_is_retried_dead_lettered_with_its_message_and_the_slot_comes_back() {
+        let system = actix_rt::System::with_tokio_rt(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+        system.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let t: Arc<dyn Transport> = Arc::new(LocalTransport::open(&dir.path().join("spool"), false).unwrap());
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let rx = t.consume(Flaky::QUEUE, 1).await.unwrap();
+            // One slot only: had the panic lost it, nothing after it would run.
+            spawn(Flaky { seen: seen.clone() }, context(dir.path()), t.clone(), rx, 1, RetryPolicy { max_attempts: 3, base: Duration::from_millis(20) });
+            for input in ["panic-1", "ok-1", "ok-2"] {
+                let body = edinode_proto::envelope::encode(&input.to_string()).unwrap();
+                t.publish(Publish { queue: Flaky::QUEUE, body: &body, attempt: 0, reason: None, origin: None, trace: &[] }).await.unwrap();
+            }
+            let dead = dir.path().join("spool").join(queues::DEAD);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let reason = loop {
+                let reasons: Vec<String> = std::fs::read_dir(&dead)
+                    .map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "reason")).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+                    .unwrap_or_default();
+                if let Some(r) = reasons.first() {
+                    break r.clone();
+                }
+                assert!(std::time::Instant::now() < deadline, "no dead letter; seen {:?}", seen.lock().unwrap());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert!(reason.contains("panic in flaky: boom on panic-1"), "{reason}");
+            assert!(reason.contains("3 attempts"), "{reason}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while seen.lock().unwrap().len() < 2 {
+                assert!(std::time::Instant::now() < deadline, "the slot did not come back: {:?}", seen.lock().unwrap());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(*seen.lock().unwrap(), vec!["ok-1".to_string(), "ok-2".to_string()]);
+        });
+    }
 }

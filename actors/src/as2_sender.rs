@@ -196,7 +196,7 @@ impl Actor for As2Sender {
         }
         span.record("size", size);
         let (p2, st2, mid, seed) = (partner.clone(), station.clone(), s.message_id.clone(), s.id.clone());
-        let built = tokio::task::spawn_blocking(move || {
+        let built = cx.cpu.run(move || {
             let date = httpdate::fmt_http_date(std::time::SystemTime::now());
             let ids = OutboundIds { message_id: &mid, boundary_seed: &seed, date: &date };
             outbound::build(
@@ -210,8 +210,7 @@ impl Actor for As2Sender {
                 "AS2 message",
             )
         })
-        .await
-        .map_err(|e| ActorError::Transient(e.to_string()))?;
+        .await?;
         let built = match built {
             Ok(b) => b,
             Err(e) => return Ok(conclude(cx, &s, false, &format!("cannot build the message: {e}"), None).await),

@@ -24,9 +24,7 @@ impl Actor for Decryptor {
         };
         let keys = station.decryption.clone();
         let limits = cx.limits.mime;
-        let result = tokio::task::spawn_blocking(move || unwrap::decrypt_owned(bytes, &keys, &limits))
-            .await
-            .map_err(|e| ActorError::Transient(e.to_string()))?;
+        let result = cx.cpu.run(move || unwrap::decrypt_owned(bytes, &keys, &limits)).await?;
         match result {
             Ok(inner) => {
                 ctx.security.encrypted = true;

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod mime_unwrapper;
 pub mod outbound_intake;
 pub mod pull_sender;
+pub mod runtime;
 pub mod s3_outbox;
 pub mod verifier;
 
@@ -257,6 +258,8 @@ pub struct NodeContext {
     pub buckets: Arc<std::collections::HashMap<String, StationBucket>>,
     /// Sync inbox files and their directory entries before a delivery counts as done.
     pub fsync: bool,
+    /// Where CPU-bound work runs (a SyncArbiter of workers sized from the cores).
+    pub cpu: runtime::CpuPool,
 }
 
 impl NodeContext {

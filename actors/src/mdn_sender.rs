@@ -89,9 +89,7 @@ impl Actor for MdnSender {
                 cx.status(&c.ctx.id, status, &detail).await;
                 let cx2 = cx.clone();
                 let c2 = c.clone();
-                let built = tokio::task::spawn_blocking(move || MdnSender::build(&cx2, &c2))
-                    .await
-                    .map_err(|e| ActorError::Transient(e.to_string()))??;
+                let built = cx.cpu.run(move || MdnSender::build(&cx2, &c2)).await??;
                 let mut outs = Vec::new();
                 match (&c.ctx.reply, c.ctx.request.mdn.as_ref().and_then(|m| m.async_url.clone())) {
                     (_, Some(url)) => {

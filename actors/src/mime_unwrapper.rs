@@ -113,7 +113,8 @@ impl Actor for MimeUnwrapper {
                 Step::Decrypt => return Ok(vec![Out::send(queues::DECRYPTOR, &Decrypt { ctx, entity: current })?]),
                 Step::Verify => return Ok(vec![Out::send(queues::VERIFIER, &Verify { ctx, entity: current })?]),
                 Step::Decompress => {
-                    bytes = match unwrap::decompress(&bytes, cx.limits.max_decompressed, &cx.limits.mime) {
+                    let (max, limits) = (cx.limits.max_decompressed, cx.limits.mime);
+                    bytes = match cx.cpu.run(move || unwrap::decompress(&bytes, max, &limits)).await? {
                         Ok(b) => b,
                         Err(e) => return fail(ctx, &e),
                     };

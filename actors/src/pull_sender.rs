@@ -860,6 +860,7 @@ mod tests {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             buckets: Default::default(),
             fsync: false,
+            cpu: Default::default(),
         };
         let node = key("node");
         let config = PullSenderConfig {

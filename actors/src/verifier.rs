@@ -27,9 +27,7 @@ impl Actor for Verifier {
         let accepted = partner.policy.accepted_digests.clone();
         let mic_alg = requested_mic_alg(&ctx);
         let limits = cx.limits.mime;
-        let result = tokio::task::spawn_blocking(move || unwrap::verify(&bytes, &certs, mic_alg, &limits))
-            .await
-            .map_err(|e| ActorError::Transient(e.to_string()))?;
+        let result = cx.cpu.run(move || unwrap::verify(&bytes, &certs, mic_alg, &limits)).await?;
         match result {
             Ok(v) => {
                 if !accepted.is_empty() && !accepted.contains(&v.digest) {
