@@ -175,7 +175,9 @@ async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<Http
     if let Err(error) = st.transport.publish(Publish { queue: queues::MIME_UNWRAPPER, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }).await {
         st.waiters.forget(&id);
         tracing::error!(message = "Could not queue a received message.", %error, id);
-        st.cx.status(&id, "failed", &format!("not queued: {error}")).await;
+        // Not final: if the publish did reach the broker (a lost confirm), the chain still runs
+        // and its statuses take over; a partner that retries is recognised as a duplicate.
+        st.cx.status(&id, "not-queued", &format!("answered 503: {error}")).await;
         return text(503, "the message could not be queued; please retry");
     }
     drop(body);

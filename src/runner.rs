@@ -37,7 +37,7 @@ pub async fn publish_outs(t: &dyn Transport, outs: Vec<Out>) -> anyhow::Result<(
                     tracing::warn!(message = "Failed to route a synchronous reply.", %error, queue);
                 }
             }
-            Out::Publish { exchange, routing_key, headers, body } => t.publish_exchange(exchange, &routing_key, &headers, &body).await?,
+            Out::Publish { exchange, routing_key, message_id, headers, body } => t.publish_exchange(exchange, &routing_key, &message_id, &headers, &body).await?,
         }
     }
     Ok(())
@@ -69,8 +69,26 @@ async fn process<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: &dyn Tra
     process_in_span(actor, cx, t, retry, d).instrument(span).await
 }
 
+/// The state key that says a stage finished an input (its outputs are published).
+fn done_key(actor: &str, body: &[u8]) -> String {
+    format!("done:{actor}:{}", hex::encode(&openssl::sha::sha256(body)[..16]))
+}
+
+/// How long a stage remembers the inputs it finished (longer than any redelivery takes).
+const DONE_TTL_SECS: u64 = 7 * 24 * 3600;
+
 async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
     let started = std::time::Instant::now();
+    let done = done_key(A::NAME, &d.body);
+    if d.redelivered {
+        // Handled before and its outputs published, but the acknowledgement was lost (a crash,
+        // a broker restart): do not start a second chain or repeat an effect.
+        if let Ok(Some(_)) = cx.state.get(&done).await {
+            tracing::info!(message = "Redelivered input already handled; acknowledging it.", actor = A::NAME);
+            finish(d, true).await;
+            return;
+        }
+    }
     let input: A::Input = match edinode_proto::envelope::decode(&d.body) {
         Ok(i) => i,
         Err(e) => {
@@ -87,7 +105,12 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
     };
     let ok = match result {
         Ok(outs) => match publish_outs(t, outs).await {
-            Ok(()) => true,
+            Ok(()) => {
+                if let Err(error) = cx.state.set_once(&done, "1", DONE_TTL_SECS).await {
+                    tracing::warn!(message = "Could not record a finished input; a redelivery would repeat it.", actor = A::NAME, %error);
+                }
+                true
+            }
             Err(error) => {
                 tracing::warn!(message = "Failed to publish an actor's output; will retry.", actor = A::NAME, %error);
                 false
@@ -173,6 +196,61 @@ mod tests {
             fsync: false,
             cpu: Default::default(),
         }
+    }
+
+    /// Counts its inputs and publishes one event per input.
+    struct Counting {
+        handled: Arc<Mutex<usize>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Actor for Counting {
+        const NAME: &'static str = "counting";
+        const QUEUE: &'static str = "test.counting";
+        type Input = String;
+
+        async fn handle(&self, _cx: &NodeContext, input: String) -> Result<Vec<Out>, ActorError> {
+            *self.handled.lock().unwrap() += 1;
+            Ok(vec![edinode_actors::event("test.done", &input, "s", "p", "<m>", "")])
+        }
+    }
+
+    struct NoAck(Arc<Mutex<Vec<&'static str>>>);
+
+    #[async_trait::async_trait]
+    impl crate::transport::Acker for NoAck {
+        async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+            self.0.lock().unwrap().push("ack");
+            Ok(())
+        }
+        async fn requeue(self: Box<Self>) -> anyhow::Result<()> {
+            self.0.lock().unwrap().push("requeue");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_redelivered_input_whose_outputs_were_published_is_not_handled_again() {
+        let system = actix_rt::System::with_tokio_rt(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+        system.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let t = LocalTransport::open(&dir.path().join("spool"), false).unwrap();
+            let cx = context(dir.path());
+            let handled = Arc::new(Mutex::new(0));
+            let stage = Stage::start(Arc::new(Counting { handled: handled.clone() }), cx.clone(), 4, tokio::runtime::Handle::current());
+            let settled = Arc::new(Mutex::new(Vec::new()));
+            let body = edinode_proto::envelope::encode(&"input-1".to_string()).unwrap();
+            let delivery = |redelivered| Delivery { body: body.clone(), attempt: 0, trace: vec![], headers: vec![], redelivered, acker: Box::new(NoAck(settled.clone())) };
+            let retry = RetryPolicy { max_attempts: 3, base: Duration::from_millis(10) };
+            process(&stage, &cx, &t, &retry, delivery(false)).await;
+            // The broker lost the acknowledgement and delivers it again, flagged as redelivered.
+            process(&stage, &cx, &t, &retry, delivery(true)).await;
+            assert_eq!(*handled.lock().unwrap(), 1, "handled once");
+            assert_eq!(*settled.lock().unwrap(), vec!["ack", "ack"]);
+            // A fresh publication of the same input (a dead-letter replay) is handled again.
+            process(&stage, &cx, &t, &retry, delivery(false)).await;
+            assert_eq!(*handled.lock().unwrap(), 2);
+        });
     }
 
     #[test]

@@ -261,6 +261,9 @@ fn documents_are_published_on_the_inbound_exchange_with_headers() {
     });
     drop(conn);
     assert_eq!(got.len(), 3);
+    // Every document carries a stable AMQP message_id a consumer can deduplicate on.
+    let ids: std::collections::HashSet<String> = got.iter().map(|d| d.delivery.properties.message_id().clone().expect("message_id").to_string()).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
     for d in got {
         let h = d.delivery.properties.headers().clone().unwrap();
         let s = |k: &str| match h.inner().get(k) {

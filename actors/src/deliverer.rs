@@ -124,7 +124,7 @@ impl Actor for Deliverer {
                     crate::FolderStructure::Prefix => format!("{msg}_{name}"),
                 };
                 let key = format!("as2gateway/{}/{}/{}inbox/{file}", station_as2, ctx.request.as2_from, if test { "test/" } else { "" });
-                b.store.put(&key, data.clone()).await.map_err(ActorError::Transient)?;
+                b.store.put(&key, data.clone()).await.map_err(|e| ActorError::Transient(e.to_string()))?;
                 headers.push(("s3-key".to_string(), key));
             }
             let body = if data.len() <= cx.limits.inline_threshold {
@@ -134,7 +134,9 @@ impl Actor for Deliverer {
                 headers.push(("path".to_string(), path.display().to_string()));
                 Vec::new()
             };
-            outs.push(Out::Publish { exchange: queues::INBOUND_EXCHANGE, routing_key: format!("{}.{}", ctx.station, ctx.partner), headers, body });
+            // One message id per document of a reception, whatever is redelivered.
+            let message_id = format!("{}.{}", ctx.id, i);
+            outs.push(Out::Publish { exchange: queues::INBOUND_EXCHANGE, routing_key: format!("{}.{}", ctx.station, ctx.partner), message_id, headers, body });
             names.push(name);
         }
         cx.status(&ctx.id, "delivered", &names.join(", ")).await;

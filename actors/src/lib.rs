@@ -71,8 +71,10 @@ pub enum Out {
     Send { queue: &'static str, body: Vec<u8> },
     /// Publish a synchronous reply to a node's reply queue (not durable).
     Reply { queue: String, body: Vec<u8> },
-    /// Publish to an exchange for consumers outside edinode.
-    Publish { exchange: &'static str, routing_key: String, headers: Vec<(String, String)>, body: Vec<u8> },
+    /// Publish to an exchange for consumers outside edinode. `message_id` (the AMQP property) is
+    /// stable for the same effect however often its input is redelivered, so consumers can
+    /// deduplicate on it.
+    Publish { exchange: &'static str, routing_key: String, message_id: String, headers: Vec<(String, String)>, body: Vec<u8> },
 }
 
 impl Out {
@@ -136,16 +138,33 @@ pub struct ObjectInfo {
     pub etag: String,
 }
 
+/// Why a bucket operation failed, as far as callers decide differently. Each variant carries a
+/// sentence naming the operation and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    /// The key does not exist (NoSuchKey, 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The bucket's policy refused the operation (403): trying again will not help until the
+    /// policy changes.
+    #[error("{0}")]
+    Denied(String),
+    /// Anything else (network, 5xx, a missing bucket): worth trying again later.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// A station's own bucket (S3 or compatible).
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {
-    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), String>;
-    async fn get(&self, key: &str) -> Result<Vec<u8>, String>;
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, String>;
-    async fn delete(&self, key: &str) -> Result<(), String>;
-    async fn copy(&self, from: &str, to: &str) -> Result<(), String>;
-    /// A cheap request proving the bucket answers (for /readyz).
-    async fn ping(&self, prefix: &str) -> Result<(), String>;
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), ObjectError>;
+    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectError>;
+    /// Deleting a missing key succeeds.
+    async fn delete(&self, key: &str) -> Result<(), ObjectError>;
+    async fn copy(&self, from: &str, to: &str) -> Result<(), ObjectError>;
+    /// A cheap listing of `prefix` proving the bucket answers (for /readyz).
+    async fn ping(&self, prefix: &str) -> Result<(), ObjectError>;
 }
 
 /// How received files are named under `inbox/` so names never collide.
@@ -169,6 +188,19 @@ pub struct StationBucket {
     /// A subdirectory goes once nothing in it changed for this long.
     pub steady_ms: i64,
     pub poll_ms: u64,
+}
+
+impl StationBucket {
+    /// A cheap request proving the bucket answers with only the grants this integration uses:
+    /// a listing of `AS2/send/<station>/` when outbound is on, else the delete of a missing key
+    /// under `as2gateway/<station>/` (inbound needs no s3:ListBucket).
+    pub async fn ready(&self, station_as2: &str) -> Result<(), ObjectError> {
+        if self.outbound {
+            self.store.ping(&format!("AS2/send/{station_as2}/")).await
+        } else {
+            self.store.delete(&format!("as2gateway/{station_as2}/.edinode-readiness-probe")).await
+        }
+    }
 }
 
 /// The outcome of claiming (partner, Message-ID) for a reception.
@@ -239,6 +271,10 @@ impl Default for Limits {
     }
 }
 
+/// Waits (ms) after each failed tracking write before the next try: about 1.5 s in all, so a
+/// short Redis hiccup loses no status while an outage does not hold a stage for long.
+const TRACKING_RETRIES: [u64; 4] = [50, 200, 400, 800];
+
 /// Everything an actor may use, handed over at start: no globals.
 #[derive(Clone)]
 pub struct NodeContext {
@@ -292,18 +328,32 @@ impl NodeContext {
         Ok(Blob::Stored { key, len: len as u64 })
     }
 
-    /// Add summary fields, logging (not failing) when the store is unavailable.
+    /// Add summary fields; retried briefly, then logged and counted (never failing the stage).
     pub async fn annotate(&self, id: &str, fields: &[(&str, String)]) {
-        if let Err(error) = self.state.annotate(id, fields).await {
-            tracing::warn!(message = "Failed to record message summary.", %error, id);
+        let mut last = None;
+        for wait in TRACKING_RETRIES {
+            match self.state.annotate(id, fields).await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
+        self.metrics.state_write_failures.with_label_values(&["summary"]).inc();
+        tracing::warn!(message = "Failed to record message summary.", error = last.unwrap_or_default(), id);
     }
 
-    /// Record a status, logging (not failing) when the store is unavailable.
+    /// Record a status; retried briefly, then logged and counted (never failing the stage).
     pub async fn status(&self, id: &str, status: &str, detail: &str) {
-        if let Err(error) = self.state.record(id, status, detail).await {
-            tracing::warn!(message = "Failed to record message status.", %error, id, status);
+        let mut last = None;
+        for wait in TRACKING_RETRIES {
+            match self.state.record(id, status, detail).await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
+        self.metrics.state_write_failures.with_label_values(&["status"]).inc();
+        tracing::warn!(message = "Failed to record message status.", error = last.unwrap_or_default(), id, status);
     }
 }
 
@@ -330,9 +380,12 @@ pub fn event(kind: &str, id: &str, station: &str, partner: &str, message_id: &st
         detail: detail.to_string(),
         at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
     };
+    // Stable for the same event: what happened to what, never when.
+    let digest = openssl::sha::sha256(format!("{kind}\n{id}\n{station}\n{partner}\n{message_id}\n{detail}").as_bytes());
     Out::Publish {
         exchange: queues::EVENTS_EXCHANGE,
         routing_key: kind.to_string(),
+        message_id: format!("{kind}:{}", hex::encode(&digest[..16])),
         headers: vec![("kind".into(), kind.into()), ("station".into(), station.into()), ("partner".into(), partner.into()), ("message-id".into(), message_id.into())],
         body: serde_json::to_vec(&ev).unwrap_or_default(),
     }

@@ -74,6 +74,12 @@ impl Actor for MdnPoster {
 
     async fn handle(&self, cx: &NodeContext, m: AsyncMdn) -> Result<Vec<Out>, ActorError> {
         crate::describe(&m.ctx);
+        // One MDN per reception: a second chain (or a redelivery) finds it already posted.
+        let posted = format!("mdnposted:{}", m.ctx.id);
+        if cx.state.get(&posted).await.map_err(ActorError::Transient)?.is_some() {
+            tracing::info!(message = "Asynchronous MDN already posted for this reception.", id = %m.ctx.id);
+            return Ok(vec![]);
+        }
         let client = match self.client(cx, &m).await {
             Ok(c) => c,
             Err(ActorError::Permanent(reason)) => {
@@ -90,6 +96,9 @@ impl Actor for MdnPoster {
         let resp = req.body(m.mdn.body.clone()).send().await.map_err(|e| ActorError::Transient(format!("async MDN POST to {} failed: {e}", m.url)))?;
         let code = resp.status();
         if code.is_success() {
+            if let Err(error) = cx.state.set_once(&posted, &code.as_u16().to_string(), 30 * 24 * 3600).await {
+                tracing::warn!(message = "Could not record a posted MDN.", %error);
+            }
             cx.status(&m.ctx.id, "mdn-sent", &format!("async to {} ({})", m.url, code.as_u16())).await;
             Ok(vec![])
         } else if code.is_server_error() || code.as_u16() == 429 || code.as_u16() == 408 {

@@ -41,8 +41,11 @@ impl MdnSender {
             text: &text,
             spelling: policy.mic_spelling,
         };
-        let uid = uuid::Uuid::new_v4().simple().to_string();
-        let message_id = format!("<{}@{}>", uid, cx.node_id);
+        // Derived from the reception: however often the outcome is redelivered or the MDN resent,
+        // the partner sees one MDN Message-ID for its message.
+        let uid = c.ctx.id.clone();
+        let host: String = c.ctx.request.as2_to.chars().filter(|ch| ch.is_ascii_alphanumeric() || *ch == '.' || *ch == '-').collect();
+        let message_id = format!("<mdn-{uid}@{}>", if host.is_empty() { "edinode" } else { &host });
         let rb = format!("----=_report_{uid}");
         let sb = format!("----=_signed_{uid}");
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
@@ -104,6 +107,14 @@ impl Actor for MdnSender {
                         cx.status(&c.ctx.id, "mdn-sent", "sync").await;
                     }
                     (None, None) => {}
+                }
+                if c.disposition != edinode_proto::error::Disposition::Processed {
+                    // No delivery follows: the working copies go now. A duplicate's raw capture
+                    // too (the first reception has its own); a failed one's stays for diagnosis.
+                    let _ = cx.blobs.delete_prefix(&format!("work/{}/", c.ctx.id)).await;
+                    if matches!(&c.disposition, edinode_proto::error::Disposition::Warning(w) if w == edinode_proto::error::Disposition::DUPLICATE) {
+                        let _ = cx.blobs.delete(&c.ctx.raw_key).await;
+                    }
                 }
                 Ok(outs)
             }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// Bytes received by direction.
     pub bytes: IntCounterVec,
+    /// Tracking writes (status, summary) that failed after their retries, by kind.
+    pub state_write_failures: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -51,6 +53,7 @@ impl Metrics {
             dead_letters: counter(&registry, "edinode_dead_letters_total", "Inputs sent to the dead-letter queue", &["actor"]),
             http_requests: counter(&registry, "edinode_http_requests_total", "HTTP requests by route and status", &["route", "status"]),
             bytes: counter(&registry, "edinode_bytes_total", "Message bytes by direction", &["direction"]),
+            state_write_failures: counter(&registry, "edinode_state_write_failures_total", "Tracking writes lost after retries", &["kind"]),
             registry,
             stage_seconds,
             mdn_timeouts,

@@ -5,6 +5,24 @@ use redis::AsyncCommands;
 
 const STATUS_TTL_SECS: i64 = 30 * 24 * 3600;
 
+/// Append a status record and move the summary's status forward only, in one atomic step (two
+/// processes recording at once can no longer put an earlier stage's status over a final one).
+/// KEYS: history list, summary hash. ARGV: entry, status, rank (-1: a milestone), now, ttl.
+const RECORD_STATUS: &str = r#"
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[2], 'updated_at', ARGV[4])
+local rank = tonumber(ARGV[3])
+if rank >= 0 then
+  local current = tonumber(redis.call('HGET', KEYS[2], 'rank') or '-1')
+  if rank >= current then
+    redis.call('HSET', KEYS[2], 'status', ARGV[2], 'rank', rank)
+  end
+end
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"#;
+
 pub struct RedisState {
     conn: redis::aio::ConnectionManager,
     prefix: String,
@@ -32,18 +50,21 @@ impl StateStore for RedisState {
 
     async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), String> {
         let mut c = self.conn.clone();
-        let entry = serde_json::json!({"at": crate::storage::now_ms(), "status": status, "detail": detail}).to_string();
-        let k = self.key(&format!("status:{id}"));
-        let mk = self.key(&format!("msg:{id}"));
-        let mut p = redis::pipe();
-        p.rpush(&k, entry).expire(&k, STATUS_TTL_SECS).hset(&mk, "updated_at", crate::storage::now_ms());
-        if let Some(rank) = edinode_actors::lifecycle_rank(status) {
-            let current: Option<String> = c.hget(&mk, "status").await.map_err(|e| e.to_string())?;
-            if current.as_deref().and_then(edinode_actors::lifecycle_rank).is_none_or(|r| rank >= r) {
-                p.hset(&mk, "status", status);
-            }
-        }
-        p.expire(&mk, STATUS_TTL_SECS).query_async::<()>(&mut c).await.map_err(|e| e.to_string())
+        let now = crate::storage::now_ms();
+        let entry = serde_json::json!({"at": now, "status": status, "detail": detail}).to_string();
+        let rank = edinode_actors::lifecycle_rank(status).map(i64::from).unwrap_or(-1);
+        redis::Script::new(RECORD_STATUS)
+            .key(self.key(&format!("status:{id}")))
+            .key(self.key(&format!("msg:{id}")))
+            .arg(entry)
+            .arg(status)
+            .arg(rank)
+            .arg(now)
+            .arg(STATUS_TTL_SECS)
+            .invoke_async::<i64>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String> {
@@ -145,5 +166,50 @@ impl StateStore for RedisState {
     async fn unschedule(&self, set: &str, member: &str) -> Result<(), String> {
         let mut c = self.conn.clone();
         c.zrem::<_, _, ()>(self.key(set), member).await.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two processes (two connections) record the statuses of the same messages at once, in
+    /// either order: the summary always ends at the highest-ranked status.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_status_records_end_at_the_final_status() {
+        let prefix = format!("edinode-race-{}:", uuid::Uuid::new_v4().simple());
+        let a = std::sync::Arc::new(RedisState::connect("redis://127.0.0.1:6379/", &prefix).await.unwrap());
+        let b = std::sync::Arc::new(RedisState::connect("redis://127.0.0.1:6379/", &prefix).await.unwrap());
+        let ids: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+        let mut tasks = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (a, b, id) = (a.clone(), b.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let (first, second) = if i % 2 == 0 { (a, b) } else { (b, a) };
+                let x = tokio::spawn({
+                    let id = id.clone();
+                    async move { first.record(&id, "delivered", "by the deliverer").await }
+                });
+                let y = tokio::spawn({
+                    let id = id.clone();
+                    async move { second.record(&id, "processed", "by the MDN sender").await }
+                });
+                x.await.unwrap().unwrap();
+                y.await.unwrap().unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for id in &ids {
+            let s = a.summary(id).await.unwrap().unwrap();
+            assert_eq!(s.get("status").map(String::as_str), Some("delivered"), "{id}");
+            assert_eq!(a.history(id).await.unwrap().len(), 2);
+        }
+        let mut c = a.conn.clone();
+        let keys: Vec<String> = c.keys(format!("{prefix}*")).await.unwrap();
+        if !keys.is_empty() {
+            let _: () = c.del(keys).await.unwrap();
+        }
     }
 }

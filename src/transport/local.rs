@@ -121,7 +121,7 @@ impl Acker for LogAcker {
         let this = *self;
         if let Some((tx, body, attempt)) = this.requeue.clone() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let again = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], acker: Box::new(this) };
+            let again = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], redelivered: true, acker: Box::new(this) };
             let _ = tx.send(again).await;
         }
         Ok(())
@@ -196,6 +196,7 @@ impl LocalTransport {
             attempt: p.attempt,
             trace: p.trace.to_vec(),
             headers: vec![],
+            redelivered: false,
             acker: Box::new(LogAcker { log, seg, seq, requeue: Some((tx.clone(), body, p.attempt)) }),
         };
         Ok((tx, d))
@@ -270,7 +271,7 @@ impl Transport for LocalTransport {
         Ok(())
     }
 
-    async fn publish_exchange(&self, _exchange: &str, _rk: &str, _headers: &[(String, String)], _body: &[u8]) -> anyhow::Result<()> {
+    async fn publish_exchange(&self, _exchange: &str, _rk: &str, _message_id: &str, _headers: &[(String, String)], _body: &[u8]) -> anyhow::Result<()> {
         // No bus in embedded mode: documents are in the inbox directory.
         Ok(())
     }
@@ -312,7 +313,7 @@ impl Transport for LocalTransport {
             log.inner.lock().unwrap_or_else(|p| p.into_inner()).outstanding.insert(seg, records.len());
             for (seq, attempt, body) in records {
                 recovered += 1;
-                let d = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], acker: Box::new(LogAcker { log: log.clone(), seg, seq, requeue: Some((tx.clone(), body, attempt)) }) };
+                let d = Delivery { body: body.clone(), attempt, trace: vec![], headers: vec![], redelivered: true, acker: Box::new(LogAcker { log: log.clone(), seg, seq, requeue: Some((tx.clone(), body, attempt)) }) };
                 tx.send(d).await.map_err(|_| anyhow::anyhow!("queue closed"))?;
             }
         }

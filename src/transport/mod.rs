@@ -15,6 +15,8 @@ pub struct Delivery {
     pub trace: Vec<(String, String)>,
     /// String headers of the message (RabbitMQ), for inputs that are not typed envelopes.
     pub headers: Vec<(String, String)>,
+    /// It may have been handled before (the broker redelivered it, or the spool replayed it).
+    pub redelivered: bool,
     pub acker: Box<dyn Acker>,
 }
 
@@ -47,7 +49,7 @@ pub trait Transport: Send + Sync {
     /// Send a synchronous reply to a node's reply queue.
     async fn reply(&self, queue: &str, body: &[u8]) -> anyhow::Result<()>;
     /// Publish on an exchange for consumers outside edinode.
-    async fn publish_exchange(&self, exchange: &str, routing_key: &str, headers: &[(String, String)], body: &[u8]) -> anyhow::Result<()>;
+    async fn publish_exchange(&self, exchange: &str, routing_key: &str, message_id: &str, headers: &[(String, String)], body: &[u8]) -> anyhow::Result<()>;
     /// Consume a work queue, at most `prefetch` unacknowledged at a time.
     async fn consume(&self, queue: &str, prefetch: u16) -> anyhow::Result<mpsc::Receiver<Delivery>>;
     /// This node's reply queue and the replies arriving on it.

@@ -223,13 +223,13 @@ impl Transport for RabbitTransport {
         Ok(())
     }
 
-    async fn publish_exchange(&self, exchange: &str, rk: &str, headers: &[(String, String)], body: &[u8]) -> anyhow::Result<()> {
+    async fn publish_exchange(&self, exchange: &str, rk: &str, message_id: &str, headers: &[(String, String)], body: &[u8]) -> anyhow::Result<()> {
         let mut t = FieldTable::default();
         for (k, v) in headers {
             t.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
         }
         let ct = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
-        let props = BasicProperties::default().with_delivery_mode(2).with_headers(t).with_content_type(ct.into());
+        let props = BasicProperties::default().with_delivery_mode(2).with_headers(t).with_content_type(ct.into()).with_message_id(message_id.into());
         self.publish_retry(exchange, rk, body, props, Route::Exchange).await
     }
 
@@ -263,7 +263,8 @@ impl Transport for RabbitTransport {
                             strings.push(("content-type".into(), ct.as_str().to_string()));
                         }
                         let body = d.data.clone();
-                        if tx.send(Delivery { body, attempt, trace, headers: strings, acker: Box::new(RabbitAcker { delivery: d }) }).await.is_err() {
+                        let redelivered = d.redelivered;
+                        if tx.send(Delivery { body, attempt, trace, headers: strings, redelivered, acker: Box::new(RabbitAcker { delivery: d }) }).await.is_err() {
                             return Ok(());
                         }
                     }
