@@ -11,15 +11,14 @@
 
 use crate::config::Settings;
 use crate::http::text;
-use crate::transport::{Delivery, Publish, Transport};
+use crate::transport::Transport;
 use actix_web::{web, HttpRequest, HttpResponse};
 use edinode_actors::pull_sender::{PullSender, PullSenderConfig, Reply, Submission, SubmitError, SUBMIT_QUEUE};
-use edinode_actors::{queues, NodeContext};
+use edinode_actors::NodeContext;
 use edinode_proto::as4::wssec::SigningKey;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// What the AS4 routes share; constructed once per node ([`As4State::start`]).
@@ -56,7 +55,9 @@ impl As4State {
         let sender = Arc::new(PullSender::new(config, signer, &cx.node_id).map_err(|e| anyhow::anyhow!("as4.authorization_map: {e}"))?);
         if sender.can_sign() {
             let rx = transport.consume(SUBMIT_QUEUE, settings.rabbitmq.prefetch).await?;
-            tokio::spawn(consume_submissions(sender.clone(), cx.clone(), transport, rx));
+            let retry = crate::runner::RetryPolicy { max_attempts: settings.rabbitmq.max_attempts.max(1), base: Duration::from_millis(settings.rabbitmq.retry_base_ms) };
+            let submitter = edinode_actors::as4_submitter::As4Submitter { sender: sender.clone() };
+            crate::runner::spawn(submitter, cx.clone(), transport, rx, usize::from(settings.rabbitmq.prefetch), retry);
         }
         Ok(As4State {
             sender,
@@ -177,35 +178,3 @@ async fn submit(req: HttpRequest, payload: web::Payload, st: web::Data<As4State>
     resp
 }
 
-/// Consumes `edinode.as4.submit`: ack once stored (or a duplicate of a stored one), dead-letter
-/// what is not a valid submission, requeue when storage is unavailable.
-async fn consume_submissions(sender: Arc<PullSender>, cx: NodeContext, t: Arc<dyn Transport>, mut rx: mpsc::Receiver<Delivery>) {
-    while let Some(d) = rx.recv().await {
-        let outcome = match serde_json::from_slice::<Submission>(&d.body) {
-            Err(e) => Err(SubmitError::Invalid(format!("not a submission: {e}"))),
-            Ok(s) => sender.submit(&cx, s, crate::storage::now_ms()).await.map(|_| ()),
-        };
-        let ok = match outcome {
-            Ok(()) => true,
-            Err(SubmitError::Duplicate(id)) => {
-                tracing::info!(message = "Submission already queued; acknowledged again.", message_id = %id);
-                true
-            }
-            Err(SubmitError::Unavailable(error)) => {
-                tracing::warn!(message = "Could not queue an AS4 submission; will retry.", %error);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                false
-            }
-            Err(SubmitError::Invalid(reason)) => {
-                tracing::warn!(message = "AS4 submission refused.", %reason);
-                cx.metrics.dead_letters.with_label_values(&["pull_sender"]).inc();
-                let dead = Publish { queue: queues::DEAD, body: &d.body, attempt: d.attempt + 1, reason: Some(&reason), origin: Some(SUBMIT_QUEUE), trace: &d.trace };
-                t.publish(dead).await.is_ok()
-            }
-        };
-        let r = if ok { d.acker.ack().await } else { d.acker.requeue().await };
-        if let Err(error) = r {
-            tracing::warn!(message = "Failed to settle an AS4 submission delivery.", %error);
-        }
-    }
-}

@@ -217,11 +217,7 @@ impl Node {
         consumer!("mdn_poster", mdn_poster, mdn_poster::MdnPoster, m.async_post_concurrency.max(1), mdn_retry);
         consumer!("deliverer", deliverer::Deliverer, deliverer::Deliverer);
         consumer!("as2_sender", as2_sender::As2Sender::default(), as2_sender::As2Sender);
-        if has("outbound_intake") {
-            let rx = self.transport.consume(queues::OUTBOUND, prefetch).await?;
-            let (cx, t) = (self.cx.clone(), self.transport.clone());
-            pending.push(Box::new(move || tokio::spawn(crate::intake::run(cx, t, rx))));
-        }
+        consumer!("outbound_intake", outbound_intake::OutboundIntake, outbound_intake::OutboundIntake);
         if has("s3_outbox") {
             for (station, bucket) in self.cx.buckets.iter().filter(|(_, b)| b.outbound) {
                 let (cx, t, station, bucket) = (self.cx.clone(), self.transport.clone(), station.clone(), bucket.clone());

@@ -38,6 +38,19 @@ pub async fn publish_outs(t: &dyn Transport, outs: Vec<Out>) -> anyhow::Result<(
                 }
             }
             Out::Publish { exchange, routing_key, message_id, headers, body } => t.publish_exchange(exchange, &routing_key, &message_id, &headers, &body).await?,
+            Out::Dead { reason } => anyhow::bail!("dead-lettering needs the input ({reason})"),
+        }
+    }
+    Ok(())
+}
+
+/// Publish a handler's outputs; an [`Out::Dead`] moves the input itself to the dead-letter queue.
+async fn publish_with_dead(cx: &NodeContext, t: &dyn Transport, actor: &str, queue: &str, d: &Delivery, outs: Vec<Out>) -> anyhow::Result<()> {
+    let (dead, outs): (Vec<Out>, Vec<Out>) = outs.into_iter().partition(|o| matches!(o, Out::Dead { .. }));
+    publish_outs(t, outs).await?;
+    for o in dead {
+        if let Out::Dead { reason } = o {
+            dead_letter(t, cx, actor, queue, d, &reason).await?;
         }
     }
     Ok(())
@@ -70,8 +83,18 @@ async fn process<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: &dyn Tra
 }
 
 /// The state key that says a stage finished an input (its outputs are published).
-fn done_key(actor: &str, body: &[u8]) -> String {
-    format!("done:{actor}:{}", hex::encode(&openssl::sha::sha256(body)[..16]))
+fn done_key(actor: &str, d: &Delivery) -> String {
+    // Headers too: inputs from outside systems (a document and its routing headers) may share
+    // a body.
+    let mut h = openssl::sha::Sha256::new();
+    h.update(&d.body);
+    for (k, v) in &d.headers {
+        h.update(k.as_bytes());
+        h.update(b"\0");
+        h.update(v.as_bytes());
+        h.update(b"\0");
+    }
+    format!("done:{actor}:{}", hex::encode(&h.finish()[..16]))
 }
 
 /// How long a stage remembers the inputs it finished (longer than any redelivery takes).
@@ -79,7 +102,7 @@ const DONE_TTL_SECS: u64 = 7 * 24 * 3600;
 
 async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
     let started = std::time::Instant::now();
-    let done = done_key(A::NAME, &d.body);
+    let done = done_key(A::NAME, &d);
     if d.redelivered {
         // Handled before and its outputs published, but the acknowledgement was lost (a crash,
         // a broker restart): do not start a second chain or repeat an effect.
@@ -89,7 +112,7 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
             return;
         }
     }
-    let input: A::Input = match edinode_proto::envelope::decode(&d.body) {
+    let input: A::Input = match A::decode(&d.body, &d.headers) {
         Ok(i) => i,
         Err(e) => {
             let r = dead_letter(t, cx, A::NAME, A::QUEUE, &d, &format!("undecodable message: {e}")).await;
@@ -104,7 +127,7 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
         Err(e) => Err(ActorError::Transient(format!("{} unavailable: {e}", A::NAME))),
     };
     let ok = match result {
-        Ok(outs) => match publish_outs(t, outs).await {
+        Ok(outs) => match publish_with_dead(cx, t, A::NAME, A::QUEUE, &d, outs).await {
             Ok(()) => {
                 if let Err(error) = cx.state.set_once(&done, "1", DONE_TTL_SECS).await {
                     tracing::warn!(message = "Could not record a finished input; a redelivery would repeat it.", actor = A::NAME, %error);

@@ -8,12 +8,16 @@
 //! - [`mdn_sender`]: builds (and signs) the MDN, replies synchronously or queues it for the
 //!   [`mdn_poster`], which POSTs asynchronous MDNs where the partner's configuration allows.
 //! - [`deliverer`]: writes documents to the inbox and publishes them on `edinode.inbound`.
+//! - [`outbound_intake`], [`as4_submitter`]: documents and user messages that enterprise
+//!   systems put on `edinode.outbound` and `edinode.as4.submit`.
+//! - [`runtime`]: the actix side: supervised stage actors and the CPU pool (SyncArbiter).
 //!
 //! The HTTP receiver lives in the node crate (it needs the web server); its logic that is not
 //! HTTP plumbing is in [`http_receiver`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod as2_sender;
+pub mod as4_submitter;
 pub mod decryptor;
 pub mod deliverer;
 pub mod files;
@@ -71,6 +75,9 @@ pub enum Out {
     Send { queue: &'static str, body: Vec<u8> },
     /// Publish a synchronous reply to a node's reply queue (not durable).
     Reply { queue: String, body: Vec<u8> },
+    /// Move the input itself to the dead-letter queue with this reason (it cannot be handled
+    /// as given: an expected outcome, not a failure to retry).
+    Dead { reason: String },
     /// Publish to an exchange for consumers outside edinode. `message_id` (the AMQP property) is
     /// stable for the same effect however often its input is redelivered, so consumers can
     /// deduplicate on it.
@@ -410,4 +417,9 @@ pub trait Actor: Send + Sync + 'static {
     const QUEUE: &'static str;
     type Input: serde::de::DeserializeOwned + Send;
     async fn handle(&self, cx: &NodeContext, input: Self::Input) -> Result<Vec<Out>, ActorError>;
+    /// Read an input from a queue message: a typed envelope by default; stages fed by systems
+    /// outside edinode read the body and headers as those systems write them.
+    fn decode(body: &[u8], _headers: &[(String, String)]) -> Result<Self::Input, String> {
+        envelope::decode(body)
+    }
 }

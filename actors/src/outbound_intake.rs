@@ -2,8 +2,42 @@
 //! the document; headers station, partner, filename, content-type, and optionally message-id
 //! for idempotency) into the same typed [`Send`] the API and the S3 outbox produce.
 
-use crate::{ActorError, NodeContext};
+use crate::{event, queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::{Payload, Send};
+
+/// A document as an enterprise system put it on `edinode.outbound`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct QueuedDocument {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The OutboundIntake stage: a valid document becomes a Send for the As2Sender; one that is not
+/// sendable as given is dead-lettered with the reason and reported as `outbound.rejected`.
+pub struct OutboundIntake;
+
+#[async_trait::async_trait]
+impl Actor for OutboundIntake {
+    const NAME: &'static str = "outbound_intake";
+    const QUEUE: &'static str = queues::OUTBOUND;
+    type Input = QueuedDocument;
+
+    fn decode(body: &[u8], headers: &[(String, String)]) -> Result<QueuedDocument, String> {
+        Ok(QueuedDocument { headers: headers.to_vec(), body: body.to_vec() })
+    }
+
+    async fn handle(&self, cx: &NodeContext, d: QueuedDocument) -> Result<Vec<Out>, ActorError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_millis() as i64).unwrap_or(0);
+        match to_send(cx, &d.headers, d.body, now).await {
+            Ok(send) => Ok(vec![crate::as2_sender::submit(cx, &send).await?]),
+            Err(reason) => {
+                tracing::warn!(message = "Outbound document refused.", %reason);
+                let get = |n: &str| d.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone()).unwrap_or_default();
+                Ok(vec![event("outbound.rejected", "", &get("station"), &get("partner"), &get("message-id"), &reason), Out::Dead { reason }])
+            }
+        }
+    }
+}
 
 /// Validate the headers and build the Send (documents kept inline or in the blob store).
 pub async fn to_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<u8>, now_ms: i64) -> Result<Send, String> {
