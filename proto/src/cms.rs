@@ -318,6 +318,7 @@ fn verify_inner(
             )));
         }
     }
+    check_digest_algorithms(sig)?;
     let mut cms = parse(sig)?;
     if detached.is_none() && !ffi::has_embedded_content(&cms) {
         return Err(CmsError::Malformed(
@@ -386,6 +387,47 @@ fn verify_inner(
         return Err(CmsError::SignatureInvalid(e.to_string()));
     }
     Ok((content, verified))
+}
+
+/// SignedData.digestAlgorithms must be non-empty and hold only digests we know: OpenSSL 3.0's
+/// CMS_verify leaks the BIO it wraps detached content in when it cannot set up a digest for
+/// every entry (CMS_dataInit fails), so such a signature is refused before it gets there.
+fn check_digest_algorithms(der: &[u8]) -> Result<(), CmsError> {
+    use ber::{TAG_INTEGER, TAG_OID, TAG_SEQUENCE, TAG_SET};
+    let m = CmsError::Malformed;
+    let (ci, _) = ber::read(der, 0).map_err(m)?;
+    let mut it = ci.children(1);
+    it.require("ContentInfo.contentType")?;
+    let explicit = it.require("ContentInfo.content")?;
+    let sd = explicit.children(2).require("SignedData")?;
+    if !sd.is_universal(true, TAG_SEQUENCE) {
+        return Err(m("SignedData is not a SEQUENCE".into()));
+    }
+    let mut it = sd.children(3);
+    if !it.require("SignedData.version")?.is_universal(false, TAG_INTEGER) {
+        return Err(m("SignedData.version is not an INTEGER".into()));
+    }
+    let set = it.require("SignedData.digestAlgorithms")?;
+    if !set.is_universal(true, TAG_SET) {
+        return Err(m("SignedData.digestAlgorithms is not a SET".into()));
+    }
+    let mut algs = set.children(4);
+    let mut n = 0;
+    while let Some(alg) = algs.next().map_err(m)? {
+        let oid = alg.children(5).require("digestAlgorithm.algorithm")?;
+        if !alg.is_universal(true, TAG_SEQUENCE) || !oid.is_universal(false, TAG_OID) {
+            return Err(m("malformed digestAlgorithm".into()));
+        }
+        let oid = ber::oid_to_string(oid.content).map_err(m)?;
+        if DigestAlg::from_oid(&oid).is_none() {
+            return Err(CmsError::Unsupported(format!("signature digest algorithm {oid}")));
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return Err(m("SignedData.digestAlgorithms is empty".into()));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -599,6 +641,7 @@ mod ber {
     pub const TAG_OCTET_STRING: u32 = 4;
     pub const TAG_OID: u32 = 6;
     pub const TAG_SEQUENCE: u32 = 16;
+    pub const TAG_SET: u32 = 17;
 
     /// An element's identifier and length, as read from its header.
     #[derive(Debug, Clone, Copy)]
@@ -1687,6 +1730,20 @@ mod tests {
         ));
         assert!(out.capacity() <= limit, "capacity {}", out.capacity());
         assert!(out.len() <= limit);
+    }
+
+    #[test]
+    fn cms_unknown_digest_in_digest_algorithms_is_refused_before_openssl() {
+        // OpenSSL 3.0 leaks in CMS_verify when a digestAlgorithms entry cannot be set up.
+        let (key, cert) = alice();
+        let trusted = std::slice::from_ref(cert);
+        let sig = sign_detached(b"x", key, cert, DigestAlg::Sha256, &SignOptions::default()).unwrap();
+        assert!(verify_detached(&sig, b"x", trusted).is_ok());
+        let sha256 = [0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+        let at = find(&sig, &sha256, 0).unwrap();
+        let mut bad = sig.clone();
+        bad[at + 8] = 0xfe;
+        assert!(matches!(verify_detached(&bad, b"x", trusted), Err(CmsError::Unsupported(m)) if m.contains("digest")));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod as4;
 pub mod cms;
 pub mod envelope;
 pub mod error;
+#[doc(hidden)] pub mod fuzzing;
 pub mod headers;
 pub mod mdn;
 pub mod mdn_parse;

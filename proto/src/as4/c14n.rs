@@ -23,17 +23,28 @@ pub struct ExcC14n {
     pub inclusive_prefixes: Vec<String>,
 }
 
+/// At most this many distinct prefixes in an InclusiveNamespaces PrefixList (each element
+/// checks its in-scope namespaces against the list; senders name a handful).
+pub const MAX_INCLUSIVE_PREFIXES: usize = 16;
+
 impl ExcC14n {
-    /// From an Algorithm URI; `None` for anything but exclusive C14N.
+    /// From an Algorithm URI; `None` for anything but exclusive C14N, or a PrefixList of more
+    /// than [`MAX_INCLUSIVE_PREFIXES`] distinct prefixes.
     pub fn from_algorithm(uri: &str, prefix_list: Option<&str>) -> Option<ExcC14n> {
         let with_comments = match uri {
             EXC_C14N => false,
             EXC_C14N_WITH_COMMENTS => true,
             _ => return None,
         };
-        let inclusive_prefixes = prefix_list
-            .map(|l| l.split_ascii_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
+        let mut inclusive_prefixes: Vec<String> = Vec::new();
+        for p in prefix_list.unwrap_or_default().split_ascii_whitespace() {
+            if !inclusive_prefixes.iter().any(|q| q == p) {
+                if inclusive_prefixes.len() == MAX_INCLUSIVE_PREFIXES {
+                    return None;
+                }
+                inclusive_prefixes.push(p.to_string());
+            }
+        }
         Some(ExcC14n { with_comments, inclusive_prefixes })
     }
 
@@ -333,6 +344,14 @@ mod tests {
         let with = ExcC14n { with_comments: true, inclusive_prefixes: vec![] };
         canonicalize_document(&doc, &with, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "<?pi x?>\n<!-- c -->\n<r a=\"2\" b=\"1\"></r>\n<!-- d -->");
+    }
+
+    #[test]
+    fn prefix_list_is_bounded() {
+        let list = |n: usize| (0..n).map(|i| format!("p{i}")).collect::<Vec<_>>().join(" ");
+        let ok = ExcC14n::from_algorithm(EXC_C14N, Some(&format!("{} p0 p1", list(MAX_INCLUSIVE_PREFIXES)))).unwrap();
+        assert_eq!(ok.inclusive_prefixes.len(), MAX_INCLUSIVE_PREFIXES);
+        assert_eq!(ExcC14n::from_algorithm(EXC_C14N, Some(&list(MAX_INCLUSIVE_PREFIXES + 1))), None);
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub const X509V3: &str =
 pub const BASE64_BINARY: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
 
+/// How many References a signature may hold besides one per attachment.
+const MAX_EXTRA_REFERENCES: usize = 8;
+
 /// Our signing identity: the key and the certificate sent as BinarySecurityToken.
 #[derive(Clone)]
 pub struct SigningKey {
@@ -263,6 +266,25 @@ pub(crate) fn verify_parsed(
         .ok_or_else(|| fail(format!("unsupported signature method {method_uri}")))?;
     if refs.is_empty() || !refs.iter().all(|r| is(*r, ns::DS, "Reference")) {
         return Err(fail("SignedInfo must hold one or more References"));
+    }
+    // eb:Messaging, the Body and each attachment, with room for a few more (a Timestamp, the
+    // token): each Reference canonicalizes and digests its target, so their number must not
+    // multiply the cost of a large message.
+    // Nor may one target be referenced twice (in another spelling of its cid either).
+    if refs.len() > attachments.len() + MAX_EXTRA_REFERENCES {
+        return Err(fail(format!("more than {} References", attachments.len() + MAX_EXTRA_REFERENCES)));
+    }
+    let mut targets: Vec<String> = Vec::with_capacity(refs.len());
+    for r in refs {
+        let uri = r.attribute("URI").unwrap_or_default();
+        let target = match uri.strip_prefix("cid:") {
+            Some(cid) => format!("cid:{}", percent_decode(cid)),
+            None => uri.to_string(),
+        };
+        if targets.contains(&target) {
+            return Err(fail(format!("more than one Reference to {uri}")));
+        }
+        targets.push(target);
     }
 
     let mut covered_nodes: Vec<NodeId> = Vec::new();
@@ -723,6 +745,22 @@ mod tests {
         let t = format!("{}<w:Wrapper xmlns:w=\"urn:w\">{original}</w:Wrapper>{forged_no_id}{}", &text[..start], &text[end..]);
         let err = verify(t.as_bytes(), &[], &Limits::default()).unwrap_err();
         assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains("does not cover eb:Messaging")), "{err}");
+    }
+
+    #[test]
+    fn references_are_bounded() {
+        // Each Reference canonicalizes its target: more than the message needs are refused
+        // before any is computed (a partner's digests cost nothing to forge).
+        let text = String::from_utf8(testutil::fixture(FIXTURE)).unwrap();
+        let start = text.find("<Reference ").unwrap();
+        let end = text.find("</Reference>").unwrap() + "</Reference>".len();
+        let many = text[start..end].repeat(MAX_EXTRA_REFERENCES);
+        let t = format!("{}{many}{}", &text[..start], &text[start..]);
+        let err = verify(t.as_bytes(), &[], &Limits::default()).unwrap_err();
+        assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains("more than 8 References")), "{err}");
+        let twice = format!("{}{}{}", &text[..start], &text[start..end], &text[start..]);
+        let err = verify(twice.as_bytes(), &[], &Limits::default()).unwrap_err();
+        assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains("more than one Reference to #header-")), "{err}");
     }
 
     #[test]

@@ -10,6 +10,11 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use super::{As4Error, BuildError, Limits};
 
+/// At most this many namespace declarations in one document. Every element carries all the
+/// namespaces in scope, and canonicalization looks prefixes up among them, so their number
+/// multiplies the cost of each element; real envelopes and payloads declare a few dozen.
+pub(crate) const MAX_NAMESPACE_DECLARATIONS: usize = 128;
+
 /// Strips a UTF-8 BOM, checks the bytes against `limits` and parses them.
 pub(crate) fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, As4Error> {
     let text = prescan(bytes, limits)?;
@@ -31,6 +36,7 @@ pub(crate) fn prescan<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, A
         .map_err(|e| As4Error::Malformed(format!("not UTF-8: {e}")))?;
     let b = text.as_bytes();
     let mut depth = 0usize;
+    let mut declarations = 0usize;
     let mut i = 0usize;
     while let Some(off) = memchr(b'<', &b[i..]) {
         i += off;
@@ -63,6 +69,14 @@ pub(crate) fn prescan<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, A
                     Some(_) => {}
                     None if c == b'"' || c == b'\'' => quote = Some(c),
                     None if c == b'>' => break,
+                    None if c.is_ascii_whitespace() && b[j + 1..].starts_with(b"xmlns") => {
+                        declarations += 1;
+                        if declarations > MAX_NAMESPACE_DECLARATIONS {
+                            return Err(As4Error::Malformed(format!(
+                                "more than {MAX_NAMESPACE_DECLARATIONS} namespace declarations"
+                            )));
+                        }
+                    }
                     None => {}
                 }
                 j += 1;
@@ -268,6 +282,18 @@ mod tests {
         for g in [&b""[..], b"\xff\xfe<a/>", b"<a", b"<a><b></a>", b"<a x='1></a>", b"<!-- x", b"hello", b"<?xml"] {
             assert!(matches!(parse(g, &lim()), Err(As4Error::Malformed(_))), "{g:?}");
         }
+    }
+
+    #[test]
+    fn namespace_declarations_are_bounded() {
+        let decls = |n: usize| (0..n).map(|i| format!(" xmlns:p{i}='u'")).collect::<String>();
+        let ok = format!("<a{}><b\txmlns='v'/></a>", decls(MAX_NAMESPACE_DECLARATIONS - 1));
+        assert!(parse(ok.as_bytes(), &lim()).is_ok());
+        let over = format!("<a{}><b\nxmlns='v'/></a>", decls(MAX_NAMESPACE_DECLARATIONS));
+        assert!(matches!(parse(over.as_bytes(), &lim()), Err(As4Error::Malformed(_))));
+        // In attribute values and text it is not a declaration.
+        let text = format!("<a x=' xmlns'>{}</a>", " xmlns".repeat(1000));
+        assert!(parse(text.as_bytes(), &lim()).is_ok());
     }
 
     #[test]
