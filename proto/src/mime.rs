@@ -384,6 +384,53 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
+/// Where the body starts when `raw` begins with a header block: one or more fields, each a name,
+/// a colon and a value without control characters (folded lines allowed), every line ending in
+/// CRLF or LF, then a blank line, all within `limits`. None otherwise.
+///
+/// This is how a decrypted, decompressed or signed content is told to be a MIME entity, whatever
+/// header comes first (`Date:`, `Message-ID:`, `Content-Type:`...). RFC 5322 allows any printable
+/// character but the colon in a field name; real mail and MIME headers only use letters, digits,
+/// `-` and `_`, and the narrower rule keeps bare documents from passing for headers: EDIFACT
+/// segments (`UNB+UNOA:2+...`), X12 (`ISA*00*...`), XML, JSON.
+pub fn header_block_end(raw: &[u8], limits: &MimeLimits) -> Option<usize> {
+    let window = &raw[..raw.len().min(limits.max_header_bytes.saturating_add(2))];
+    let mut pos = 0;
+    let mut fields = 0usize;
+    while pos < window.len() {
+        let end = pos + window[pos..].iter().position(|&b| b == b'\n')?;
+        let line = &window[pos..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let next = end + 1;
+        let value_ok = |v: &[u8]| v.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f);
+        match line.first() {
+            None => return (fields > 0).then_some(next),
+            Some(b' ' | b'\t') => {
+                if fields == 0 || !value_ok(line) {
+                    return None;
+                }
+            }
+            Some(_) => {
+                let colon = line.iter().position(|&b| b == b':')?;
+                let name = &line[..colon];
+                // Obsolete syntax (RFC 5322 4.5.8) allows blanks before the colon.
+                let name = &name[..name.len() - name.iter().rev().take_while(|&&b| b == b' ' || b == b'\t').count()];
+                let name_ok = name.first().is_some_and(u8::is_ascii_alphanumeric)
+                    && name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !name_ok || !value_ok(&line[colon + 1..]) {
+                    return None;
+                }
+                fields += 1;
+                if fields > limits.max_headers {
+                    return None;
+                }
+            }
+        }
+        pos = next;
+    }
+    None
+}
+
 /// Canonicalize text to CRLF line endings (RFC 5751 3.1.1), leaving existing CRLFs alone.
 pub fn canonicalize_crlf(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 32);
@@ -444,6 +491,39 @@ mod tests {
         let e = Entity::parse(raw, &MimeLimits::default()).unwrap();
         assert_eq!(e.filename().as_deref(), Some("order 1.edi"));
         assert_eq!(sanitize_filename(".."), None);
+    }
+
+    #[test]
+    fn header_blocks_are_recognised_by_syntax() {
+        let l = MimeLimits::default();
+        // Any first header, CRLF or LF, folded lines, blanks before the colon.
+        for raw in [
+            &b"Date: Thu, 01 Jan 2026\r\nContent-Type: multipart/signed;\r\n\tboundary=x\r\n\r\nbody"[..],
+            b"Message-ID: <a@b>\nX_Custom : 1\n\nbody",
+            b"Content-Type: text/plain\r\n\nbody",
+        ] {
+            assert_eq!(header_block_end(raw, &l), Some(raw.len() - 4), "{}", String::from_utf8_lossy(raw));
+        }
+        // Bare documents are not entities.
+        for bare in [
+            &b"UNB+UNOA:2+SENDER:14+RECEIVER:14+140407:0910+5'\nUNH+1+ORDERS:D:96A:UN'\n\n"[..],
+            b"ISA*00*          *00*          *ZZ*S*ZZ*R*261121*1200*U*00401*1*0*P*:~\n\n",
+            b"<?xml version=\"1.0\"?>\n\n<a/>",
+            b"{\"a\": 1}\n\n",
+            b"\r\nno header before the blank line",
+            b"Content-Type: text/plain\r\nno blank line ends this",
+            b"Content-Type: text/plain\r\nbinary\x01: x\r\n\r\n",
+            b"Content-Type: text/plain\x00\r\n\r\n",
+            b" folded first: x\r\n\r\n",
+            b"",
+        ] {
+            assert_eq!(header_block_end(bare, &l), None, "{}", String::from_utf8_lossy(bare));
+        }
+        // Bounded by the limits.
+        let small = MimeLimits { max_header_bytes: 16, ..l };
+        assert_eq!(header_block_end(b"X-Long-Header: 0123456789\r\n\r\nbody", &small), None);
+        let few = MimeLimits { max_headers: 1, ..l };
+        assert_eq!(header_block_end(b"A: 1\r\nB: 2\r\n\r\n", &few), None);
     }
 
     #[test]

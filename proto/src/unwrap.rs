@@ -54,7 +54,43 @@ pub fn classify(raw: &[u8], limits: &MimeLimits) -> Result<Step, ProcessingError
             Err(err) => Err(ProcessingError::Unexpected(format!("a pkcs7-mime body that is not CMS: {err}"))),
         };
     }
+    if ct.mime.starts_with("multipart/") {
+        return Ok(Step::Payload);
+    }
+    // No label says this is a layer; make sure it is not one all the same. A CMS structure (an
+    // octet-stream around enveloped or signed data, a decryption that produced bare CMS) is
+    // opened as its label would have said; a signed or encrypted entity inside a payload is
+    // refused. Neither is ever delivered as a document.
+    let head = decoded_prefix(&e, limits.max_header_bytes)?;
+    match cms::kind(&head) {
+        Ok(CmsKind::Enveloped | CmsKind::AuthEnveloped) => return Ok(Step::Decrypt),
+        Ok(CmsKind::Compressed) => return Ok(Step::Decompress),
+        Ok(CmsKind::Signed) => return Ok(Step::Verify),
+        _ => {}
+    }
+    if let Some(end) = mime::header_block_end(&head, limits) {
+        let inner = mime::parse_header_block(&head[..end], limits)?;
+        let inner_ct = mime::ContentType::parse(mime::get(&inner, "content-type").unwrap_or(""));
+        if inner_ct.is("multipart/signed") || inner_ct.mime.contains("pkcs7") {
+            return Err(ProcessingError::Unexpected(format!("a {} entity inside a {} payload", inner_ct.mime, ct.mime)));
+        }
+    }
     Ok(Step::Payload)
+}
+
+/// The first `n` bytes or so of the body with its transfer encoding removed (base64 is decoded
+/// from its start only: a large payload is not decoded twice).
+fn decoded_prefix<'a>(e: &Entity<'a>, n: usize) -> Result<std::borrow::Cow<'a, [u8]>, ProcessingError> {
+    use std::borrow::Cow;
+    match e.transfer_encoding().as_str() {
+        "base64" => {
+            let chars: Vec<u8> = e.body.iter().copied().filter(|b| !b.is_ascii_whitespace()).take(n / 3 * 4).collect();
+            let whole = chars.len() / 4 * 4;
+            Ok(Cow::Owned(mime::decode_transfer(&chars[..whole], "base64")?))
+        }
+        "binary" | "8bit" | "7bit" | "" => Ok(Cow::Borrowed(&e.body[..e.body.len().min(n)])),
+        other => Ok(Cow::Owned(mime::decode_transfer(e.body, other)?)),
+    }
 }
 
 /// Turn decrypted (or decompressed) content into the next entity. Some senders (Mendelson for
@@ -69,16 +105,9 @@ pub fn as_entity(content: Vec<u8>, limits: &MimeLimits) -> Vec<u8> {
     out
 }
 
+/// Content that starts with a header block (any field, by syntax) is a MIME entity.
 fn looks_like_entity(content: &[u8], limits: &MimeLimits) -> bool {
-    let head = &content[..content.len().min(limits.max_header_bytes)];
-    let lower = String::from_utf8_lossy(&head[..head.len().min(64)]).to_ascii_lowercase();
-    if !(lower.starts_with("content-") || lower.starts_with("mime-version")) {
-        return false;
-    }
-    match Entity::parse(content, limits) {
-        Ok(e) => e.header("content-type").is_some(),
-        Err(_) => false,
-    }
+    mime::header_block_end(content, limits).is_some() && Entity::parse(content, limits).is_ok()
 }
 
 /// Decrypt an enveloped entity.
@@ -253,8 +282,12 @@ pub fn documents(raw: &[u8], limits: &MimeLimits) -> Result<Vec<Document>, Proce
         let mut docs = Vec::with_capacity(parts.len());
         for p in parts {
             let pe = Entity::parse(p, limits)?;
-            if pe.content_type().mime.starts_with("multipart/") {
+            let pct = pe.content_type();
+            if pct.mime.starts_with("multipart/") {
                 return Err(ProcessingError::Unexpected("nested multipart inside multipart/related".into()));
+            }
+            if pct.mime.contains("pkcs7") {
+                return Err(ProcessingError::Unexpected(format!("a {} part inside multipart/related", pct.mime)));
             }
             docs.push(Document { filename: pe.filename(), content_type: pe.content_type().mime, data: pe.decoded_body()? });
         }
@@ -309,6 +342,79 @@ mod tests {
         assert!(e.starts_with(b"Content-Type: application/octet-stream\r\n\r\nUNA"));
         let e2 = as_entity(b"Content-Type: text/plain\r\n\r\nhi".to_vec(), &l);
         assert_eq!(e2, b"Content-Type: text/plain\r\n\r\nhi");
+    }
+
+    #[test]
+    fn content_starting_with_any_header_is_an_entity() {
+        let l = MimeLimits::default();
+        for raw in [
+            &b"Date: Thu, 01 Jan 2026 00:00:00 +0000\r\nContent-Type: text/plain\r\n\r\nhi"[..],
+            b"MIME-Version: 1.0\nContent-Type: text/plain\n\nhi",
+            b"Message-ID: <x@y>\r\n\r\nno Content-Type: text/plain by default",
+        ] {
+            assert_eq!(as_entity(raw.to_vec(), &l), raw, "{}", String::from_utf8_lossy(raw));
+        }
+        // EDIFACT with colons on every line and a blank line is still a bare document.
+        let edifact = b"UNB+UNOA:2+S:14+R:14+140407:0910+5'\nUNH+1+ORDERS:D:96A:UN'\n\n";
+        assert!(as_entity(edifact.to_vec(), &l).starts_with(b"Content-Type: application/octet-stream\r\n\r\nUNB"));
+    }
+
+    /// A signed+encrypted message whose signed entity starts with `Date:` (as a TypeScript
+    /// library on pkijs sends it): decrypted, verified, then delivered as the inner document.
+    #[test]
+    fn signed_encrypted_with_a_date_first_inner_entity_is_verified() {
+        use crate::alg::{ContentCipher, KeyTransport};
+        use crate::outbound::tests::{alice, bob};
+        let l = MimeLimits::default();
+        let (akey, acert) = alice();
+        let (bkey, bcert) = bob();
+        let payload = b"Content-Type: application/edi-x12\r\nContent-Disposition: attachment; filename=\"po.edi\"\r\n\r\nISA*00*DATE-FIRST~\r\n";
+        let sig = cms::sign_detached(payload, akey, acert, DigestAlg::Sha256, &cms::SignOptions::default()).unwrap();
+        let mut signed = b"Date: Thu, 01 Jan 2026 00:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"S\"\r\n\r\n--S\r\n".to_vec();
+        signed.extend_from_slice(payload);
+        signed.extend_from_slice(b"\r\n--S\r\nContent-Type: application/pkcs7-signature\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+        signed.extend_from_slice(&crate::mdn::base64_lines(&sig));
+        signed.extend_from_slice(b"--S--\r\n");
+        let der = cms::encrypt(&signed, bcert, ContentCipher::Aes128Cbc, KeyTransport::RsaPkcs1v15).unwrap();
+        let mut entity = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n".to_vec();
+        entity.extend_from_slice(&der);
+
+        assert_eq!(classify(&entity, &l).unwrap(), Step::Decrypt);
+        let inner = decrypt(&entity, &[(bkey.clone(), bcert.clone())], &l).unwrap();
+        assert_eq!(inner, signed, "the decrypted entity is kept as is");
+        assert_eq!(classify(&inner, &l).unwrap(), Step::Verify);
+        let v = verify(&inner, std::slice::from_ref(acert), None, &l).unwrap();
+        assert_eq!(v.mic, compute_mic(payload, DigestAlg::Sha256));
+        assert_eq!(classify(&v.inner, &l).unwrap(), Step::Payload);
+        let docs = documents(&v.inner, &l).unwrap();
+        assert_eq!(docs, vec![Document { filename: Some("po.edi".into()), content_type: "application/edi-x12".into(), data: b"ISA*00*DATE-FIRST~\r\n".to_vec() }]);
+    }
+
+    #[test]
+    fn layers_are_never_payloads() {
+        use crate::outbound::tests::bob;
+        let l = MimeLimits::default();
+        let (_, bcert) = bob();
+        let der = cms::encrypt(b"x", bcert, crate::alg::ContentCipher::Aes128Cbc, crate::alg::KeyTransport::RsaPkcs1v15).unwrap();
+        // An octet-stream (or a decryption's bare output) around CMS is opened as that layer.
+        let mut e = b"Content-Type: application/octet-stream\r\n\r\n".to_vec();
+        e.extend_from_slice(&der);
+        assert_eq!(classify(&e, &l).unwrap(), Step::Decrypt);
+        let mut e = b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+        e.extend_from_slice(&crate::mdn::base64_lines(&der));
+        assert_eq!(classify(&e, &l).unwrap(), Step::Decrypt);
+        let z = cms::compress(b"Content-Type: text/plain\r\n\r\nhi").unwrap();
+        assert_eq!(classify(&as_entity(z, &l), &l).unwrap(), Step::Decompress);
+        // A signed or encrypted entity inside a payload is refused.
+        for inner in ["multipart/signed; boundary=x", "application/pkcs7-mime; smime-type=signed-data"] {
+            let raw = format!("Content-Type: application/octet-stream\r\n\r\nContent-Type: {inner}\r\n\r\n--x\r\n");
+            assert!(matches!(classify(raw.as_bytes(), &l), Err(ProcessingError::Unexpected(_))), "{inner}");
+        }
+        // So is a CMS part of a multipart/related.
+        let related = b"Content-Type: multipart/related; boundary=B\r\n\r\n--B\r\nContent-Type: application/pkcs7-mime\r\n\r\nx\r\n--B--\r\n";
+        assert!(documents(related, &l).is_err());
+        // A binary document that merely starts like DER is a payload.
+        assert_eq!(classify(b"Content-Type: application/octet-stream\r\n\r\n\x30\x03\x02\x01\x05", &l).unwrap(), Step::Payload);
     }
 
     #[test]
