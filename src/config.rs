@@ -88,12 +88,15 @@ pub struct AdminSettings {
     pub listen: String,
     /// Bearer token for the tracking API; empty disables it.
     pub token: String,
+    /// Largest request body the admin listener accepts (`POST /api/send` carries whole
+    /// documents; 413 beyond).
+    pub max_send_bytes: usize,
 }
 
 impl std::fmt::Debug for AdminSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token.
-        f.debug_struct("AdminSettings").field("listen", &self.listen).field("token", &if self.token.is_empty() { "" } else { "***" }).finish()
+        f.debug_struct("AdminSettings").field("listen", &self.listen).field("token", &if self.token.is_empty() { "" } else { "***" }).field("max_send_bytes", &self.max_send_bytes).finish()
     }
 }
 

@@ -313,10 +313,12 @@ impl Node {
             return Ok(());
         }
         let (st3, as4_3) = (state.clone(), as4.clone());
+        let max_send = admin.max_send_bytes;
         let admin_server = HttpServer::new(move || {
             App::new()
                 .app_data(st3.clone())
                 .app_data(as4_3.clone())
+                .app_data(web::PayloadConfig::new(max_send))
                 .configure(crate::as4::admin_routes)
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
