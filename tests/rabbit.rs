@@ -424,3 +424,131 @@ fn documents_put_on_edinode_outbound_are_sent_and_bad_ones_dead_lettered() {
     assert!(kinds.contains(&("outbound.delivered".to_string(), "<bus-1@erp>".to_string())), "{kinds:?}");
     assert!(kinds.iter().any(|(k, m)| k == "outbound.rejected" && m == "bus-2@erp"), "{kinds:?}");
 }
+
+/// The fault-injection scenario: three processes, workers killed with SIGKILL five times and a
+/// RabbitMQ restart during 1500 messages. Nothing with a positive MDN is lost or delivered twice,
+/// every document on edinode.inbound carries a stable message_id (distinct ids = documents),
+/// every MDN has its own Message-ID, and the tracking status of every delivered message is
+/// "delivered". (A Redis restart is not part of it here: other tests on this machine use the
+/// same Redis at the same time.)
+#[test]
+fn fault_injection_loses_nothing_and_repeats_no_effect() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cluster();
+    let n = 1500;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let qname = unique("fault-");
+    let (conn, ch) = rt.block_on(async {
+        use lapin::options::*;
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_declare("edinode.inbound".into(), lapin::ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+        // Durable, so the broker restart keeps what it holds; deleted at the end.
+        ch.queue_declare(qname.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+        ch.queue_bind(qname.as_str().into(), "edinode.inbound".into(), "#".into(), Default::default(), Default::default()).await.unwrap();
+        (conn, ch)
+    });
+    drop((ch, conn));
+    let front = node(&c, "front", Some("http_receiver,mime_unwrapper,mdn_sender"));
+    let workers = "decryptor,verifier,deliverer,mime_unwrapper";
+    let mut w = vec![node(&c, "w-0", Some(workers)), node(&c, "w-1", Some(workers))];
+    let url = front.as2_url();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|i| message(&c, i)).collect());
+    let results = Arc::new(Mutex::new(HashMap::new()));
+    let mdn_ids = Arc::new(Mutex::new(Vec::new()));
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            let (bodies, results, mdn_ids, url) = (bodies.clone(), results.clone(), mdn_ids.clone(), url.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
+                for i in (t..n).step_by(8) {
+                    let (headers, body) = request("acme", "edinode", &format!("<fault-{i}@test>"), Some("signed"), &bodies[i]);
+                    let mut req = client.post(&url);
+                    for (k, v) in &headers {
+                        req = req.header(k.as_str(), v.as_str());
+                    }
+                    let ok = req.body(body).send().ok().and_then(|r| {
+                        let st = r.status().as_u16();
+                        // The MDN's own Message-ID travels as an HTTP header of the answer.
+                        let mdn_id = r.headers().get("message-id").map(|v| v.to_str().unwrap_or("").to_string());
+                        let text = String::from_utf8_lossy(&r.bytes().unwrap_or_default()).to_string();
+                        (st == 200 && text.contains("MDN-sent-automatically; processed\r\n")).then_some(mdn_id)
+                    });
+                    if let Some(id) = &ok {
+                        mdn_ids.lock().unwrap().push(id.clone().expect("an MDN carries its Message-ID"));
+                    }
+                    results.lock().unwrap().insert(i, ok.is_some());
+                }
+            })
+        })
+        .collect();
+    // Five kills of a worker, a replacement each time, and a broker restart in between.
+    for k in 0..5 {
+        std::thread::sleep(Duration::from_millis(1200));
+        w[k % 2].kill9();
+        std::thread::sleep(Duration::from_millis(300));
+        w[k % 2] = node(&c, &format!("w-{}", k + 2), Some(workers));
+        if k == 2 {
+            assert!(std::process::Command::new("rabbitmqctl").args(["stop_app"]).status().unwrap().success());
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(std::process::Command::new("rabbitmqctl").args(["start_app"]).status().unwrap().success());
+        }
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    let results = Arc::try_unwrap(results).unwrap().into_inner().unwrap();
+    let positive = results.values().filter(|v| **v).count();
+    eprintln!("{positive} of {n} got a positive MDN through 5 kills and a broker restart");
+    assert!(positive >= n * 9 / 10, "only {positive} of {n}");
+    assert_delivered_once(&c.dir.path().join("inbox"), &results);
+    // edinode.inbound: distinct message ids = delivered documents.
+    let delivered_docs = delivered(&c.dir.path().join("inbox"), "edinode", "acme").len();
+    let (published, distinct) = rt.block_on(async {
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let mut ids = std::collections::HashSet::new();
+        let mut count = 0;
+        let mut idle = 0;
+        while idle < 20 {
+            match ch.basic_get(qname.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
+                Some(m) => {
+                    idle = 0;
+                    count += 1;
+                    ids.insert(m.delivery.properties.message_id().clone().expect("message_id on every publication").to_string());
+                }
+                None => {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let _ = ch.queue_delete(qname.as_str().into(), Default::default()).await;
+        (count, ids.len())
+    });
+    eprintln!("edinode.inbound: {published} publications, {distinct} distinct message ids, {delivered_docs} documents delivered");
+    assert_eq!(distinct, delivered_docs, "one message id per document");
+    // One MDN Message-ID per reception.
+    let ids = mdn_ids.lock().unwrap();
+    let unique_ids: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique_ids.len(), ids.len(), "an MDN Message-ID was used twice");
+    // Tracking: every delivered reception reads "delivered".
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:status:*", c.prefix)).query(&mut con).unwrap();
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for k in keys {
+        let items: Vec<String> = redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(&mut con).unwrap();
+        if items.iter().any(|i| i.contains("\"status\":\"delivered\"")) {
+            checked += 1;
+            let id = k.rsplit(':').next().unwrap();
+            let status: Option<String> = redis::cmd("HGET").arg(format!("{}:msg:{id}", c.prefix)).arg("status").query(&mut con).unwrap();
+            if status.as_deref() != Some("delivered") {
+                wrong.push((id.to_string(), status));
+            }
+        }
+    }
+    assert!(checked >= positive, "{checked} delivered receptions tracked for {positive} positive MDNs");
+    assert!(wrong.is_empty(), "status not delivered: {wrong:?}");
+}
