@@ -24,6 +24,7 @@ pub struct Settings {
     pub spool: SpoolSettings,
     pub mdn: MdnSettings,
     pub as4: As4Settings,
+    pub blobs: crate::storage::blobs::BlobSettings,
     #[serde(default)]
     pub stations: BTreeMap<String, StationConfig>,
     #[serde(default)]

@@ -5,7 +5,7 @@
 use crate::config::{self, Settings};
 use crate::http::{self, HttpState, Waiters};
 use crate::runner::{self, RetryPolicy};
-use crate::storage::{FsBlobStore, LocalState, RedisState};
+use crate::storage::{LocalState, RedisState};
 use crate::transport::{local::LocalTransport, rabbit::RabbitTransport, Transport};
 use actix_web::{web, App, HttpServer};
 use edinode_actors::{Limits, NodeContext, StateStore};
@@ -94,7 +94,7 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
     if swept > 0 {
         tracing::info!(message = "Removed temporary inbox files left by an interrupted delivery.", count = swept);
     }
-    let blobs = Arc::new(FsBlobStore::new(&data.join("blobs"), fsync)?);
+    let blobs = crate::storage::blobs::open(&settings.blobs, &data, fsync).await?;
     let state: Arc<dyn StateStore> = if settings.redis.url.is_empty() {
         Arc::new(LocalState::open(&data.join("state.jsonl"), fsync)?)
     } else {

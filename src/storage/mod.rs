@@ -1,7 +1,11 @@
-//! Storage adapters: [`FsBlobStore`] (raw requests and large bodies in a directory shared by the
-//! nodes), [`RedisState`] (duplicates, status, claims in Redis) and [`LocalState`] (the same in
-//! one process, persisted to an append-only file, for the embedded mode).
+//! Storage adapters: [`FsBlobStore`] (raw requests and large bodies in a directory) or
+//! [`blob_s3::S3BlobStore`] (the same in an S3-compatible bucket, for nodes that share no disk),
+//! chosen by [`blobs::BlobSettings`]; [`RedisState`] (duplicates, status, claims in Redis) and
+//! [`LocalState`] (the same in one process, persisted to an append-only file, for the embedded
+//! mode).
 
+pub mod blob_s3;
+pub mod blobs;
 mod local_state;
 mod redis_state;
 pub mod s3;
@@ -27,9 +31,7 @@ impl FsBlobStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, String> {
-        if key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with('.')) {
-            return Err(format!("invalid blob key {key}"));
-        }
+        check_key(key)?;
         Ok(self.root.join(key))
     }
 
@@ -140,6 +142,15 @@ impl BlobStore for FsBlobStore {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// A blob key is `/`-separated names, none empty or starting with a dot (the same keys work in a
+/// directory and in a bucket; `.tmp/` stays the directory store's own).
+pub(crate) fn check_key(key: &str) -> Result<(), String> {
+    if key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with('.')) {
+        return Err(format!("invalid blob key {key}"));
+    }
+    Ok(())
 }
 
 pub fn now_ms() -> i64 {

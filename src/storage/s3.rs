@@ -133,6 +133,11 @@ impl S3Store {
         &self.bucket
     }
 
+    /// The SDK client, for calls this type does not wrap (the blob store's multipart uploads).
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
     pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), S3Error> {
         self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(data)).send().await.map_err(map_err)?;
         Ok(())
@@ -279,7 +284,7 @@ fn failure(operation: &'static str, permission: &'static str, key_or_prefix: &st
 }
 
 /// Classifies by the service's error code first, the HTTP status second.
-fn map_err<E>(err: SdkError<E>) -> S3Error
+pub(crate) fn map_err<E>(err: SdkError<E>) -> S3Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
