@@ -97,3 +97,39 @@ fn signed_encrypted_whose_signed_entity_starts_with_date_is_verified_and_unwrapp
     let files = wait_for(10, "the delivery", || Some(delivered(&tmp.path().join("inbox"), "edinode", "acme")).filter(|d| !d.is_empty()));
     assert_eq!(files, vec![("po.edi".to_string(), b"ISA*00*DATE-FIRST~\r\n".to_vec())], "the document, not the signed entity");
 }
+
+#[test]
+fn history_stays_in_order_when_the_async_mdn_overtakes_the_post() {
+    use edinode_proto::error::Disposition;
+    use std::sync::{Arc, Mutex};
+    let tmp = tempfile::tempdir().unwrap();
+    let me = identity(tmp.path(), "edinode");
+    let acme = identity(tmp.path(), "acme");
+    // The partner posts its asynchronous MDN, and has it settled, before it answers the POST.
+    let node_url = Arc::new(Mutex::new(String::new()));
+    let target = node_url.clone();
+    let url = http_listener(move |hs, _| {
+        let mid = hs.iter().find(|(k, _)| k.eq_ignore_ascii_case("message-id")).map(|(_, v)| v.clone()).unwrap_or_default();
+        let (mhs, mbody) = build_mdn("acme", "edinode", &mid, &Disposition::Processed, None, None);
+        let (st, _, answer) = post_capture(&target.lock().unwrap(), &mhs, mbody);
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&answer));
+        (200, vec![], vec![])
+    });
+    let cfg = ConfigBuilder::new(tmp.path())
+        .station("edinode", "edinode", &me)
+        .raw(&format!(
+            "\n[partners.acme]\nas2_id = \"acme\"\nstation = \"edinode\"\nverify_certs = [\"{}\"]\nurl = \"{url}\"\n[partners.acme.outbound]\nsign = \"none\"\nmdn = \"async\"\nmdn_signed = false\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\n",
+            acme.cert_pem.display()
+        ))
+        .write(tmp.path());
+    let node = start_node(&cfg, tmp.path(), &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)]);
+    *node_url.lock().unwrap() = node.as2_url();
+    let (id, _) = admin_send(&node.url, TOKEN, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA*FAST~".to_vec())]);
+    let m = wait_for(30, "sent", || Some(admin_message(&node.url, TOKEN, &id)).filter(|m| m["summary"]["status"] == "sent"));
+    // Let the sender finish its POST, then read the whole history.
+    std::thread::sleep(Duration::from_millis(500));
+    let statuses: Vec<String> = history(&admin_message(&node.url, TOKEN, &id)).into_iter().map(|(s, _)| s).collect();
+    let at = |s: &str| statuses.iter().position(|x| x == s).unwrap_or_else(|| panic!("no {s} in {statuses:?} ({m})"));
+    assert!(at("queued") < at("sending") && at("sending") < at("awaiting-mdn") && at("awaiting-mdn") < at("sent"), "{statuses:?}");
+    assert_eq!(statuses.last().map(String::as_str), Some("sent"), "nothing after the outcome: {statuses:?}");
+}

@@ -236,6 +236,9 @@ impl Actor for As2Sender {
             cx.state.delete(&refused_key(&s.message_id)).await.map_err(ActorError::Transient)?;
             cx.state.set_once(&key, &v, partner.outbound.mdn_deadline_secs.max(1) * 4).await.map_err(ActorError::Transient)?;
             cx.state.schedule(MDN_DEADLINES, bare(&s.message_id), deadline_ms).await.map_err(ActorError::Transient)?;
+            // Recorded before the POST too: the MDN may settle the message (and record `sent`)
+            // before the POST returns, and the history must still read in order.
+            cx.status(&s.id, "awaiting-mdn", &format!("MDN due within {} s of the POST to {url}", partner.outbound.mdn_deadline_secs)).await;
         }
         let client = self.client(partner).map_err(ActorError::Permanent)?;
         let mut req = client.post(&url);
@@ -294,7 +297,8 @@ impl Actor for As2Sender {
                 }
             }
             MdnRequest::Async { .. } => {
-                cx.status(&s.id, "awaiting-mdn", &format!("accepted by {url} ({code}); MDN due within {} s", partner.outbound.mdn_deadline_secs)).await;
+                // `awaiting-mdn` is in the history already; the MDN may even have settled it.
+                tracing::info!(message = "Message accepted; its MDN comes later.", id = %s.id, partner = %s.partner, %code);
                 Ok(vec![])
             }
         }
