@@ -57,7 +57,8 @@ impl As4State {
             let rx = transport.consume(SUBMIT_QUEUE, settings.rabbitmq.prefetch).await?;
             let retry = crate::runner::RetryPolicy { max_attempts: settings.rabbitmq.max_attempts.max(1), base: Duration::from_millis(settings.rabbitmq.retry_base_ms) };
             let submitter = edinode_actors::as4_submitter::As4Submitter { sender: sender.clone() };
-            crate::runner::spawn(submitter, cx.clone(), transport, rx, usize::from(settings.rabbitmq.prefetch), retry);
+            // One at a time: an MPC is first in, first out in the order submissions were queued.
+            crate::runner::spawn(submitter, cx.clone(), transport, rx, 1, retry);
         }
         Ok(As4State {
             sender,

@@ -32,6 +32,7 @@ pub async fn publish_outs(t: &dyn Transport, outs: Vec<Out>) -> anyhow::Result<(
     for o in outs {
         match o {
             Out::Send { queue, body } => t.publish(Publish { queue, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }).await?,
+            Out::SendLater { queue, body, delay } => t.publish_delayed(Publish { queue, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }, delay).await?,
             Out::Reply { queue, body } => {
                 if let Err(error) = t.reply(&queue, &body).await {
                     tracing::warn!(message = "Failed to route a synchronous reply.", %error, queue);

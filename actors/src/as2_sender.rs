@@ -316,10 +316,11 @@ impl As2Sender {
         cx.metrics.retries.with_label_values(&["as2_sender"]).inc();
         cx.status(&s.id, "retrying", &why).await;
         let delay = Duration::from_millis(partner.outbound.retry_base_ms.saturating_mul(1 << s.attempt.min(8))).min(Duration::from_secs(300));
-        tokio::time::sleep(delay).await;
         let mut next = s.clone();
         next.attempt += 1;
-        Ok(vec![Out::send(queues::AS2_SENDER, &next)?])
+        // The wait happens in the broker (or spool), not in this consumer slot.
+        let body = envelope::encode(&next).map_err(ActorError::Permanent)?;
+        Ok(vec![Out::SendLater { queue: queues::AS2_SENDER, body, delay }])
     }
 }
 

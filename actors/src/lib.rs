@@ -73,6 +73,9 @@ pub enum ActorError {
 pub enum Out {
     /// Publish to a durable work queue (with a publisher confirm).
     Send { queue: &'static str, body: Vec<u8> },
+    /// Publish to a durable work queue now, for delivery after `delay` (a retry that waits in
+    /// the broker or spool, not in a consumer slot).
+    SendLater { queue: &'static str, body: Vec<u8>, delay: std::time::Duration },
     /// Publish a synchronous reply to a node's reply queue (not durable).
     Reply { queue: String, body: Vec<u8> },
     /// Move the input itself to the dead-letter queue with this reason (it cannot be handled

@@ -308,7 +308,16 @@ impl PullSender {
 
     /// Answers what a partner POSTed to /as4 (see the module doc).
     pub async fn handle(&self, cx: &NodeContext, content_type: &str, body: &[u8], now_ms: i64) -> Reply {
-        let incoming = match signal::parse(content_type, body, &self.config.limits) {
+        // Parsing includes the XML signature check: CPU work, on the CPU pool.
+        let (ct, bytes, limits) = (content_type.to_string(), body.to_vec(), self.config.limits);
+        let parsed = match cx.cpu.run(move || signal::parse(&ct, &bytes, &limits)).await {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::error!(message = "Could not read a PullRequest.", %error);
+                return Reply { status: 500, content_type: None, body: b"internal error".to_vec(), outcome: "error" };
+            }
+        };
+        let incoming = match parsed {
             Ok(i) => i,
             Err(e) => return self.refuse(cx, &e, now_ms),
         };
@@ -442,7 +451,7 @@ impl PullSender {
         if let Some(id) = cx.state.get(&pull_key).await?
             && cx.state.get(&done_key(&id)).await?.is_none()
             && let Some(um) = self.load(cx, &id).await
-            && let Some(r) = self.respond(cx, &um, key, "pulled-again")
+            && let Some(r) = self.respond(cx, &um, key, "pulled-again").await
         {
             tracing::info!(message = "Repeated PullRequest answered with the same user message.", pull_id, message_id = %id);
             return Ok(Some(r));
@@ -454,7 +463,7 @@ impl PullSender {
                 continue;
             };
             let outcome = if reoffer { "re-offered" } else { "pulled" };
-            let Some(reply) = self.respond(cx, &um, key, outcome) else {
+            let Some(reply) = self.respond(cx, &um, key, outcome).await else {
                 self.fail(cx, &id, mpc, "the pull response cannot be built").await?;
                 continue;
             };
@@ -514,8 +523,17 @@ impl PullSender {
         }
     }
 
-    fn respond(&self, cx: &NodeContext, um: &UserMessage, key: &SigningKey, outcome: &'static str) -> Option<Reply> {
-        match user_message::build_pull_response_with(um, key, &response_ids(), &self.options()) {
+    async fn respond(&self, cx: &NodeContext, um: &UserMessage, key: &SigningKey, outcome: &'static str) -> Option<Reply> {
+        // Signing (WS-Security, attachment digests) is CPU work: on the CPU pool.
+        let (m, k, options) = (um.clone(), key.clone(), self.options());
+        let built = match cx.cpu.run(move || user_message::build_pull_response_with(&m, &k, &response_ids(), &options)).await {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::error!(message = "Cannot build the pull response.", %error, message_id = %um.message_id);
+                return None;
+            }
+        };
+        match built {
             Ok(b) => {
                 cx.metrics.bytes.with_label_values(&["as4"]).inc_by(b.body.len() as u64);
                 Some(Reply { status: 200, content_type: Some(b.content_type), body: b.body, outcome })
