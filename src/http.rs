@@ -48,6 +48,8 @@ pub struct HttpState {
     pub admin_token: Option<String>,
     /// Redis (or local state) liveness for /readyz.
     pub redis_configured: bool,
+    /// Stations whose S3 integration was refused at start-up, with the reason (for /readyz).
+    pub s3_refused: Arc<std::collections::BTreeMap<String, String>>,
     pub limits: HttpLimits,
 }
 
@@ -208,23 +210,28 @@ pub async fn healthz() -> HttpResponse {
     text(200, "ok")
 }
 
-/// Ready when the broker (or spool) and the state store answer.
+/// Ready when the broker (or spool) and the state store answer, and every configured S3
+/// integration is enabled and its bucket answers. `s3` maps each station with an S3 section to
+/// true or false; `s3_refused` gives the reason of each integration refused at start-up.
 pub async fn readyz(st: web::Data<HttpState>) -> HttpResponse {
     let broker = st.transport.ready().await;
     let state = st.cx.state.ping().await;
     let mut buckets = serde_json::Map::new();
     for (station, b) in st.cx.buckets.iter() {
-        let prefix = st.cx.directory.stations.get(station).map(|s| format!("AS2/send/{}/", s.as2_id)).unwrap_or_default();
-        let ok = matches!(tokio::time::timeout(Duration::from_secs(3), b.store.ping(&prefix)).await, Ok(Ok(())));
+        let as2 = st.cx.directory.stations.get(station).map(|s| s.as2_id.clone()).unwrap_or_default();
+        let ok = matches!(tokio::time::timeout(Duration::from_secs(3), b.ready(&as2)).await, Ok(Ok(())));
         buckets.insert(station.clone(), serde_json::Value::Bool(ok));
     }
-    let s3 = buckets.values().all(|v| v == &serde_json::Value::Bool(true));
-    let body = serde_json::json!({"ready": broker && state && s3, "broker": broker, "state": state, "s3": buckets});
-    if broker && state && s3 {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
+    for station in st.s3_refused.keys() {
+        buckets.insert(station.clone(), serde_json::Value::Bool(false));
     }
+    let s3 = buckets.values().all(|v| v == &serde_json::Value::Bool(true));
+    let ready = broker && state && s3;
+    let mut body = serde_json::json!({"ready": ready, "broker": broker, "state": state, "s3": buckets});
+    if !st.s3_refused.is_empty() {
+        body["s3_refused"] = serde_json::json!(*st.s3_refused);
+    }
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
 pub async fn metrics(st: web::Data<HttpState>) -> HttpResponse {

@@ -9,6 +9,7 @@ use crate::storage::{LocalState, RedisState};
 use crate::transport::{local::LocalTransport, rabbit::RabbitTransport, Transport};
 use actix_web::{web, App, HttpServer};
 use edinode_actors::{Limits, NodeContext, StateStore};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub struct Node {
     pub cx: NodeContext,
     pub transport: Arc<dyn Transport>,
     pub settings: Settings,
+    /// Stations whose S3 integration was refused at start-up, with the reason.
+    pub s3_refused: Arc<BTreeMap<String, String>>,
 }
 
 fn node_id(s: &Settings) -> String {
@@ -49,14 +52,17 @@ pub fn s3_settings(c: &crate::config::S3Config) -> crate::storage::s3::S3Setting
 /// Run a station's S3 access check: Ok(warnings) or the failure naming operation and permission.
 pub async fn s3_check(station_as2: &str, c: &crate::config::S3Config) -> anyhow::Result<(crate::storage::s3::S3Store, Vec<String>)> {
     let store = crate::storage::s3::S3Store::new(&s3_settings(c)).await?;
-    let warnings = store.check(&format!("as2gateway/{station_as2}/"), &format!("AS2/send/{station_as2}/")).await.map_err(|f| anyhow::anyhow!("{f}"))?;
+    // Without outbound pick-up the integration only writes under as2gateway/: prove only that.
+    let outbound = c.outbound.then(|| format!("AS2/send/{station_as2}/"));
+    let warnings = store.check(&format!("as2gateway/{station_as2}/"), outbound.as_deref()).await.map_err(|f| anyhow::anyhow!("{f}"))?;
     Ok((store, warnings))
 }
 
-/// Stations whose S3 integration passed its access check at start-up; the others are refused
-/// (logged with the operation and permission that failed).
-async fn buckets(settings: &Settings) -> std::collections::HashMap<String, edinode_actors::StationBucket> {
+/// Stations whose S3 integration passed its access check at start-up, and those refused with
+/// the reason (logged with the operation and permission that failed, shown by /readyz).
+async fn buckets(settings: &Settings) -> (std::collections::HashMap<String, edinode_actors::StationBucket>, BTreeMap<String, String>) {
     let mut out = std::collections::HashMap::new();
+    let mut refused = BTreeMap::new();
     for (name, st) in &settings.stations {
         let Some(c) = &st.s3 else { continue };
         match s3_check(&st.as2_id, c).await {
@@ -78,10 +84,13 @@ async fn buckets(settings: &Settings) -> std::collections::HashMap<String, edino
                     },
                 );
             }
-            Err(error) => tracing::error!(message = "S3 integration refused: the access check failed.", station = %name, bucket = %c.bucket, %error),
+            Err(error) => {
+                tracing::error!(message = "S3 integration refused: the access check failed.", station = %name, bucket = %c.bucket, %error);
+                refused.insert(name.clone(), format!("{error:#}"));
+            }
         }
     }
-    out
+    (out, refused)
 }
 
 pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
@@ -101,7 +110,7 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         Arc::new(RedisState::connect(&settings.redis.url, &settings.redis.prefix).await?)
     };
     let transport: Arc<dyn Transport> = if settings.rabbitmq.url.is_empty() {
-        Arc::new(LocalTransport::open(&data.join("spool"), settings.spool.fsync)?)
+        Arc::new(LocalTransport::open(&data.join("spool"), settings.spool.fsync)?.with_events_log(&data.join("events.jsonl")))
     } else {
         Arc::new(RabbitTransport::connect(&settings.rabbitmq.url).await?)
     };
@@ -113,6 +122,7 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         inline_threshold: l.inline_threshold_bytes,
         duplicate_ttl_secs: l.duplicate_retention_days * 24 * 3600,
     };
+    let (enabled, s3_refused) = buckets(&settings).await;
     let cx = NodeContext {
         node_id: node_id(&settings),
         directory: Arc::new(directory),
@@ -125,11 +135,11 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         reporting_ua: settings.node.reporting_ua.clone(),
         mdn_post_attempts: settings.mdn.async_post_attempts,
         metrics: Arc::new(edinode_actors::metrics::Metrics::new()),
-        buckets: Arc::new(buckets(&settings).await),
+        buckets: Arc::new(enabled),
         fsync,
         cpu: edinode_actors::runtime::CpuPool::start(cpu_workers(settings.node.cpu_workers)),
     };
-    Ok(Node { cx, transport, settings })
+    Ok(Node { cx, transport, settings, s3_refused: Arc::new(s3_refused) })
 }
 
 /// Raise the open-file limit to its hard maximum and fit the connection limit under it: each
@@ -259,6 +269,7 @@ impl Node {
             sync_timeout: Duration::from_secs(self.settings.http.sync_mdn_timeout_secs),
             admin_token: (!admin.token.is_empty()).then(|| admin.token.clone()),
             redis_configured: !self.settings.redis.url.is_empty(),
+            s3_refused: self.s3_refused.clone(),
             limits: http::HttpLimits {
                 max_body: self.settings.http.max_body_bytes,
                 body_idle: Duration::from_secs(self.settings.http.body_idle_timeout_secs.max(1)),

@@ -123,6 +123,33 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+/// An embedded node with outbound pick-up on, as "gateway" under the least-privilege policy,
+/// sending to a partner that records what it gets. Fields drop in order: the node first.
+struct Outbox {
+    node: NodeProc,
+    got: Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>,
+    s: Setup,
+    s3: TestS3,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn outbox() -> Outbox {
+    let rt = rt();
+    let s3 = rt.block_on(TestS3::start(vec![("gateway", "gw-secret", Policy::least_privilege())]));
+    let s = setup();
+    let (url, got) = partner_server();
+    let cfg = config(&s, &s3, "gateway", "gw-secret", "outbound = true", &url, None);
+    let node = start_node(&cfg, s.dir.path(), &[], &[]);
+    Outbox { node, got, s, s3, _rt: rt }
+}
+
+/// `edinode s3 check` with this user and S3 section: (passed, output).
+fn s3_check(s: &Setup, s3: &TestS3, user: &str, secret: &str, extra: &str) -> (bool, String) {
+    let cfg = config(s, s3, user, secret, extra, "http://127.0.0.1:9/as2", None);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edinode")).arg("--config").arg(&cfg).args(["s3", "check", "--station", "edinode"]).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
 #[test]
 fn access_check_passes_under_least_privilege_and_names_a_missing_permission() {
     let rt = rt();
@@ -132,11 +159,7 @@ fn access_check_passes_under_least_privilege_and_names_a_missing_permission() {
         ("nolist", "nl-secret", Policy::least_privilege_without(Grant::ListOutbound)),
     ]));
     let s = setup();
-    let run = |user: &str, secret: &str| {
-        let cfg = config(&s, &s3, user, secret, "", "http://127.0.0.1:9/as2", None);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edinode")).arg("--config").arg(&cfg).args(["s3", "check", "--station", "edinode"]).output().unwrap();
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    };
+    let run = |user: &str, secret: &str| s3_check(&s, &s3, user, secret, "outbound = true");
     let (ok, out) = run("gateway", "gw-secret");
     assert!(ok, "{out}");
     assert!(out.contains("S3 access check passed"));
@@ -156,16 +179,101 @@ fn access_check_passes_under_least_privilege_and_names_a_missing_permission() {
         l.contains("S3 integration refused").then_some(l)
     });
     assert!(log.contains("s3:PutObject"), "{log}");
+    // /readyz says so: unready, the station false, and why.
+    let r = reqwest::blocking::get(format!("{}/readyz", node.url)).unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["s3"]["edinode"], serde_json::Value::Bool(false), "{v}");
+    assert!(v["s3_refused"]["edinode"].as_str().unwrap().contains("s3:PutObject denied"), "{v}");
+}
+
+/// Events the embedded node wrote to `<data_dir>/events.jsonl`.
+fn events(s: &Setup) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(s.dir.path().join("var/events.jsonl")).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn s3_failed(s: &Setup) -> Vec<String> {
+    events(s).iter().filter(|e| e["kind"] == "s3.failed").map(|e| e["detail"].as_str().unwrap().to_string()).collect()
+}
+
+fn count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().matches(needle).count()
+}
+
+#[test]
+fn a_file_that_can_be_neither_read_nor_moved_is_reported_once_as_it_is() {
+    let rt = rt();
+    // "noget" lacks s3:GetObject under AS2/send/ (it passes the check while the outbox is empty:
+    // a warning); "nocopy" may not write failed/ (only the access-check probe).
+    let nocopy = Grant::ALL
+        .into_iter()
+        .filter(|g| *g != Grant::PutInbound)
+        .fold(Policy::none(), |p, g| p.with(g))
+        .allow(s3server::Action::PutObject, "as2gateway/edinode/.edinode-access-check-");
+    let s3 = rt.block_on(TestS3::start(vec![("noget", "ng-secret", Policy::least_privilege_without(Grant::GetOutbound)), ("nocopy", "nc-secret", nocopy)]));
+    let s = setup();
+    let (url, got) = partner_server();
+
+    let cfg = config(&s, &s3, "noget", "ng-secret", "outbound = true", &url, None);
+    let node = start_node(&cfg, s.dir.path(), &[], &[]);
+    put_file(&s3, "AS2/send/edinode/acme/secret.edi", b"ISA*SECRET~");
+    wait_for(10, "the report", || (!s3_failed(&s).is_empty()).then_some(()));
+    // Ten more polls: nothing new.
+    std::thread::sleep(Duration::from_secs(2));
+    let failed = s3_failed(&s);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("AS2/send/edinode/acme/secret.edi") && failed[0].contains("GetObject") && failed[0].contains("left in place"), "{failed:?}");
+    assert!(!failed[0].contains("; moved to"), "{failed:?}");
+    assert_eq!(count(&node.log, "could not be queued nor moved to failed/"), 1);
+    assert_eq!(count(&node.log, "moved to failed/."), 0);
+    assert!(exists(&s3, "AS2/send/edinode/acme/secret.edi"), "left in place");
+    assert!(find_under(&s3.dir.path().join(&s3.bucket).join("as2gateway")).is_empty(), "nothing claimed to be under failed/");
+    // A new upload of the file is a new attempt, reported again.
+    std::thread::sleep(Duration::from_millis(1100));
+    put_file(&s3, "AS2/send/edinode/acme/secret.edi", b"ISA*SECRET2~");
+    wait_for(10, "the second report", || (s3_failed(&s).len() == 2).then_some(()));
+    drop(node);
+
+    // A failed copy to failed/ is an error, not a move.
+    let cfg = config(&s, &s3, "nocopy", "nc-secret", "outbound = true", &url, None);
+    std::fs::remove_file(s3.path("AS2/send/edinode/acme/secret.edi")).unwrap();
+    let node = start_node(&cfg, s.dir.path(), &[], &[]);
+    put_file(&s3, "AS2/send/edinode/nobody/x.edi", b"ISA*X~");
+    wait_for(10, "the report", || (s3_failed(&s).len() == 3).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    let failed = s3_failed(&s);
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(failed[2].contains("no partner nobody") && failed[2].contains("not moved to failed/") && failed[2].contains("CopyObject"), "{failed:?}");
+    assert_eq!(count(&node.log, "could not be queued nor moved to failed/"), 1);
+    assert!(exists(&s3, "AS2/send/edinode/nobody/x.edi"), "left in place");
+    assert!(got.lock().unwrap().is_empty());
+}
+
+#[test]
+fn nothing_is_picked_up_before_the_pickup_age_has_really_passed() {
+    let Outbox { got, s3, .. } = &outbox();
+    // Written late in a second: the listing (whole seconds, as AWS) shows it up to 0.9 s older.
+    let mut written = Vec::new();
+    for i in 0..3 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        std::thread::sleep(Duration::from_millis(((1900 - now.subsec_millis()) % 1000) as u64));
+        let key = format!("AS2/send/edinode/acme/late{i}.edi");
+        put_file(&s3, &key, b"ISA*LATE~");
+        // s3s-fs: the file is the object, its mtime the real last modification.
+        written.push((key.clone(), std::fs::metadata(s3.path(&key)).unwrap().modified().unwrap()));
+    }
+    wait_for(15, "all three sent", || (got.lock().unwrap().len() == 3).then_some(()));
+    for (key, at) in written {
+        let (_, read_at) = s3.reads().into_iter().find(|(k, _)| *k == key).expect("read");
+        let age = read_at.duration_since(at).unwrap();
+        assert!(age >= Duration::from_secs(1), "{key} read {age:?} after it was written (pickup_age_secs = 1)");
+    }
 }
 
 #[test]
 fn inbound_files_land_under_as2gateway_with_test_level_and_outbox_rules_hold() {
-    let rt = rt();
-    let s3 = rt.block_on(TestS3::start(vec![("gateway", "gw-secret", Policy::least_privilege())]));
-    let s = setup();
-    let (url, got) = partner_server();
-    let cfg = config(&s, &s3, "gateway", "gw-secret", "outbound = true", &url, None);
-    let node = start_node(&cfg, s.dir.path(), &[], &[]);
+    let Outbox { node, got, s, s3, _rt } = outbox();
     // Inbound: production and test partners.
     for (from, mid) in [("acme", "<in-1@test>"), ("tester", "<in-2@test>")] {
         let msg = encrypted(&entity("application/edi-x12", "order.edi", format!("ISA*{from}~").as_bytes()), &s.station.cert);
@@ -272,12 +380,15 @@ fn a_node_that_dies_between_queueing_and_deleting_does_not_send_twice() {
     let client = redis::Client::open(REDIS_URL).unwrap();
     let mut con = client.get_connection().unwrap();
     let listing = std::fs::metadata(s3.path("AS2/send/edinode/acme/once.edi")).unwrap();
-    let mtime = listing.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    // Listed as AWS lists it: whole seconds.
+    let mtime = listing.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 / 1000 * 1000;
     let batch = edinode_actors::s3_outbox::Batch {
         partner_as2: "acme".into(),
         base: "AS2/send/edinode/acme/".into(),
         files: vec![edinode_actors::ObjectInfo { key: "AS2/send/edinode/acme/once.edi".into(), size: 9, last_modified_ms: mtime, etag: String::new() }],
         sub: None,
+        test: false,
+        misplaced: None,
     };
     let mid = edinode_actors::s3_outbox::batch_message_id("AS2/send/edinode/", &batch, "x");
     let _: () = redis::cmd("SET").arg(format!("{prefix}:s3queued:{mid}")).arg("earlier").query(&mut con).unwrap();
@@ -285,4 +396,49 @@ fn a_node_that_dies_between_queueing_and_deleting_does_not_send_twice() {
     wait_for(15, "the file deleted", || (!exists(&s3, "AS2/send/edinode/acme/once.edi")).then_some(()));
     std::thread::sleep(Duration::from_secs(2));
     assert!(got.lock().unwrap().is_empty(), "already queued before the crash: deleted, not sent again");
+}
+
+#[test]
+fn a_file_in_the_wrong_place_for_its_partner_is_reported_and_moved_to_failed() {
+    let Outbox { node, got, s, s3, .. } = &outbox();
+    // "tester" is a test partner (files under tester/test/), "acme" a production one.
+    put_file(&s3, "AS2/send/edinode/tester/oops.edi", b"ISA*OOPS~");
+    put_file(&s3, "AS2/send/edinode/acme/test/x.edi", b"ISA*X~");
+    wait_for(10, "two reports", || (s3_failed(&s).len() == 2).then_some(()));
+    let failed = s3_failed(&s).join("\n");
+    assert!(failed.contains("tester is a test partner: its files go under AS2/send/edinode/tester/test/"), "{failed}");
+    assert!(failed.contains("acme is not a test partner"), "{failed}");
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("tester is a test partner"), "{log}");
+    let moved = find_under(&s3.dir.path().join(&s3.bucket).join("as2gateway/edinode"));
+    assert!(moved.iter().any(|k| k.starts_with("tester/test/failed/") && k.ends_with("/oops.edi")), "{moved:?}");
+    assert!(moved.iter().any(|k| k.starts_with("acme/failed/") && k.ends_with("/test/x.edi")), "{moved:?}");
+    assert!(!exists(&s3, "AS2/send/edinode/tester/oops.edi") && !exists(&s3, "AS2/send/edinode/acme/test/x.edi"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(got.lock().unwrap().is_empty(), "nothing sent");
+    assert_eq!(s3_failed(&s).len(), 2);
+}
+
+#[test]
+fn without_outbound_the_inbound_grants_are_enough() {
+    let rt = rt();
+    let inbound_only = Policy::none().with(Grant::PutInbound).with(Grant::DeleteInbound);
+    let s3 = rt.block_on(TestS3::start(vec![("inonly", "in-secret", inbound_only)]));
+    let s = setup();
+    let run = |extra: &str| s3_check(&s, &s3, "inonly", "in-secret", extra);
+    let (ok, out) = run("outbound = false");
+    assert!(ok, "{out}");
+    let (ok, out) = run("outbound = true");
+    assert!(!ok && out.contains("s3:ListBucket"), "{out}");
+    let cfg = config(&s, &s3, "inonly", "in-secret", "outbound = false", "http://127.0.0.1:9/as2", None);
+    let node = start_node(&cfg, s.dir.path(), &[], &[]);
+    let msg = encrypted(&entity("application/edi-x12", "in.edi", b"ISA*IN~"), &s.station.cert);
+    let (hs, body) = request("acme", "edinode", "<in-only@test>", Some("plain"), &msg);
+    assert_eq!(post_capture(&node.as2_url(), &hs, body).0, 200);
+    wait_for(10, "the inbound object", || exists(&s3, "as2gateway/edinode/acme/inbox/in-only@test/in.edi").then_some(()));
+    let r = reqwest::blocking::get(format!("{}/readyz", node.url)).unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["s3"]["edinode"], serde_json::Value::Bool(true), "{v}");
+    assert!(!std::fs::read_to_string(&node.log).unwrap().contains("S3 integration refused"));
 }

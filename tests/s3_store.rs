@@ -111,7 +111,7 @@ async fn errors_are_classified() {
 #[tokio::test]
 async fn check_passes_with_full_rights() {
     let s3 = server().await;
-    store(&s3, "admin").await.check(INBOUND, OUTBOUND).await.unwrap();
+    store(&s3, "admin").await.check(INBOUND, Some(OUTBOUND)).await.unwrap();
     assert!(keys_on_disk(&s3).is_empty(), "probe left behind: {:?}", keys_on_disk(&s3));
 }
 
@@ -121,14 +121,14 @@ async fn check_passes_with_least_privilege() {
     // On AWS only an existing object proves GetObject under this policy (a missing key answers
     // 403), so the check reads one when the outbound prefix holds any.
     store(&s3, "admin").await.put(&format!("{OUTBOUND}PARTNER/waiting.edi"), b"payload".to_vec()).await.unwrap();
-    store(&s3, "gateway").await.check(INBOUND, OUTBOUND).await.unwrap();
+    store(&s3, "gateway").await.check(INBOUND, Some(OUTBOUND)).await.unwrap();
     assert_eq!(keys_on_disk(&s3), [format!("{OUTBOUND}PARTNER/waiting.edi")]);
 }
 
 #[tokio::test]
 async fn check_passes_with_least_privilege_on_an_empty_outbound_when_missing_keys_answer_404() {
     let s3 = server().await;
-    store(&s3, "gateway-404").await.check(INBOUND, OUTBOUND).await.unwrap();
+    store(&s3, "gateway-404").await.check(INBOUND, Some(OUTBOUND)).await.unwrap();
     assert!(keys_on_disk(&s3).is_empty());
 }
 
@@ -138,7 +138,7 @@ async fn check_passes_with_least_privilege_on_an_empty_outbound_when_missing_key
 #[tokio::test]
 async fn check_with_least_privilege_on_an_empty_outbound_passes_with_a_warning_as_on_aws() {
     let s3 = server().await;
-    let warnings = store(&s3, "gateway").await.check(INBOUND, OUTBOUND).await.unwrap();
+    let warnings = store(&s3, "gateway").await.check(INBOUND, Some(OUTBOUND)).await.unwrap();
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("s3:GetObject") && warnings[0].contains("could not be verified"), "{warnings:?}");
 }
@@ -162,7 +162,7 @@ async fn check_names_each_missing_permission() {
             if !missing_keys_404 {
                 store(&s3, "admin").await.put(&format!("{OUTBOUND}PARTNER/waiting.edi"), b"payload".to_vec()).await.unwrap();
             }
-            let r = store(&s3, "user").await.check(INBOUND, OUTBOUND).await;
+            let r = store(&s3, "user").await.check(INBOUND, Some(OUTBOUND)).await;
             if grant == Grant::GetOutbound && missing_keys_404 {
                 // Nothing to read: a denied probe is only a warning (see above); with a file
                 // present (the other mode) the denial is proven and the check fails.

@@ -210,12 +210,13 @@ impl S3Store {
     /// 5. DeleteObject of the missing probe key under `outbound_prefix` (204 when allowed).
     ///
     /// `inbound_prefix` is like `as2gateway/<station>/`, `outbound_prefix` like
-    /// `AS2/send/<station>/`.
-    pub async fn check(&self, inbound_prefix: &str, outbound_prefix: &str) -> Result<Vec<String>, CheckFailure> {
+    /// `AS2/send/<station>/`; `None` when outbound pick-up is off: then only steps 1 and 2 run,
+    /// so a key with just the inbound grants (PutObject and DeleteObject on `as2gateway/*`)
+    /// passes.
+    pub async fn check(&self, inbound_prefix: &str, outbound_prefix: Option<&str>) -> Result<Vec<String>, CheckFailure> {
         let mut warnings = Vec::new();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let inbound_probe = format!("{inbound_prefix}.edinode-access-check-{nonce}");
-        let outbound_probe = format!("{outbound_prefix}.edinode-access-check-{nonce}");
 
         let body = b"edinode access check; safe to delete\n".to_vec();
         self.put(&inbound_probe, body).await.map_err(|e| failure("PutObject", "s3:PutObject", &inbound_probe, e))?;
@@ -224,6 +225,8 @@ impl S3Store {
             f.detail.push_str(" (the probe object is left in the bucket)");
             f
         })?;
+        let Some(outbound_prefix) = outbound_prefix else { return Ok(warnings) };
+        let outbound_probe = format!("{outbound_prefix}.edinode-access-check-{nonce}");
 
         let listed = self
             .client
@@ -331,29 +334,39 @@ mod tests {
     }
 }
 
+/// The node-side error as the actors see it: the operation and key, and whether it was refused.
+fn object_error(what: String, e: S3Error) -> edinode_actors::ObjectError {
+    use edinode_actors::ObjectError;
+    match e {
+        S3Error::NotFound => ObjectError::NotFound(format!("{what}: no such key")),
+        S3Error::AccessDenied(d) => ObjectError::Denied(format!("{what}: access denied: {d}")),
+        S3Error::Other(d) => ObjectError::Other(format!("{what}: {d}")),
+    }
+}
+
 #[async_trait::async_trait]
 impl edinode_actors::ObjectStore for S3Store {
-    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), String> {
-        S3Store::put(self, key, data).await.map_err(|e| format!("PutObject {key}: {e}"))
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), edinode_actors::ObjectError> {
+        S3Store::put(self, key, data).await.map_err(|e| object_error(format!("PutObject {key}"), e))
     }
-    async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
-        S3Store::get(self, key).await.map_err(|e| format!("GetObject {key}: {e}"))
+    async fn get(&self, key: &str) -> Result<Vec<u8>, edinode_actors::ObjectError> {
+        S3Store::get(self, key).await.map_err(|e| object_error(format!("GetObject {key}"), e))
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<edinode_actors::ObjectInfo>, String> {
+    async fn list(&self, prefix: &str) -> Result<Vec<edinode_actors::ObjectInfo>, edinode_actors::ObjectError> {
         Ok(S3Store::list(self, prefix)
             .await
-            .map_err(|e| format!("ListObjectsV2 {prefix}: {e}"))?
+            .map_err(|e| object_error(format!("ListObjectsV2 {prefix}"), e))?
             .into_iter()
             .map(|o| edinode_actors::ObjectInfo { key: o.key, size: o.size, last_modified_ms: o.last_modified_ms, etag: o.etag })
             .collect())
     }
-    async fn delete(&self, key: &str) -> Result<(), String> {
-        S3Store::delete(self, key).await.map_err(|e| format!("DeleteObject {key}: {e}"))
+    async fn delete(&self, key: &str) -> Result<(), edinode_actors::ObjectError> {
+        S3Store::delete(self, key).await.map_err(|e| object_error(format!("DeleteObject {key}"), e))
     }
-    async fn copy(&self, from: &str, to: &str) -> Result<(), String> {
-        S3Store::copy(self, from, to).await.map_err(|e| format!("CopyObject {from} -> {to}: {e}"))
+    async fn copy(&self, from: &str, to: &str) -> Result<(), edinode_actors::ObjectError> {
+        S3Store::copy(self, from, to).await.map_err(|e| object_error(format!("CopyObject {from} -> {to}"), e))
     }
-    async fn ping(&self, prefix: &str) -> Result<(), String> {
-        self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(1).send().await.map(|_| ()).map_err(|e| format!("ListObjectsV2 {prefix}: {e}"))
+    async fn ping(&self, prefix: &str) -> Result<(), edinode_actors::ObjectError> {
+        self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(1).send().await.map(|_| ()).map_err(|e| object_error(format!("ListObjectsV2 {prefix}"), map_err(e)))
     }
 }

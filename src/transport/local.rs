@@ -136,6 +136,8 @@ pub struct LocalTransport {
     queues: Mutex<HashMap<String, mpsc::Sender<Delivery>>>,
     pending: Mutex<HashMap<String, mpsc::Receiver<Delivery>>>,
     replies: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    /// Where `edinode.events` goes without a broker.
+    events: Option<super::events_log::EventsLog>,
 }
 
 impl LocalTransport {
@@ -149,7 +151,14 @@ impl LocalTransport {
             queues: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
+            events: None,
         })
+    }
+
+    /// Write what would go to `edinode.events` to this file (one JSON event a line).
+    pub fn with_events_log(mut self, path: &Path) -> LocalTransport {
+        self.events = Some(super::events_log::EventsLog::new(path));
+        self
     }
 
     fn sender(&self, queue: &str) -> mpsc::Sender<Delivery> {
@@ -271,8 +280,13 @@ impl Transport for LocalTransport {
         Ok(())
     }
 
-    async fn publish_exchange(&self, _exchange: &str, _rk: &str, _message_id: &str, _headers: &[(String, String)], _body: &[u8]) -> anyhow::Result<()> {
-        // No bus in embedded mode: documents are in the inbox directory.
+    async fn publish_exchange(&self, exchange: &str, _rk: &str, _message_id: &str, _headers: &[(String, String)], body: &[u8]) -> anyhow::Result<()> {
+        // No bus in embedded mode: documents are in the inbox directory, events in the events log.
+        if let Some(log) = self.events.as_ref().filter(|_| exchange == edinode_actors::queues::EVENTS_EXCHANGE) {
+            if let Err(error) = log.append(body) {
+                tracing::warn!(message = "Could not write an event to the events log.", %error);
+            }
+        }
         Ok(())
     }
 

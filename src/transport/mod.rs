@@ -2,6 +2,7 @@
 //! exchange for the enterprise bus. Two implementations: [`rabbit::RabbitTransport`] (RabbitMQ,
 //! for any number of nodes) and [`local::LocalTransport`] (embedded: a spool directory, one node).
 
+pub mod events_log;
 pub mod local;
 pub mod rabbit;
 

@@ -15,10 +15,12 @@
 //! - CopyObject: `s3:GetObject` on the source and `s3:PutObject` on the destination;
 //! - anything else, or another bucket: refused unless [`Policy::full`].
 //!
-//! s3s-fs stores an object at `<dir>/<bucket>/<key>`; its LastModified is the file's mtime,
-//! listed with millisecond precision (AWS and moto list whole seconds) and sent in
-//! GetObject/HeadObject headers in whole seconds. Its listings carry no ETag, and deleting the last
-//! object of a "folder" leaves the empty directory behind (it is never listed).
+//! s3s-fs stores an object at `<dir>/<bucket>/<key>`; its LastModified is the file's mtime. s3s-fs
+//! lists it with millisecond precision; [`AwsLike`] truncates listings to whole seconds, as AWS
+//! and moto list them, so code that reads ages from a listing meets AWS's rounding here. Every
+//! GetObject is recorded with the time it was served ([`TestS3::reads`]). Listings carry no
+//! ETag, and deleting the last object of a "folder" leaves the empty directory behind (it is
+//! never listed).
 #![allow(dead_code)]
 
 use edinode::storage::s3::S3Settings;
@@ -28,9 +30,15 @@ use s3s::dto::{CopyObjectInput, CopySource, DeleteObjectsInput, ListObjectsInput
 use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
 use s3s::{S3Request, S3Result, s3_error};
+use s3s::dto::{
+    CopyObjectOutput, CreateBucketInput, CreateBucketOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsOutput, GetObjectInput, GetObjectOutput,
+    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListObjectsOutput, ListObjectsV2Output, PutObjectInput, PutObjectOutput, Timestamp,
+};
+use s3s::{S3, S3Response};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tempfile::TempDir;
 
 /// The IAM actions the emulation knows.
@@ -148,6 +156,7 @@ pub struct TestS3 {
     pub region: String,
     users: Vec<(String, String)>,
     server: tokio::task::JoinHandle<()>,
+    reads: Arc<Mutex<Vec<(String, SystemTime)>>>,
 }
 
 impl TestS3 {
@@ -166,7 +175,8 @@ impl TestS3 {
         let access = PolicyAccess { bucket: bucket.clone(), root: dir.path().to_path_buf(), policies: Arc::new(policies) };
 
         let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
-        let mut builder = S3ServiceBuilder::new(fs);
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let mut builder = S3ServiceBuilder::new(AwsLike { fs, reads: reads.clone() });
         builder.set_auth(auth);
         builder.set_access(access);
         let service = builder.build();
@@ -193,6 +203,7 @@ impl TestS3 {
             region: "us-east-1".to_string(),
             users: users.iter().map(|(ak, sk, _)| (ak.to_string(), sk.to_string())).collect(),
             server,
+            reads,
         }
     }
 
@@ -211,6 +222,83 @@ impl TestS3 {
             access_key: Some(access_key.to_string()),
             secret_key: Some(secret),
         }
+    }
+}
+
+impl TestS3 {
+    /// Successful GetObjects so far: (key, when the server answered).
+    pub fn reads(&self) -> Vec<(String, SystemTime)> {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// s3s-fs with AWS's whole-second LastModified in listings; records GetObjects.
+struct AwsLike {
+    fs: s3s_fs::FileSystem,
+    reads: Arc<Mutex<Vec<(String, SystemTime)>>>,
+}
+
+fn whole_second(t: &mut Option<Timestamp>) {
+    if let Some(ts) = t.take() {
+        let odt: time::OffsetDateTime = ts.into();
+        *t = Some(odt.replace_nanosecond(0).unwrap_or(odt).into());
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for AwsLike {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.fs.create_bucket(req).await
+    }
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        self.fs.put_object(req).await
+    }
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let key = req.input.key.clone();
+        let out = self.fs.get_object(req).await?;
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).push((key, SystemTime::now()));
+        Ok(out)
+    }
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.fs.head_object(req).await
+    }
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.fs.delete_objects(req).await
+    }
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.fs.copy_object(req).await
+    }
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let mut out = self.fs.list_objects(req).await?;
+        for o in out.output.contents.iter_mut().flatten() {
+            whole_second(&mut o.last_modified);
+        }
+        Ok(out)
+    }
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let mut out = self.fs.list_objects_v2(req).await?;
+        for o in out.output.contents.iter_mut().flatten() {
+            whole_second(&mut o.last_modified);
+        }
+        Ok(out)
+    }
+    async fn create_multipart_upload(&self, req: S3Request<s3s::dto::CreateMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::CreateMultipartUploadOutput>> {
+        self.fs.create_multipart_upload(req).await
+    }
+    async fn upload_part(&self, req: S3Request<s3s::dto::UploadPartInput>) -> S3Result<S3Response<s3s::dto::UploadPartOutput>> {
+        self.fs.upload_part(req).await
+    }
+    async fn complete_multipart_upload(&self, req: S3Request<s3s::dto::CompleteMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
+        self.fs.complete_multipart_upload(req).await
+    }
+    async fn abort_multipart_upload(&self, req: S3Request<s3s::dto::AbortMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
     }
 }
 
