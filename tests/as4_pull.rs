@@ -302,6 +302,7 @@ fn third_party_client_pulls_oldest_first_per_mpc_under_the_authorization_map() {
 
 /// Acceptance 2: the AS4.NET sample PullRequest is treated as signed by its thumbprint.
 #[test]
+#[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
 fn as4net_pull_request_is_signed_by_its_thumbprint() {
     let fixture = fixtures().join("as4/as4net_signed_pullrequest.xml");
     let body = std::fs::read_to_string(&fixture).unwrap_or_else(|e| panic!("{}: {e}", fixture.display()));

@@ -13,6 +13,7 @@ fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 #[test]
+#[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
 fn mendelson_captures_are_processed_and_delivered() {
     let fx = fixtures().join("as2");
     let tmp = tempfile::tempdir().unwrap();
@@ -50,6 +51,7 @@ fn mendelson_captures_are_processed_and_delivered() {
 }
 
 #[test]
+#[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
 fn mendelson_signed_mic_matches_the_signed_entity() {
     // The MIC must be over the signed entity as received: recompute it from the capture.
     let fx = fixtures().join("as2");
@@ -87,6 +89,7 @@ fn mendelson_signed_mic_matches_the_signed_entity() {
 }
 
 #[test]
+#[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
 fn sterling_capture_verifies_once_its_line_ends_are_restored() {
     // The README says the capture's line endings were altered on the way (pyas2lib fails its
     // signature). The signed part verifies when its CRLFs are restored (the tolerance in
@@ -117,6 +120,7 @@ fn sterling_capture_verifies_once_its_line_ends_are_restored() {
 }
 
 #[test]
+#[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
 fn sterling_capture_from_an_unknown_signer_is_refused_with_authentication_failed() {
     // Same message, but the partner is configured with another certificate: identity comes
     // from configuration, not from the certificate inside the message.

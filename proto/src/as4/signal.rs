@@ -240,6 +240,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
     fn as4net_fixture() {
         let bytes = testutil::fixture("as4net_signed_pullrequest.xml");
         let inc = parse("application/soap+xml", &bytes, &Limits::default()).unwrap();
@@ -252,6 +253,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
     fn tampered_fixture_is_failed_authentication_with_ref() {
         let text = String::from_utf8(testutil::fixture("as4net_signed_pullrequest.xml")).unwrap();
         let t = text.replacen("mpc/2", "mpc/9", 1);
@@ -299,6 +301,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
     fn pull_request_packaged_as_soap_with_attachments() {
         let bytes = testutil::fixture("as4net_signed_pullrequest.xml");
         let (ct, body) = package::assemble("bnd", "soap@x", &bytes, &[]).unwrap();
