@@ -243,9 +243,63 @@ impl Node {
         if has("http_receiver") {
             self.serve_http().await?;
         } else {
-            futures::future::join_all(handles).await;
+            // No partner listener, but every process can still be probed and scraped: the admin
+            // listener (admin.listen, else http.listen) serves /healthz, /readyz, /metrics and
+            // the tracking API while the actors run.
+            let listen = if self.settings.admin.listen.is_empty() { &self.settings.http.listen } else { &self.settings.admin.listen };
+            let state = self.http_state(String::new(), Arc::new(Waiters::default()));
+            let admin_server = self.admin_server(state, None, listen)?;
+            println!("edinode ready");
+            admin_server.await?;
+            drop(handles);
         }
         Ok(())
+    }
+
+    /// What the HTTP handlers share.
+    fn http_state(&self, reply_queue: String, waiters: Arc<Waiters>) -> web::Data<HttpState> {
+        let admin = &self.settings.admin;
+        web::Data::new(HttpState {
+            cx: self.cx.clone(),
+            transport: self.transport.clone(),
+            waiters,
+            reply_queue,
+            sync_timeout: Duration::from_secs(self.settings.http.sync_mdn_timeout_secs),
+            admin_token: (!admin.token.is_empty()).then(|| admin.token.clone()),
+            redis_configured: !self.settings.redis.url.is_empty(),
+            s3_refused: self.s3_refused.clone(),
+            limits: http::HttpLimits {
+                max_body: self.settings.http.max_body_bytes,
+                body_idle: Duration::from_secs(self.settings.http.body_idle_timeout_secs.max(1)),
+                body_total: Duration::from_secs(self.settings.http.body_timeout_secs.max(1)),
+            },
+        })
+    }
+
+    /// The admin listener on `listen`: /healthz, /readyz, /metrics, the tracking API, and the
+    /// AS4 submit API when this process runs AS4. Prints its address for tests and scripts.
+    fn admin_server(&self, state: web::Data<HttpState>, as4: Option<web::Data<crate::as4::As4State>>, listen: &str) -> anyhow::Result<actix_web::dev::Server> {
+        let max_send = self.settings.admin.max_send_bytes;
+        let admin_server = HttpServer::new(move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_send))
+                .route("/healthz", web::get().to(http::healthz))
+                .route("/readyz", web::get().to(http::readyz))
+                .route("/metrics", web::get().to(http::metrics))
+                .configure(http::admin_routes);
+            match &as4 {
+                Some(a) => app.app_data(a.clone()).configure(crate::as4::admin_routes),
+                None => app,
+            }
+        })
+        .workers(1)
+        .bind(listen)
+        .map_err(|e| anyhow::anyhow!("admin listener {listen}: {e} (each process on a host needs its own admin.listen, e.g. EDINODE__ADMIN__LISTEN)"))?;
+        for a in admin_server.addrs() {
+            println!("edinode admin listening on http://{a}");
+        }
+        Ok(admin_server.run())
     }
 
     async fn serve_http(&self) -> anyhow::Result<()> {
@@ -261,21 +315,7 @@ impl Node {
             }
         });
         let admin = &self.settings.admin;
-        let state = web::Data::new(HttpState {
-            cx: self.cx.clone(),
-            transport: self.transport.clone(),
-            waiters,
-            reply_queue,
-            sync_timeout: Duration::from_secs(self.settings.http.sync_mdn_timeout_secs),
-            admin_token: (!admin.token.is_empty()).then(|| admin.token.clone()),
-            redis_configured: !self.settings.redis.url.is_empty(),
-            s3_refused: self.s3_refused.clone(),
-            limits: http::HttpLimits {
-                max_body: self.settings.http.max_body_bytes,
-                body_idle: Duration::from_secs(self.settings.http.body_idle_timeout_secs.max(1)),
-                body_total: Duration::from_secs(self.settings.http.body_timeout_secs.max(1)),
-            },
-        });
+        let state = self.http_state(reply_queue, waiters);
         let max_body = self.settings.http.max_body_bytes;
         let h = &self.settings.http;
         let workers = h.workers.max(1);
@@ -323,26 +363,9 @@ impl Node {
             server.await?;
             return Ok(());
         }
-        let (st3, as4_3) = (state.clone(), as4.clone());
-        let max_send = admin.max_send_bytes;
-        let admin_server = HttpServer::new(move || {
-            App::new()
-                .app_data(st3.clone())
-                .app_data(as4_3.clone())
-                .app_data(web::PayloadConfig::new(max_send))
-                .configure(crate::as4::admin_routes)
-                .route("/healthz", web::get().to(http::healthz))
-                .route("/readyz", web::get().to(http::readyz))
-                .route("/metrics", web::get().to(http::metrics))
-                .configure(http::admin_routes)
-        })
-        .workers(1)
-        .bind(&admin.listen)?;
-        for a in admin_server.addrs() {
-            println!("edinode admin listening on http://{a}");
-        }
+        let admin_server = self.admin_server(state.clone(), Some(as4.clone()), &admin.listen)?;
         println!("edinode ready");
-        let (a, b) = futures::future::join(server, admin_server.run()).await;
+        let (a, b) = futures::future::join(server, admin_server).await;
         a?;
         b?;
         Ok(())

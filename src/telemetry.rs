@@ -7,6 +7,7 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::io::IsTerminal;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -39,6 +40,12 @@ fn otel_enabled() -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// Colour codes only for a terminal, and not when `NO_COLOR` is set (no-color.org): files,
+/// pipes and log collectors get plain text.
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Install logging (text or JSON; `EDINODE_LOG_FORMAT=json`) and, when configured, OTLP tracing.
 pub fn init() -> Telemetry {
     let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,actix_server=warn,lapin=warn".into());
@@ -46,7 +53,7 @@ pub fn init() -> Telemetry {
     let fmt_layer = if json {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter()).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).boxed()
+        tracing_subscriber::fmt::layer().with_ansi(colour(std::io::stderr().is_terminal())).with_writer(std::io::stderr).with_filter(filter()).boxed()
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut provider = None;

@@ -264,3 +264,31 @@ fn readyz_follows_rabbitmq_and_queued_work_survives() {
     }
     panic!("the queued message was not delivered; worker log: {}", std::fs::read_to_string(&worker.log).unwrap_or_default());
 }
+
+#[test]
+fn a_process_without_the_http_receiver_serves_probes_and_metrics_and_logs_plain_text() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = env(true, "");
+    let worker = start_node(&e.cfg, e.dir.path(), &["--actors=decryptor,verifier"], &[("EDINODE__NODE__ID", "probed-worker")]);
+    let admin = worker.admin_url.clone().expect("the worker's admin listener");
+    assert_eq!(get(&format!("{admin}/healthz"), None), (200, "ok\n".to_string()));
+    let (st, ready) = get(&format!("{admin}/readyz"), None);
+    assert_eq!(st, 200, "{ready}");
+    assert!(ready.contains("\"broker\":true"), "{ready}");
+    let (st, metrics) = get(&format!("{admin}/metrics"), None);
+    assert_eq!(st, 200);
+    assert!(metrics.contains("edinode_queue_depth{queue=\"edinode.decryptor\"}"), "{metrics}");
+    // The partner routes are not served by a worker.
+    assert_eq!(reqwest::blocking::Client::new().post(format!("{admin}/as2")).body("x").send().unwrap().status().as_u16(), 404);
+    // Without admin.listen, the probes are on http.listen.
+    let bare = start_node(&e.cfg, e.dir.path(), &["--actors=deliverer"], &[("EDINODE__NODE__ID", "bare-worker"), ("EDINODE__ADMIN__LISTEN", "")]);
+    assert_eq!(get(&format!("{}/healthz", bare.url), None).0, 200);
+    assert_eq!(get(&format!("{}/metrics", bare.url), None).0, 200);
+    // Logs written to a file carry no terminal colour codes.
+    drop((worker, bare));
+    for log in std::fs::read_dir(e.dir.path()).unwrap().flatten().map(|f| f.path()).filter(|p| p.extension().is_some_and(|x| x == "log")) {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("Node started."), "{text}");
+        assert!(!text.contains('\u{1b}'), "colour codes in {}: {text:?}", log.display());
+    }
+}

@@ -94,7 +94,7 @@ impl Drop for NodeProc {
     }
 }
 
-/// Start `edinode serve` with a config file; waits for the listening line when HTTP runs.
+/// Start `edinode serve` with a config file; waits until it is ready (its listeners bound).
 pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> NodeProc {
     let log = dir.join(format!("node-{}.log", rand_u32()));
     let logf = std::fs::File::create(&log).unwrap();
@@ -105,12 +105,12 @@ pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let http = !extra.iter().any(|a| a.starts_with("--actors")) || extra.iter().any(|a| a.contains("http_receiver"));
+    // Every process has a listener (a worker without http_receiver: its admin listener).
     let stdout = child.stdout.take().unwrap();
     let mut url = String::new();
     let mut tls_url = None;
     let mut admin_url = None;
-    if http {
+    {
         let mut reader = BufReader::new(stdout);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut line = String::new();
@@ -131,10 +131,12 @@ pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)
                 break;
             }
         }
+        if url.is_empty() {
+            // No partner listener: `url` is the admin listener.
+            url = admin_url.clone().unwrap_or_default();
+        }
         assert!(!url.is_empty(), "node did not report its address");
         std::thread::spawn(move || for _ in reader.lines() {});
-    } else {
-        std::thread::sleep(Duration::from_millis(800));
     }
     NodeProc { child, url, tls_url, admin_url, dir: dir.to_path_buf(), log }
 }
