@@ -47,7 +47,7 @@ impl As4State {
             tracing::warn!(message = "AS4 pulling is off: several stations and none named in as4.station.");
         }
         let config = PullSenderConfig {
-            authorization_map: s.authorization_map.clone(),
+            authorization_map: authorization_map_path(s),
             receipt_timeout: Duration::from_secs(s.receipt_timeout_secs.max(1)),
             attachment_digest: s.attachment_digest,
             limits: edinode_proto::as4::Limits { max_bytes: s.max_request_bytes, ..Default::default() },
@@ -69,6 +69,44 @@ impl As4State {
             max_submit_bytes: s.max_submit_bytes,
         })
     }
+}
+
+/// The pull authorization map as the node opens it: a relative `as4.authorization_map` is
+/// resolved against the working directory the node runs in, like every other path in the
+/// configuration (keys, certificates, data_dir, inbox).
+pub fn authorization_map_path(s: &crate::config::As4Settings) -> std::path::PathBuf {
+    if s.authorization_map.is_absolute() {
+        return s.authorization_map.clone();
+    }
+    std::env::current_dir().map(|d| d.join(&s.authorization_map)).unwrap_or_else(|_| s.authorization_map.clone())
+}
+
+/// `check-config` for `[as4]`: the signing station as the node picks it, and the authorization
+/// map at the path the node opens. Ok: notes to print (a missing map is a warning: the node
+/// runs and refuses every PullRequest until the file exists); Err: what the node would refuse.
+pub fn check_config(settings: &Settings, directory: &edinode_proto::profile::Directory) -> Result<Vec<String>, String> {
+    let s = &settings.as4;
+    let mut notes = Vec::new();
+    match s.station.as_str() {
+        "" if directory.stations.len() == 1 => {}
+        "" if directory.stations.is_empty() => notes.push("as4: no station, so AS4 pulling is off".to_string()),
+        "" => notes.push("warning: as4.station is empty and there are several stations: AS4 pulling is off".to_string()),
+        name if directory.stations.contains_key(name) => {}
+        name => return Err(format!("as4.station: no station named {name}")),
+    }
+    let path = authorization_map_path(s);
+    match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => notes.push(format!(
+            "warning: as4.authorization_map: {} does not exist (a relative path is resolved against the working directory): every PullRequest is refused (EBMS:0004) until it does",
+            path.display()
+        )),
+        Err(e) => return Err(format!("as4.authorization_map: cannot read {}: {e}", path.display())),
+        Ok(bytes) => match edinode_proto::as4::authz::AuthorizationMap::parse(&bytes) {
+            Ok(m) => notes.push(format!("as4.authorization_map: {} ({} entries)", path.display(), m.entries.len())),
+            Err(e) => return Err(format!("as4.authorization_map: {}: {e}", path.display())),
+        },
+    }
+    Ok(notes)
 }
 
 /// `POST /as4`, for the partner-facing App.
@@ -165,7 +203,7 @@ async fn submit(req: HttpRequest, payload: web::Payload, st: web::Data<As4State>
     };
     let (sender, cx) = (st.sender.clone(), st.cx.clone());
     let work = async move {
-        let s: Submission = serde_json::from_slice(&body).map_err(|e| SubmitError::Invalid(format!("not a submission: {e}")))?;
+        let s = Submission::from_json(&body).map_err(SubmitError::Invalid)?;
         sender.submit(&cx, s, crate::storage::now_ms()).await
     };
     let resp = match st.rt.spawn(work.in_current_span()).await {

@@ -93,6 +93,11 @@ fn main() -> std::process::ExitCode {
     match cli.cmd.unwrap_or(Cmd::Serve { actors: None, listen: None }) {
         Cmd::CheckConfig => match edinode::config::directory(&settings, &src).map_err(|e| e.to_string()).and_then(|d| {
             edinode::config::actors(&settings.node.actors).map(|_| d)
+        }).and_then(|d| {
+            // [as4]: the station and the authorization map at the path the node opens.
+            let notes = edinode::as4::check_config(&settings, &d).map_err(|e| format!("{src}: {e}"))?;
+            notes.iter().for_each(|n| println!("{n}"));
+            Ok(d)
         }) {
             Ok(d) => {
                 println!("configuration OK: {} station(s), {} partner(s)", d.stations.len(), d.partners.len());

@@ -456,6 +456,19 @@ fn submit_api_checks_token_input_and_duplicates() {
     assert!(v["error"].as_str().unwrap().contains("action"), "{v}");
     let r = http().post(&url).bearer_auth(TOKEN).header("content-type", "application/json").body("{not json").send().unwrap();
     assert_eq!(r.status().as_u16(), 400);
+    // A bad field is named, however deep.
+    let named = |change: &dyn Fn(&mut Value), field: &str| {
+        let mut bad = simple("s3@test", None);
+        change(&mut bad);
+        let (st, v) = submit(&node, &bad);
+        assert_eq!(st, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(field), "{field} in {v}");
+    };
+    named(&|b| b["from"]["role"] = json!(1), "from.role: invalid type: integer `1`, expected a string");
+    named(&|b| drop(b["parts"][0].as_object_mut().unwrap().remove("data_base64")), "parts[0]: missing field `data_base64`");
+    named(&|b| b["parts"][0]["data_base64"] = json!("***"), "parts[0].data_base64");
+    named(&|b| b["service"]["value"] = json!(["x"]), "service.value");
+    named(&|b| b["colour"] = json!("blue"), "unknown field `colour`");
     // Generated ids.
     let mut anon = simple("x", None);
     anon.as_object_mut().unwrap().remove("message_id");
@@ -536,4 +549,42 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
     // Best effort: leave the shared Redis as we found it.
     let script = "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end";
     let _ = Command::new("redis-cli").args(["EVAL", script, "0", &format!("{prefix}:*")]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+}
+
+#[test]
+fn check_config_checks_the_as4_section_where_the_node_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let station = identity(dir.path(), "station");
+    let cfg = ConfigBuilder::new(dir.path()).station("main", "edinode", &station).raw("\n[as4]\nauthorization_map = \"maps/pull.xml\"\n").write(dir.path());
+    let check = |cwd: &Path, env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edinode"));
+        c.arg("--config").arg(&cfg).arg("check-config").current_dir(cwd);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    // Relative to the working directory, as the node resolves it; missing is said, not fatal.
+    let map = dir.path().join("maps/pull.xml");
+    let (code, out) = check(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("as4.authorization_map: {} does not exist", map.display())), "{out}");
+    std::fs::create_dir_all(map.parent().unwrap()).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/Security/pull_authorizationmap.xml"), &map).unwrap();
+    let (code, out) = check(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("as4.authorization_map: {} (1 entries)", map.display())) && !out.contains("does not exist"), "{out}");
+    // Started elsewhere, the node would look elsewhere: so does the check.
+    let other = tempfile::tempdir().unwrap();
+    let (_, out) = check(other.path(), &[]);
+    assert!(out.contains(&format!("{} does not exist", other.path().join("maps/pull.xml").display())), "{out}");
+    // What the node would refuse is refused.
+    std::fs::write(&map, "<not-a-map").unwrap();
+    let (code, out) = check(dir.path(), &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("as4.authorization_map: {}", map.display())), "{out}");
+    let (code, out) = check(dir.path(), &[("EDINODE__AS4__STATION", "nope")]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("as4.station: no station named nope"), "{out}");
 }

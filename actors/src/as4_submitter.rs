@@ -25,9 +25,9 @@ impl Actor for As4Submitter {
     type Input = Queued;
 
     fn decode(body: &[u8], _headers: &[(String, String)]) -> Result<Queued, String> {
-        Ok(match serde_json::from_slice::<Submission>(body) {
+        Ok(match Submission::from_json(body) {
             Ok(s) => Queued::Submission(s),
-            Err(e) => Queued::Unreadable(format!("not a submission: {e}")),
+            Err(e) => Queued::Unreadable(e),
         })
     }
 

@@ -133,6 +133,22 @@ fn check_message_id(id: &str) -> Result<(), String> {
 }
 
 impl Submission {
+    /// Read a submission (the JSON of `POST /api/as4/submit` and `edinode.as4.submit`); an error
+    /// names the field at fault, e.g. `parts[0].data_base64: missing field` or
+    /// `from.role: invalid type: integer `1`, expected a string`.
+    pub fn from_json(body: &[u8]) -> Result<Submission, String> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                // Where the document itself is broken (not JSON, or an unknown field at the top),
+                // serde's message already says it; otherwise lead with the field.
+                if path == "." { format!("not a submission: {inner}") } else { format!("not a submission: {path}: {inner}") }
+            })
+            .and_then(|s: Submission| de.end().map(|()| s).map_err(|e| format!("not a submission: {e}")))
+    }
+
     /// The user message to queue, stamped `now_ms`.
     pub fn into_user_message(self, now_ms: i64) -> Result<UserMessage, String> {
         let message_id = self.message_id.unwrap_or_else(|| format!("{}@edinode", uuid::Uuid::new_v4()));
