@@ -75,7 +75,8 @@ fn signed_by_an_unknown_key_is_authentication_failed() {
     let (st, text) = send(&e, &signed(&doc(), &rogue.key, &rogue.cert, DigestAlg::Sha256), Some("signed"));
     assert_eq!(st, 200);
     assert_error(&text, "authentication-failed");
-    assert!(text.contains("application/pkcs7-signature"), "a signed MDN was asked for and the partner is known");
+    // A signed MDN was asked for, but the sender is not proven: we do not sign for it.
+    assert!(!text.contains("application/pkcs7-signature"), "no signature for an unproven sender: {text}");
     nothing_delivered(&e);
 }
 
@@ -127,6 +128,19 @@ fn unsigned_when_signing_is_required_is_insufficient_message_security() {
     assert_eq!(st, 200);
     assert_error(&text, "insufficient-message-security");
     nothing_delivered(&e);
+}
+
+#[test]
+fn an_unproven_sender_gets_no_signature_from_us_even_when_it_asks() {
+    let e = env("require_signed = true", "");
+    let (st, text) = send(&e, &doc(), Some("signed"));
+    assert_eq!(st, 200);
+    assert_error(&text, "insufficient-message-security");
+    assert!(!text.contains("application/pkcs7-signature"), "{text}");
+    // The same partner, signed as agreed: a signed MDN.
+    let (st, text) = send(&e, &signed(&doc(), &e.partner.key, &e.partner.cert, DigestAlg::Sha256), Some("signed"));
+    assert_eq!(st, 200);
+    assert!(text.contains("application/pkcs7-signature") && text.contains("processed"), "{text}");
 }
 
 #[test]

@@ -18,6 +18,12 @@ pub enum MdnSenderInput {
 
 pub struct MdnSender;
 
+/// The outcome says the sender's signature did not prove who it is.
+fn failed_authentication(d: &edinode_proto::error::Disposition) -> bool {
+    use edinode_proto::error::Disposition;
+    matches!(d, Disposition::Error(m) | Disposition::Failed(m) if m == "authentication-failed" || m == "integrity-check-failed")
+}
+
 impl MdnSender {
     fn build(cx: &NodeContext, c: &Conclude) -> Result<Option<mdn::BuiltMdn>, ActorError> {
         let Some(req) = c.ctx.request.mdn.as_ref() else { return Ok(None) };
@@ -50,7 +56,11 @@ impl MdnSender {
         let sb = format!("----=_signed_{uid}");
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
         let ids = MdnIds { message_id: &message_id, report_boundary: &rb, signed_boundary: &sb, date: &date };
-        let built = match (req.signed, station) {
+        // We sign only for a sender proven as far as its agreement asks: a message whose
+        // signature failed, or that lacks the signature its partner agreement requires, gets an
+        // unsigned MDN (as Mendelson answers), so an unauthenticated caller never makes us sign.
+        let proven = c.ctx.security.signer.is_some() || (!policy.require_signed && !failed_authentication(&c.disposition));
+        let built = match (req.signed && proven, station) {
             (true, Some(st)) => {
                 let digest = req.preferred_micalg().unwrap_or(DigestAlg::Sha256);
                 let signer = MdnSigner {
