@@ -91,17 +91,10 @@ pub fn send_key(id: &str) -> String {
 }
 
 /// An HTTP client for a partner's agreement (its CA, our client certificate, timeouts).
+/// The HTTP client for a partner: its TLS settings, its time limit, and no redirects (a message
+/// goes only to the configured URL).
 pub fn client_for(http: &HttpProfile) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(http.timeout_secs)).connect_timeout(Duration::from_secs(http.timeout_secs.min(30)));
-    if let Some(ca) = &http.ca_pem {
-        for c in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| format!("partner CA: {e}"))? {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if let Some(id) = &http.client_identity_pem {
-        b = b.identity(reqwest::Identity::from_pem(id).map_err(|e| format!("client certificate: {e}"))?);
-    }
-    b.build().map_err(|e| e.to_string())
+    crate::mdn_poster::client_builder(http, Duration::from_secs(http.timeout_secs))?.build().map_err(|e| e.to_string())
 }
 
 impl As2Sender {
