@@ -280,7 +280,8 @@ pub struct PolicyConfig {
     pub accepted_ciphers: Vec<String>,
     /// rfc5751 (default), compact or hyphenated.
     pub mic_spelling: Option<MicSpelling>,
-    /// Treat every payload as binary for unsigned MICs.
+    /// No effect, accepted so that older configurations load: the MIC of an unsigned message
+    /// is over the bytes as received (RFC 4130 section 7.3.1), never canonicalized.
     pub binary_mic: bool,
     /// Sign MDNs with RSASSA-PSS.
     pub pss: bool,
@@ -340,6 +341,10 @@ pub struct OutboundConfig {
     pub async_mdn_url: Option<String>,
     /// Refuse unsigned MDNs.
     pub require_signed_mdn: bool,
+    /// For unsigned messages, accept only the Received-Content-MIC of RFC 4130 section 7.3.1.
+    /// Off: the bases other products use (the payload entity with its headers, decompressed,
+    /// the document alone, another algorithm than asked) are accepted with a note in the status.
+    pub strict_mic: bool,
     pub timeout_secs: u64,
     /// Chunked transfer encoding instead of Content-Length.
     pub chunked: bool,
@@ -372,6 +377,7 @@ impl Default for OutboundConfig {
             mdn_signed: true,
             async_mdn_url: None,
             require_signed_mdn: false,
+            strict_mic: false,
             timeout_secs: 60,
             chunked: false,
             basic_auth_user: None,
@@ -503,7 +509,6 @@ pub fn directory(s: &Settings, src: &str) -> Result<Directory, ConfigError> {
             accepted_digests: digests(src, &format!("{key}.policy.accepted_digests"), &pc.accepted_digests)?,
             accepted_ciphers,
             mic_spelling: pc.mic_spelling.unwrap_or_default(),
-            binary_mic: pc.binary_mic,
             mdn_padding: if pc.pss { SignaturePadding::Pss } else { SignaturePadding::Pkcs1v15 },
             algorithm_protection: pc.algorithm_protection,
         };
@@ -604,6 +609,7 @@ fn outbound_profile(src: &str, key: &str, o: &OutboundConfig, has_enc_cert: bool
             ..OutboundOptions::default()
         },
         require_signed_mdn: o.require_signed_mdn,
+        strict_mic: o.strict_mic,
         http: HttpProfile { timeout_secs: o.timeout_secs.max(1), chunked: o.chunked, basic_auth, ca_pem, client_identity_pem },
         attempts: o.attempts.max(1),
         retry_base_ms: o.retry_base_ms,

@@ -133,3 +133,137 @@ fn history_stays_in_order_when_the_async_mdn_overtakes_the_post() {
     assert!(at("queued") < at("sending") && at("sending") < at("awaiting-mdn") && at("awaiting-mdn") < at("sent"), "{statuses:?}");
     assert_eq!(statuses.last().map(String::as_str), Some("sent"), "nothing after the outcome: {statuses:?}");
 }
+
+/// RFC 4130 section 7.3.1, receiving: the MIC of every unsigned shape, in the requested
+/// algorithm (sha1 when none is asked for).
+#[test]
+fn unsigned_messages_get_the_rfc4130_mic() {
+    use edinode_proto::unwrap::compute_mic;
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, station, _) = inbound_node(tmp.path(), "");
+    let edi = entity("application/edi-x12", "po.edi", b"ISA*00*UNSIGNED~\r\n");
+    let text = entity("text/plain", "note.txt", b"line one\nline two\n");
+    let zipped = compressed(&edi);
+    let bare = b"UNB+UNOA:2+SENDER:14+RECEIVER:14+140407:0910+5++++1+EANCOM'\nUNH+1+ORDERS:D:96A:UN:EAN008'\n".to_vec();
+    let body_of = |e: &[u8]| to_http(e).1;
+    // (case, top-level entity, signed MDN asked for (sha-256), the bytes the MIC covers)
+    let cases: Vec<(&str, Vec<u8>, bool, Vec<u8>)> = vec![
+        ("plain", edi.clone(), false, body_of(&edi)),
+        ("plain, sha-256 asked for", edi.clone(), true, body_of(&edi)),
+        ("plain text with LF, as received", text.clone(), false, b"line one\nline two\n".to_vec()),
+        ("compressed: the compressed data", zipped.clone(), true, body_of(&zipped)),
+        ("encrypted: the decrypted entity", encrypted(&edi, &station.cert), false, edi.clone()),
+        ("encrypted, compressed: the compressed entity", encrypted(&zipped, &station.cert), true, zipped.clone()),
+        ("encrypted bare content (Mendelson)", encrypted(&bare, &station.cert), true, bare.clone()),
+    ];
+    for (i, (case, msg, signed_mdn, covered)) in cases.into_iter().enumerate() {
+        let (hs, body) = request("acme", "edinode", &format!("<rfc-mic-{i}@test>"), Some(if signed_mdn { "signed" } else { "unsigned" }), &msg);
+        let mdn = post_for_mdn(&node, &station, &hs, body);
+        assert!(mdn.disposition.is_positive(), "{case}: {} {}", mdn.disposition_raw, mdn.text);
+        assert_eq!(mdn.signed, signed_mdn, "{case}");
+        let alg = if signed_mdn { DigestAlg::Sha256 } else { DigestAlg::Sha1 };
+        assert_eq!(mdn.received_mic, Some(compute_mic(&covered, alg)), "{case}");
+    }
+    let files = wait_for(10, "the deliveries", || Some(delivered(&tmp.path().join("inbox"), "edinode", "acme")).filter(|d| d.len() == 7));
+    assert!(files.iter().any(|(_, d)| d == &bare), "the bare content is delivered as is");
+}
+
+/// An Identity owned by a closure.
+fn clone_identity(i: &Identity) -> Identity {
+    Identity { key: i.key.clone(), cert: i.cert.clone(), key_pem: i.key_pem.clone(), cert_pem: i.cert_pem.clone() }
+}
+
+/// What a fake receiver of our unsigned messages hashes.
+#[derive(Clone, Copy)]
+enum Basis {
+    /// RFC 4130 section 7.3.1, in the requested algorithm (sha256 when none is asked for).
+    Rfc,
+    /// The payload entity with its headers after decompression (edinode before issue 9), sha1.
+    DecompressedEntity,
+}
+
+/// A partner that opens our message as an RFC 4130 receiver would and answers a signed MDN
+/// whose MIC is over `basis`.
+fn mic_partner(acme: &Identity, basis: Basis) -> String {
+    use edinode_proto::unwrap::{self, compute_mic, Step};
+    let acme = clone_identity(acme);
+    http_listener(move |hs, body| {
+        let l = MimeLimits::default();
+        let get = |n: &str| hs.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone()).unwrap_or_default();
+        let headers: Vec<edinode_proto::mime::Header> = hs.iter().map(|(k, v)| edinode_proto::mime::Header { name: k.clone(), value: v.clone() }).collect();
+        let mut e = unwrap::entity_from_http(&headers, body);
+        let mut rfc = None;
+        loop {
+            match unwrap::classify(&e, &l).unwrap() {
+                Step::Decrypt => {
+                    e = edinode_proto::cms::decrypt(&to_http(&e).1, &[(acme.key.clone(), acme.cert.clone())]).unwrap();
+                    rfc.get_or_insert(e.clone());
+                }
+                Step::Decompress => {
+                    rfc.get_or_insert(to_http(&e).1);
+                    e = unwrap::decompress(&e, 1 << 24, &l).unwrap();
+                }
+                Step::Payload => break,
+                Step::Verify => panic!("the message was to be unsigned"),
+            }
+        }
+        let rfc = rfc.unwrap_or_else(|| body.to_vec());
+        let asked = get("disposition-notification-options").rsplit(',').next().and_then(DigestAlg::parse);
+        let mic = match basis {
+            Basis::Rfc => compute_mic(&rfc, asked.unwrap_or(DigestAlg::Sha256)),
+            Basis::DecompressedEntity => compute_mic(&e, DigestAlg::Sha1),
+        };
+        let d = edinode_proto::error::Disposition::Processed;
+        let (mhs, mbody) = build_mdn("acme", "edinode", &get("message-id"), &d, Some(&mic), Some(&acme));
+        (200, mhs, mbody)
+    })
+}
+
+/// RFC 4130 section 7.3.1, sending: unsigned messages settle with a receiver that follows it;
+/// a receiver that hashes another basis is accepted with a note, or refused under strict_mic.
+#[test]
+fn unsigned_messages_settle_by_the_rfc4130_mic_and_note_other_bases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let me = identity(tmp.path(), "edinode");
+    let acme = identity(tmp.path(), "acme");
+    let rfc = mic_partner(&acme, Basis::Rfc);
+    let other = mic_partner(&acme, Basis::DecompressedEntity);
+    // (case, partner url, outbound settings, outcome, note expected)
+    let cases = [
+        ("encrypted, compressed, sha-256 asked for", &rfc, "encrypt = \"aes256-cbc\"\ncompress = \"before\"", "sent", false),
+        ("encrypted", &rfc, "encrypt = \"3des\"", "sent", false),
+        ("compressed", &rfc, "encrypt = \"none\"\ncompress = \"before\"", "sent", false),
+        ("plain, unsigned MDN: no algorithm asked for", &rfc, "encrypt = \"none\"\nmdn_signed = false", "sent", false),
+        ("decompressed entity, sha1", &other, "encrypt = \"aes128-cbc\"\ncompress = \"before\"", "sent", true),
+        ("decompressed entity, strict", &other, "encrypt = \"aes128-cbc\"\ncompress = \"before\"\nstrict_mic = true", "failed", false),
+    ];
+    let mut cfg = ConfigBuilder::new(tmp.path());
+    for (i, (_, url, outbound, _, _)) in cases.iter().enumerate() {
+        cfg = cfg.station(&format!("st{i}"), &format!("edinode{i}"), &me).raw(&format!(
+            "\n[partners.p{i}]\nas2_id = \"acme\"\nstation = \"st{i}\"\nverify_certs = [\"{c}\"]\nencryption_cert = \"{c}\"\nurl = \"{url}\"\n[partners.p{i}.outbound]\nsign = \"none\"\nmdn = \"sync\"\nattempts = 1\n{outbound}\n",
+            c = acme.cert_pem.display()
+        ));
+    }
+    let node = start_node(&cfg.write(tmp.path()), tmp.path(), &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)]);
+    let sent: Vec<String> = (0..cases.len()).map(|i| admin_send(&node.url, TOKEN, &format!("st{i}"), &format!("p{i}"), &[("po.edi", "application/edi-x12", format!("ISA*{i}~\r\n").into_bytes())]).0).collect();
+    let mut failures = Vec::new();
+    for ((case, _, _, outcome, note), id) in cases.iter().zip(&sent) {
+        let m = wait_for(30, "an outcome", || Some(admin_message(&node.url, TOKEN, id)).filter(|m| matches!(m["summary"]["status"].as_str(), Some("sent" | "failed"))));
+        let last = history(&m).last().cloned().unwrap_or_default();
+        let ok = m["summary"]["status"] == *outcome
+            && match (*outcome, *note) {
+                ("sent", false) => last.1 == "delivered; MDN verified",
+                ("sent", true) => last.1.contains("note: the partner's MIC is over the payload entity") && last.1.contains("sha1"),
+                _ => last.1.contains("strict_mic"),
+            };
+        if !ok {
+            failures.push(format!("{case}: {} {last:?}", m["summary"]["status"]));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // The algorithm asked for is the one expected.
+    let m = admin_message(&node.url, TOKEN, &sent[0]);
+    assert!(m["summary"]["mic"].as_str().unwrap().ends_with("sha-256"), "{m}");
+    let m = admin_message(&node.url, TOKEN, &sent[3]);
+    assert!(m["summary"]["mic"].as_str().unwrap().ends_with("sha1"), "{m}");
+}

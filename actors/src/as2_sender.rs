@@ -6,6 +6,10 @@
 //! Transport errors and 5xx are retried with backoff; every outcome is a status record and an
 //! event on `edinode.events`; the signed MDN is kept as the receipt.
 //!
+//! For an unsigned message, receivers differ on what the MIC covers: an MDN whose MIC is over
+//! one of the other bases products use (`unwrap::mic`) delivers the message with a note in its
+//! status, unless the agreement says `strict_mic`.
+//!
 //! An MDN that cannot be trusted (unsigned when we asked for a signed one, a bad signature, a
 //! wrong or missing MIC, another message's) settles nothing: it is recorded on the message as
 //! `mdn-refused` with the reason. A refused asynchronous MDN leaves the message waiting for a
@@ -13,11 +17,11 @@
 
 use crate::{event, queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::{self, Send};
-use edinode_proto::error::Disposition;
 use edinode_proto::mdn::Mic;
 use edinode_proto::mdn_parse::{self, Awaited, MdnVerdict, Refusal};
 use edinode_proto::outbound::{self, Document, MdnRequest, OutboundIds};
 use edinode_proto::profile::{HttpProfile, OnMdnTimeout, Partner};
+use edinode_proto::unwrap::mic::AltMic;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,6 +38,9 @@ pub struct AwaitingMdn {
     pub partner: String,
     pub message_id: String,
     pub mic: Mic,
+    /// For an unsigned message, the MICs over the bases other receivers use.
+    #[serde(default)]
+    pub mic_alternatives: Vec<AltMic>,
     pub deadline_ms: i64,
     /// We signed the message (a positive MDN must carry its MIC). Missing in records written
     /// before it existed: assumed, the stricter reading.
@@ -147,12 +154,16 @@ fn raw_mdn(headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
     raw
 }
 
-/// Conclude a message from an MDN that can be trusted, kept as its receipt. `failure`: the
-/// negative disposition it reports.
-async fn settle(cx: &NodeContext, s: &Send, failure: Option<&Disposition>, receipt: &[u8]) -> Vec<Out> {
-    match failure {
-        None => conclude(cx, s, true, "delivered; MDN verified", Some(receipt)).await,
-        Some(d) => conclude(cx, s, false, &format!("partner reports {}", d.field_value()), Some(receipt)).await,
+/// Conclude a message from an MDN that can be trusted, kept as its receipt.
+async fn settle(cx: &NodeContext, s: &Send, verdict: &MdnVerdict, receipt: &[u8]) -> Vec<Out> {
+    match verdict {
+        MdnVerdict::Delivered { mic_note: None } => conclude(cx, s, true, "delivered; MDN verified", Some(receipt)).await,
+        MdnVerdict::Delivered { mic_note: Some(note) } => {
+            tracing::info!(message = "MDN accepted with a MIC that is not RFC 4130's.", id = %s.id, partner = %s.partner, %note);
+            conclude(cx, s, true, &format!("delivered; MDN verified; note: {note}"), Some(receipt)).await
+        }
+        MdnVerdict::Failed(d) => conclude(cx, s, false, &format!("partner reports {}", d.field_value()), Some(receipt)).await,
+        MdnVerdict::Refused(r) => conclude(cx, s, false, &r.to_string(), None).await,
     }
 }
 
@@ -219,6 +230,7 @@ impl Actor for As2Sender {
                 partner: s.partner.clone(),
                 message_id: s.message_id.clone(),
                 mic: built.mic.clone(),
+                mic_alternatives: built.mic_alternatives.clone(),
                 deadline_ms,
                 message_signed: partner.outbound.options.sign.is_some(),
                 mdn_signed: signed_mdn_required(partner),
@@ -273,7 +285,14 @@ impl Actor for As2Sender {
             }
             MdnRequest::Sync { .. } => {
                 let parsed = mdn_parse::parse(&headers, &rbody, &partner.verify_certs, &cx.limits.mime);
-                let awaited = Awaited { message_id: &s.message_id, mic: &built.mic, message_signed: partner.outbound.options.sign.is_some(), mdn_signed: signed_mdn_required(partner) };
+                let awaited = Awaited {
+                    message_id: &s.message_id,
+                    mic: &built.mic,
+                    message_signed: partner.outbound.options.sign.is_some(),
+                    mdn_signed: signed_mdn_required(partner),
+                    alternatives: &built.mic_alternatives,
+                    strict_mic: partner.outbound.strict_mic,
+                };
                 match mdn_parse::judge(parsed.as_ref(), &awaited) {
                     MdnVerdict::Refused(r) => {
                         // The partner answered, but nothing in the answer can be trusted. Sending
@@ -282,10 +301,11 @@ impl Actor for As2Sender {
                         outs.extend(conclude(cx, &s, false, &r.to_string(), None).await);
                         Ok(outs)
                     }
-                    MdnVerdict::Failed(d) => Ok(settle(cx, &s, Some(&d), &raw_mdn(&headers, &rbody)).await),
-                    MdnVerdict::Delivered => {
-                        let _ = cx.state.set_once(&done_key, &s.id, 90 * 24 * 3600).await;
-                        Ok(settle(cx, &s, None, &raw_mdn(&headers, &rbody)).await)
+                    verdict => {
+                        if matches!(verdict, MdnVerdict::Delivered { .. }) {
+                            let _ = cx.state.set_once(&done_key, &s.id, 90 * 24 * 3600).await;
+                        }
+                        Ok(settle(cx, &s, &verdict, &raw_mdn(&headers, &rbody)).await)
                     }
                 }
             }
@@ -357,32 +377,35 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
     if partner.name != claimed.name {
         parsed = mdn_parse::parse(headers, body, &partner.verify_certs, &cx.limits.mime);
     }
-    let awaited = Awaited { message_id: &wait.message_id, mic: &wait.mic, message_signed: wait.message_signed, mdn_signed: wait.mdn_signed || partner.outbound.require_signed_mdn };
+    let awaited = Awaited {
+        message_id: &wait.message_id,
+        mic: &wait.mic,
+        message_signed: wait.message_signed,
+        mdn_signed: wait.mdn_signed || partner.outbound.require_signed_mdn,
+        alternatives: &wait.mic_alternatives,
+        strict_mic: partner.outbound.strict_mic,
+    };
     let verdict = mdn_parse::judge(parsed.as_ref(), &awaited);
     if !matches!(verdict, MdnVerdict::Refused(_)) && !claim_outcome(cx, &wait).await? {
         return Err(format!("message {original} is already settled"));
     }
     let s = Send { id: wait.id, station: wait.station, partner: wait.partner, message_id: wait.message_id, documents: vec![], created_at_ms: 0, source: String::new(), attempt: 0 };
-    let failure = match verdict {
-        MdnVerdict::Refused(r) => {
-            // The HttpReceiver answers an error, so the event is not published: the status
-            // record is what stays.
-            let _ = refuse(cx, &s, &r).await;
-            let ttl = (wait.deadline_ms - now_ms()).max(0) as u64 / 1000 + 3600;
-            let _ = cx.state.set_once(&refused_key(&original), &r.to_string(), ttl).await;
-            // The reason never includes our MIC: the poster may be anyone.
-            return Err(format!("MDN refused: {r}"));
-        }
-        MdnVerdict::Failed(d) => Some(d),
-        MdnVerdict::Delivered => None,
-    };
+    if let MdnVerdict::Refused(r) = &verdict {
+        // The HttpReceiver answers an error, so the event is not published: the status record
+        // is what stays.
+        let _ = refuse(cx, &s, r).await;
+        let ttl = (wait.deadline_ms - now_ms()).max(0) as u64 / 1000 + 3600;
+        let _ = cx.state.set_once(&refused_key(&original), &r.to_string(), ttl).await;
+        // The reason never includes our MIC: the poster may be anyone.
+        return Err(format!("MDN refused: {r}"));
+    }
     let _ = cx.state.unschedule(MDN_DEADLINES, bare(&original)).await;
     let _ = cx.state.delete(&key).await;
     let _ = cx.state.delete(&refused_key(&original)).await;
-    if failure.is_none() {
+    if matches!(verdict, MdnVerdict::Delivered { .. }) {
         let _ = cx.state.set_once(&format!("outdone:{}:{}", partner.as2_id, bare(&original)), &s.id, 90 * 24 * 3600).await;
     }
-    Ok(settle(cx, &s, failure.as_ref(), &raw_mdn(headers, body)).await)
+    Ok(settle(cx, &s, &verdict, &raw_mdn(headers, body)).await)
 }
 
 /// Past-deadline asynchronous MDNs: fail or resend per partner policy. Safe with several nodes:

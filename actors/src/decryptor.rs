@@ -1,7 +1,8 @@
-//! Decryptor: opens EnvelopedData / AuthEnvelopedData with the station's decryption keys and
-//! sends the content back to the MimeUnwrapper.
+//! Decryptor: opens EnvelopedData / AuthEnvelopedData with the station's decryption keys, takes
+//! the MIC of an unsigned message over the decrypted entity, and sends the content back to the
+//! MimeUnwrapper.
 
-use crate::mime_unwrapper::{fail, next};
+use crate::mime_unwrapper::{fail, next, unsigned_mic_alg};
 use crate::{queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::Decrypt;
 use edinode_proto::error::ProcessingError;
@@ -24,12 +25,17 @@ impl Actor for Decryptor {
         };
         let keys = station.decryption.clone();
         let limits = cx.limits.mime;
-        let result = cx.cpu.run(move || unwrap::decrypt_owned(bytes, &keys, &limits)).await?;
+        // Encrypted first: an unsigned message's MIC is over the entity as decrypted.
+        let mic_alg = ctx.security.unsigned_mic_due().then(|| unsigned_mic_alg(&ctx));
+        let result = cx.cpu.run(move || unwrap::decrypt_layer(bytes, &keys, mic_alg, &limits)).await?;
         match result {
             Ok(inner) => {
+                if inner.mic.is_some() {
+                    ctx.security.mic = inner.mic;
+                }
                 ctx.security.encrypted = true;
                 ctx.security.depth += 1;
-                let blob = cx.blob(&ctx, &format!("layer{}", ctx.security.depth), inner).await?;
+                let blob = cx.blob(&ctx, &format!("layer{}", ctx.security.depth), inner.entity).await?;
                 cx.status(&ctx.id, "decrypted", &format!("by {}", cx.node_id)).await;
                 Ok(vec![next(ctx, blob)?])
             }

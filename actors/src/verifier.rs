@@ -33,10 +33,7 @@ impl Actor for Verifier {
                 if !accepted.is_empty() && !accepted.contains(&v.digest) {
                     return fail(ctx, &ProcessingError::InsufficientSecurity(format!("signature digest {:?} is not accepted for this partner", v.digest)));
                 }
-                ctx.security.signer = Some(v.signer_thumbprint.clone());
-                if ctx.security.mic.is_none() {
-                    ctx.security.mic = Some(v.mic.clone());
-                }
+                ctx.security.signed_by(v.signer_thumbprint.clone(), v.mic.clone());
                 ctx.security.depth += 1;
                 let blob = cx.blob(&ctx, &format!("layer{}", ctx.security.depth), v.inner).await?;
                 cx.status(&ctx.id, "verified", &format!("signer {} by {}", v.signer_thumbprint, cx.node_id)).await;

@@ -41,10 +41,29 @@ pub struct Security {
     pub compressed: bool,
     /// SHA-1 thumbprint of the partner certificate that signed, once verified.
     pub signer: Option<String>,
-    /// MIC over the signed content (set by the Verifier), or over the payload entity.
+    /// The MIC to return (RFC 4130 section 7.3.1, see `unwrap::mic`): over the signed content
+    /// (set by the Verifier); for an unsigned message, over the decrypted entity (set by the
+    /// Decryptor) or the content (set by the MimeUnwrapper).
     pub mic: Option<Mic>,
     /// Layers opened so far (a bound on nesting).
     pub depth: u8,
+}
+
+impl Security {
+    /// Whether an unsigned message's MIC is taken at the layer about to be opened: the
+    /// outermost one (the decrypted entity of an encrypted message, the content of one that
+    /// is not). A signature found later replaces it ([`Security::signed_by`]).
+    pub fn unsigned_mic_due(&self) -> bool {
+        self.depth == 0 && self.mic.is_none()
+    }
+
+    /// Record a verified signature: the MIC of the first (outermost) signature is the message's.
+    pub fn signed_by(&mut self, thumbprint: String, mic: Mic) {
+        if self.signer.is_none() {
+            self.mic = Some(mic);
+        }
+        self.signer = Some(thumbprint);
+    }
 }
 
 /// Context every inbound stage carries along.

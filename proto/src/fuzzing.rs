@@ -189,7 +189,7 @@ pub fn mime(data: &[u8]) {
         let _ = mime::split_multipart(data, b, &limits);
     }
     let _ = unwrap::documents(data, &limits);
-    let _ = unwrap::unsigned_mic(data, DigestAlg::Sha256, false, &limits);
+    let _ = unwrap::mic::content_mic(data, DigestAlg::Sha256, &limits);
     let c = mime::canonicalize_crlf(data);
     assert!(!c.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') && c.first() != Some(&b'\n'));
     let _ = unwrap::as_entity(data.to_vec(), &limits);
@@ -248,7 +248,7 @@ pub fn cms(data: &[u8]) {
             }
             Ok(Step::Payload) => {
                 let _ = unwrap::documents(&bytes, &limits);
-                let _ = unwrap::unsigned_mic(&bytes, DigestAlg::Sha1, false, &limits);
+                let _ = unwrap::mic::content_mic(&bytes, DigestAlg::Sha1, &limits);
                 return;
             }
             Err(_) => return,

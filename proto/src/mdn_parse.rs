@@ -13,6 +13,7 @@ use crate::cms::{self, CmsError};
 use crate::error::Disposition;
 use crate::mdn::Mic;
 use crate::mime::{self, Entity, MimeLimits};
+use crate::unwrap::mic::{AltMic, MicBasis};
 use openssl::x509::X509;
 
 /// How much of the human-readable part we keep.
@@ -81,8 +82,9 @@ pub enum MdnError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MdnVerdict {
     /// Processed (or processed with a warning, e.g. duplicate-document), trustworthy, and the
-    /// MIC matches: the message is delivered.
-    Delivered,
+    /// MIC matches: the message is delivered. `mic_note`: the MIC is one of an unsigned
+    /// message's accepted non-RFC forms, and which (for the message's status).
+    Delivered { mic_note: Option<String> },
     /// A trustworthy MDN in which the partner reports a failure: the message failed.
     Failed(Disposition),
     /// The MDN settles nothing: it is recorded on the message with the reason, and the message
@@ -110,6 +112,9 @@ pub enum Refusal {
     /// The partner computed another MIC: what it received is not what we sent. `got` is the
     /// Received-Content-MIC field as sent.
     MicMismatch { expected: Mic, got: String },
+    /// The MIC of an unsigned message is over another basis than RFC 4130 section 7.3.1 names
+    /// (or in another algorithm than asked), and the agreement is strict (`strict_mic`).
+    MicNotRfc { basis: MicBasis },
 }
 
 impl std::fmt::Display for Refusal {
@@ -133,6 +138,11 @@ impl std::fmt::Display for Refusal {
                 f,
                 "MIC mismatch: the MDN says {got}, not the MIC of what we sent"
             ),
+            Refusal::MicNotRfc { basis } => write!(
+                f,
+                "MIC mismatch: the MDN's MIC is over {} (or in another algorithm than asked), not as RFC 4130 section 7.3.1 says, and strict_mic is on",
+                basis.describe()
+            ),
         }
     }
 }
@@ -149,6 +159,12 @@ pub struct Awaited<'a> {
     /// Only a signed MDN may settle the message: we asked for one, or the agreement requires
     /// one whatever we asked.
     pub mdn_signed: bool,
+    /// For an unsigned message, the MICs over the bases other receivers use
+    /// ([`crate::outbound::Built::mic_alternatives`]).
+    pub alternatives: &'a [AltMic],
+    /// Accept only the RFC 4130 MIC (and the RFC basis in an algorithm the receiver was free to
+    /// choose).
+    pub strict_mic: bool,
 }
 
 /// Parse an MDN from its HTTP headers (at least Content-Type) and body. When the headers carry
@@ -477,6 +493,9 @@ fn mic_matches(raw: &str, expected: &Mic) -> bool {
 /// A positive MDN without Received-Content-MIC is delivered only for a message we did not
 /// sign: pyas2lib returns no MIC for unsigned messages, while RFC 4130 (section 7.3.1) makes
 /// the MIC the proof of what a signed message's receiver got.
+///
+/// For an unsigned message, a MIC that is not the expected one but one of `alternatives` is
+/// delivered with a note (`standard` ones without), or refused when the agreement is strict.
 pub fn judge(parsed: Result<&ParsedMdn, &MdnError>, awaited: &Awaited<'_>) -> MdnVerdict {
     let refused = MdnVerdict::Refused;
     let p = match parsed {
@@ -501,13 +520,19 @@ pub fn judge(parsed: Result<&ParsedMdn, &MdnError>, awaited: &Awaited<'_>) -> Md
     if !p.disposition.is_positive() {
         return MdnVerdict::Failed(p.disposition.clone());
     }
+    let delivered = |mic_note| MdnVerdict::Delivered { mic_note };
     match &p.mic_raw {
-        Some(raw) if !mic_matches(raw, awaited.mic) => refused(Refusal::MicMismatch {
-            expected: awaited.mic.clone(),
-            got: raw.clone(),
-        }),
+        Some(raw) if mic_matches(raw, awaited.mic) => delivered(None),
+        Some(raw) => match awaited.alternatives.iter().find(|a| mic_matches(raw, &a.mic)) {
+            Some(a) if a.standard || !awaited.strict_mic => delivered(a.note(awaited.mic)),
+            Some(a) => refused(Refusal::MicNotRfc { basis: a.basis }),
+            None => refused(Refusal::MicMismatch {
+                expected: awaited.mic.clone(),
+                got: raw.clone(),
+            }),
+        },
         None if awaited.message_signed => refused(Refusal::MicMissing),
-        _ => MdnVerdict::Delivered,
+        None => delivered(None),
     }
 }
 
@@ -576,6 +601,8 @@ mod tests {
             mic,
             message_signed: true,
             mdn_signed,
+            alternatives: &[],
+            strict_mic: false,
         }
     }
 
@@ -606,7 +633,7 @@ mod tests {
             assert_eq!(p.original_recipient.as_deref(), Some("Acme Corp"));
             assert_eq!(p.final_recipient.as_deref(), Some("Acme Corp"));
             assert_eq!(p.text, "The message was received.");
-            assert_eq!(judge(Ok(&p), &sent(&mic(), signed)), MdnVerdict::Delivered);
+            assert_eq!(judge(Ok(&p), &sent(&mic(), signed)), MdnVerdict::Delivered { mic_note: None });
             if !signed {
                 assert_eq!(
                     judge(Ok(&p), &sent(&mic(), true)),
@@ -740,7 +767,7 @@ mod tests {
         let m = built_mdn(&dup, Some(&mic()), true, MicSpelling::Compact);
         let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
         assert_eq!(p.disposition, dup);
-        assert_eq!(judge(Ok(&p), &sent(&mic(), true)), MdnVerdict::Delivered);
+        assert_eq!(judge(Ok(&p), &sent(&mic(), true)), MdnVerdict::Delivered { mic_note: None });
     }
 
     // ---- the judge's table: one test per verdict ----
@@ -765,7 +792,7 @@ mod tests {
         for (signed, asked) in [(true, true), (true, false), (false, false)] {
             assert_eq!(
                 built_verdict(&Disposition::Processed, Some(&m), signed, &sent(&m, asked)),
-                MdnVerdict::Delivered
+                MdnVerdict::Delivered { mic_note: None }
             );
         }
     }
@@ -869,7 +896,7 @@ mod tests {
         };
         assert_eq!(
             built_verdict(&Disposition::Processed, None, true, &unsigned_message),
-            MdnVerdict::Delivered
+            MdnVerdict::Delivered { mic_note: None }
         );
         assert!(
             Refusal::MicMissing
@@ -899,6 +926,43 @@ mod tests {
                     other.digest
                 )
             );
+        }
+    }
+
+    /// An unsigned message's MDN with a MIC over another basis: delivered with a note, or
+    /// refused when the agreement is strict; the RFC basis in an algorithm the receiver chose
+    /// is delivered without a note even then.
+    #[test]
+    fn mdn_judge_unsigned_mic_alternatives_and_strict_mic() {
+        use crate::unwrap::mic::{expected_unsigned, MicBasis, UnsignedMessage};
+        let payload = b"Content-Type: application/edi-x12\r\n\r\nISA~";
+        let message = UnsignedMessage { payload, document: Some(b"ISA~"), encrypted: None, sent: payload, sent_body: payload.len() - 4 };
+        for alg_requested in [true, false] {
+            let (expected, alternatives) = expected_unsigned(&message, DigestAlg::Sha256, alg_requested, &LIMITS);
+            let entity_sha1 = crate::unwrap::compute_mic(payload, DigestAlg::Sha1);
+            let content_sha1 = crate::unwrap::compute_mic(b"ISA~", DigestAlg::Sha1);
+            let stranger = crate::unwrap::compute_mic(b"something else", DigestAlg::Sha256);
+            for strict_mic in [false, true] {
+                let awaited = Awaited { message_signed: false, alternatives: &alternatives, strict_mic, ..sent(&expected, false) };
+                let verdict = |m: &Mic| built_verdict(&Disposition::Processed, Some(m), false, &awaited);
+                assert_eq!(verdict(&expected), MdnVerdict::Delivered { mic_note: None });
+                match verdict(&entity_sha1) {
+                    MdnVerdict::Delivered { mic_note: Some(n) } if !strict_mic => assert!(n.contains("payload entity") && n.contains("sha1"), "{n}"),
+                    MdnVerdict::Refused(r @ Refusal::MicNotRfc { basis: MicBasis::PayloadEntity }) if strict_mic => {
+                        assert!(r.to_string().contains("strict_mic"), "{r}");
+                        assert!(!r.to_string().contains(&entity_sha1.digest), "the MIC is never told");
+                    }
+                    v => panic!("strict {strict_mic}: {v:?}"),
+                }
+                // The RFC basis in sha1: the receiver's choice when we asked for none.
+                match (verdict(&content_sha1), alg_requested, strict_mic) {
+                    (MdnVerdict::Delivered { mic_note: None }, false, _) => {}
+                    (MdnVerdict::Delivered { mic_note: Some(n) }, true, false) => assert!(n.contains("sha1 instead of the sha-256"), "{n}"),
+                    (MdnVerdict::Refused(Refusal::MicNotRfc { basis: MicBasis::Rfc4130 }), true, true) => {}
+                    (v, ..) => panic!("requested {alg_requested} strict {strict_mic}: {v:?}"),
+                }
+                assert!(matches!(verdict(&stranger), MdnVerdict::Refused(Refusal::MicMismatch { .. })));
+            }
         }
     }
 
@@ -949,7 +1013,7 @@ mod tests {
             assert_eq!(p.text, "hello", "case {i}");
             assert_eq!(
                 judge(Ok(&p), &sent(&m, false)),
-                MdnVerdict::Delivered,
+                MdnVerdict::Delivered { mic_note: None },
                 "case {i}"
             );
         }
@@ -960,7 +1024,7 @@ mod tests {
             &m.digest[10..]
         ));
         let p = parse(&h, &b, &[], &LIMITS).unwrap();
-        assert_eq!(judge(Ok(&p), &sent(&m, false)), MdnVerdict::Delivered);
+        assert_eq!(judge(Ok(&p), &sent(&m, false)), MdnVerdict::Delivered { mic_note: None });
         // Unknown algorithm: no Mic, but the raw value is kept and compared.
         let (h, b) = report(&format!(
             "Disposition: a/b; processed\r\nReceived-Content-MIC: {}, sha3-256\r\n",
@@ -977,7 +1041,7 @@ mod tests {
         };
         assert_eq!(
             judge(Ok(&parse(&h, &b, &[], &LIMITS).unwrap()), &unsigned_message),
-            MdnVerdict::Delivered
+            MdnVerdict::Delivered { mic_note: None }
         );
         // Unknown disposition types are failures; errors in any case.
         let (h, b) = report("Disposition: manual-action/MDN-sent-manually; denied\r\n");
@@ -1119,7 +1183,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
     fn mdn_fixture_mendelson_signed_processed() {
         let (h, b) = capture(&fixture("mecas2_signed.mdn"));
         let expected = Mic {
@@ -1148,6 +1211,8 @@ mod tests {
             mic: &expected,
             message_signed: true,
             mdn_signed: true,
+            alternatives: &[],
+            strict_mic: false,
         };
         assert!(matches!(
             judge(Err(&err), &awaited),
@@ -1173,7 +1238,7 @@ mod tests {
         assert_eq!(p.reporting_ua.as_deref(), Some("mendelson opensource AS2"));
         assert_eq!(p.received_mic.as_ref(), Some(&expected));
         assert!(p.text.starts_with("The AS2 message has been received."));
-        assert_eq!(judge(Ok(&p), &awaited), MdnVerdict::Delivered);
+        assert_eq!(judge(Ok(&p), &awaited), MdnVerdict::Delivered { mic_note: None });
         let (content, sig) = signed_parts(&h, &b);
         assert!(
             cms::verify_detached(&sig, &content, std::slice::from_ref(&signer)).is_ok(),
@@ -1190,7 +1255,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
     fn mdn_fixture_mendelson_unsigned_error() {
         let (h, b) = capture(&fixture("mecas2_unsigned.mdn"));
         let p = parse(&h, &b, &[], &LIMITS).unwrap();
@@ -1208,6 +1272,8 @@ mod tests {
             mic: &m,
             message_signed: true,
             mdn_signed: false,
+            alternatives: &[],
+            strict_mic: false,
         };
         assert_eq!(judge(Ok(&p), &awaited), MdnVerdict::Failed(d.clone()));
         // Had we asked for a signed MDN, this one would fail nothing.
@@ -1222,7 +1288,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
     fn mdn_fixture_sterling_signed_processed() {
         let (h, b) = capture(&fixture("sb2bi_signed.mdn"));
         let p = parse(&h, &b, &[cert("cert_sb2bi_public.pem")], &LIMITS).unwrap();
@@ -1243,8 +1308,10 @@ mod tests {
             mic: &expected,
             message_signed: true,
             mdn_signed: true,
+            alternatives: &[],
+            strict_mic: false,
         };
-        assert_eq!(judge(Ok(&p), &awaited), MdnVerdict::Delivered);
+        assert_eq!(judge(Ok(&p), &awaited), MdnVerdict::Delivered { mic_note: None });
         // Sha1 without signed attributes, the binary signature part without a transfer
         // encoding; it verifies over the first part exactly as captured.
         let (content, sig) = signed_parts(&h, &b);

@@ -10,21 +10,25 @@
 //! that get signed or hashed are exactly the bytes that get sent: nothing is re-serialized.
 //!
 //! # The MIC
-//! It is computed the way [`crate::unwrap`] computes it on the receiving side, which is also
-//! what pyas2lib and Mendelson do:
+//! It is computed by the rules of [`crate::unwrap::mic`] (RFC 4130 section 7.3.1), the ones
+//! edinode's receiving side follows:
 //! - signed: over the signed entity (headers and body, exactly as signed; with compression
 //!   before signing that is the compressed entity) with the signing digest. We advertise that
 //!   same digest as `signed-receipt-micalg`, so that a receiver that honours the request
 //!   (edinode) and one that always uses the signature's digest (pyas2lib) agree.
-//! - unsigned: over the payload entity with [`unwrap::unsigned_mic`] (text/* canonicalized to
-//!   CRLF unless `binary_mic`), with the requested `signed-receipt-micalg` when a signed MDN is
-//!   requested, else `mic_alg_when_unsigned`.
+//! - unsigned and encrypted: over the entity we encrypted (compressed: the compressed entity);
+//!   unsigned and not encrypted: over the body we send. The algorithm is the requested
+//!   `signed-receipt-micalg` when a signed MDN is asked for, else `mic_alg_when_unsigned`.
+//!   Because receivers differ here, [`Built::mic_alternatives`] holds the MICs of the other
+//!   bases products return, for the As2Sender to accept with a note unless the partner
+//!   agreement is strict.
 
 use crate::alg::{ContentCipher, DigestAlg, KeyTransport, MicSpelling, SignaturePadding};
 use crate::cms::{self, CmsError, SignOptions};
 use crate::mdn::{Mic, base64_lines, quote_name};
 use crate::mime::{self, ContentType, MimeLimits};
 use crate::unwrap;
+use crate::unwrap::mic::{AltMic, UnsignedMessage};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
@@ -92,9 +96,6 @@ pub struct OutboundOptions {
     /// signed-receipt-micalg) is requested. The receiver has to guess it: edinode's own inbound
     /// side (actors/mime_unwrapper.rs) uses sha1 then, pyas2lib returns no MIC at all.
     pub mic_alg_when_unsigned: DigestAlg,
-    /// Treat every payload as binary for the unsigned MIC (no CRLF canonicalization of text/*),
-    /// for partners configured the same way.
-    pub binary_mic: bool,
     /// The Disposition-Notification-To value; None means our AS2 id.
     pub disposition_notification_to: Option<String>,
 }
@@ -110,7 +111,6 @@ impl Default for OutboundOptions {
             compression: Compression::None,
             mdn: MdnRequest::None,
             mic_alg_when_unsigned: DigestAlg::Sha1,
-            binary_mic: false,
             disposition_notification_to: None,
         }
     }
@@ -136,6 +136,9 @@ pub struct Built {
     pub body: Vec<u8>,
     /// What the partner's MDN must return in Received-Content-MIC.
     pub mic: Mic,
+    /// For an unsigned message, the MICs over the other bases receivers return (empty for a
+    /// signed one).
+    pub mic_alternatives: Vec<AltMic>,
     /// Our Message-ID, with angle brackets (what the MDN's Original-Message-ID refers to).
     pub message_id: String,
 }
@@ -249,24 +252,48 @@ pub fn build(
     if opts.compression == Compression::AfterSigning {
         current = compressed(&current.to_bytes())?;
     }
+    // The entity we encrypt is what an unsigned message's MIC covers: kept until it is computed.
+    let mut encrypted_entity = None;
     if let Some((cipher, cert)) = encryption {
-        current = enveloped(&current.to_bytes(), cert, cipher, opts.key_transport)?;
+        let inner = current.to_bytes();
+        current = enveloped(&inner, cert, cipher, opts.key_transport)?;
+        if signed_mic.is_none() {
+            encrypted_entity = Some(inner);
+        }
     }
 
     // The MIC algorithm and the signed-receipt-micalg we ask for are one and the same.
-    let mic = match signed_mic {
-        Some(m) => m,
+    let (mic, mic_alternatives) = match signed_mic {
+        Some(m) => (m, Vec::new()),
         None => {
-            let alg = opts.mdn.signed().unwrap_or(opts.mic_alg_when_unsigned);
+            let requested = opts.mdn.signed();
             // Generous limits: our own entity, parsed only to read its Content-Type.
             let limits = MimeLimits {
                 max_header_bytes: usize::MAX,
                 max_headers: usize::MAX,
                 max_parts: usize::MAX,
             };
-            unwrap::unsigned_mic(&payload_bytes, alg, opts.binary_mic, &limits)
+            let sent = if encrypted_entity.is_none() {
+                current.to_bytes()
+            } else {
+                Vec::new()
+            };
+            let message = UnsignedMessage {
+                payload: &payload_bytes,
+                document: (docs.len() == 1).then(|| docs[0].data.as_slice()),
+                encrypted: encrypted_entity.as_deref(),
+                sent: &sent,
+                sent_body: sent.len().saturating_sub(current.body.len()),
+            };
+            unwrap::mic::expected_unsigned(
+                &message,
+                requested.unwrap_or(opts.mic_alg_when_unsigned),
+                requested.is_some(),
+                &limits,
+            )
         }
     };
+    drop(encrypted_entity);
 
     let mut headers: Vec<(String, String)> = vec![
         ("AS2-Version".into(), "1.2".into()),
@@ -310,6 +337,7 @@ pub fn build(
         headers,
         body: current.body,
         mic,
+        mic_alternatives,
         message_id: ids.message_id.to_string(),
     })
 }
@@ -729,7 +757,8 @@ pub(crate) mod tests {
 
     /// What edinode's inbound side makes of a built message: the loop of
     /// actors/src/mime_unwrapper.rs (and the Verifier / Decryptor it routes to), with the MIC
-    /// rule of the actors. `unsigned_default` stands in for the actor's fallback algorithm.
+    /// rule of the actors (`Security`). `unsigned_default` stands in for the actor's fallback
+    /// algorithm.
     pub(crate) struct Received {
         pub docs: Vec<unwrap::Document>,
         pub mic: Mic,
@@ -741,43 +770,47 @@ pub(crate) mod tests {
         keys: &[(PKey<Private>, X509)],
         trusted: &[X509],
         unsigned_default: DigestAlg,
-        binary_mic: bool,
     ) -> Received {
         let limits = MimeLimits::default();
         let headers = http_headers(built);
         let request = As2Request::from_headers(&headers).expect("valid AS2 headers");
         let requested = request.mdn.as_ref().and_then(|m| m.preferred_micalg());
+        let unsigned_alg = requested.unwrap_or(unsigned_default);
         let mut entity = unwrap::entity_from_http(&headers, &built.body);
-        let mut mic = None;
+        let mut security = crate::envelope::Security::default();
         let mut steps = Vec::new();
         for _ in 0..10 {
             let step = unwrap::classify(&entity, &limits).unwrap();
             steps.push(step.clone());
+            let mic_due = security.unsigned_mic_due().then_some(unsigned_alg);
             match step {
-                Step::Decrypt => entity = unwrap::decrypt(&entity, keys, &limits).unwrap(),
+                Step::Decrypt => {
+                    let d = unwrap::decrypt_layer(entity, keys, mic_due, &limits).unwrap();
+                    security.mic = d.mic.or(security.mic);
+                    entity = d.entity;
+                }
                 Step::Verify => {
                     let v = unwrap::verify(&entity, trusted, requested, &limits).unwrap();
-                    if mic.is_none() {
-                        mic = Some(v.mic.clone());
-                    }
+                    security.signed_by(v.signer_thumbprint.clone(), v.mic.clone());
                     entity = v.inner;
                 }
-                Step::Decompress => entity = unwrap::decompress(&entity, 1 << 24, &limits).unwrap(),
-                Step::Payload => break,
+                Step::Decompress => {
+                    let mic = mic_due.map(|a| unwrap::mic::content_mic(&entity, a, &limits));
+                    security.mic = mic.or(security.mic);
+                    entity = unwrap::decompress(&entity, 1 << 24, &limits).unwrap();
+                }
+                Step::Payload => {
+                    let mic = mic_due.map(|a| unwrap::mic::content_mic(&entity, a, &limits));
+                    security.mic = mic.or(security.mic);
+                    break;
+                }
             }
+            security.depth += 1;
         }
         assert_eq!(steps.last(), Some(&Step::Payload), "unwrapped to a payload");
-        let mic = mic.unwrap_or_else(|| {
-            unwrap::unsigned_mic(
-                &entity,
-                requested.unwrap_or(unsigned_default),
-                binary_mic,
-                &limits,
-            )
-        });
         Received {
             docs: unwrap::documents(&entity, &limits).unwrap(),
-            mic,
+            mic: security.mic.expect("the outermost layer sets the MIC"),
             steps,
         }
     }
@@ -865,7 +898,7 @@ pub(crate) mod tests {
                                     && !v.contains(['\r', '\n'])),
                             "{case}"
                         );
-                        let got = receive(&built, &keys, &trusted, DigestAlg::Sha1, false);
+                        let got = receive(&built, &keys, &trusted, DigestAlg::Sha1);
                         assert_eq!(got.docs.len(), docs.len(), "{case}");
                         for (d, r) in docs.iter().zip(&got.docs) {
                             assert_eq!(r.data, d.data, "{case}: {}", d.filename);
@@ -972,7 +1005,6 @@ pub(crate) mod tests {
             &[(bkey.clone(), bcert.clone())],
             std::slice::from_ref(acert),
             DigestAlg::Sha1,
-            false,
         );
         assert_eq!(
             got.steps,
@@ -1002,71 +1034,86 @@ pub(crate) mod tests {
         assert_eq!(header(&built, "Subject"), None);
         assert_eq!(built.body, one_doc()[0].data);
         // No micalg requested: the configured algorithm (default sha1, what edinode's inbound
-        // side and RFC 4130 use when none is named).
-        assert_eq!(built.mic.alg, DigestAlg::Sha1);
-        let got = receive(&built, &[], &[], DigestAlg::Sha1, false);
+        // side uses when none is named), over the content without headers (RFC 4130 7.3.1).
+        assert_eq!(built.mic, unwrap::compute_mic(&one_doc()[0].data, DigestAlg::Sha1));
+        let got = receive(&built, &[], &[], DigestAlg::Sha1);
         assert_eq!(got.mic, built.mic);
-        // edinode's inbound actor falls back to sha1 here: configure sha1 for such a partner.
+        // Another configured algorithm; the receiver chose: the RFC basis in sha1 is standard.
         let opts = OutboundOptions {
-            mic_alg_when_unsigned: DigestAlg::Sha1,
+            mic_alg_when_unsigned: DigestAlg::Sha256,
             ..opts
         };
         let built = build("edinode", "acme", &one_doc(), &opts, None, None, &IDS, "").unwrap();
-        assert_eq!(
-            receive(&built, &[], &[], DigestAlg::Sha1, false).mic,
-            built.mic
-        );
+        assert_eq!(built.mic, unwrap::compute_mic(&one_doc()[0].data, DigestAlg::Sha256));
+        let sha1 = unwrap::compute_mic(&one_doc()[0].data, DigestAlg::Sha1);
+        assert!(built.mic_alternatives.iter().any(|a| a.standard && a.mic == sha1));
     }
 
+    /// RFC 4130 section 7.3.1 for every unsigned shape, with the requested algorithm; the
+    /// non-RFC bases are alternatives; edinode's receiving side computes the same MIC.
     #[test]
-    fn outbound_unsigned_text_mic_is_canonical_unless_binary() {
+    fn outbound_unsigned_mic_follows_rfc4130() {
+        use crate::unwrap::mic::MicBasis;
         let docs = vec![Document {
             filename: "x.txt".into(),
             content_type: "text/plain".into(),
             data: b"a\nb\n".to_vec(),
         }];
+        let payload = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\nContent-Disposition: attachment; filename=\"x.txt\"\r\n\r\na\nb\n";
         let (bkey, bcert) = bob();
         let keys = [(bkey.clone(), bcert.clone())];
-        for binary in [false, true] {
-            let opts = OutboundOptions {
-                encrypt: Some(ContentCipher::Aes256Cbc),
-                mdn: MdnRequest::Sync {
-                    signed: Some(DigestAlg::Sha384),
-                },
-                binary_mic: binary,
-                ..Default::default()
-            };
-            let built = build(
-                "edinode",
-                "acme",
-                &docs,
-                &opts,
-                None,
-                Some(bcert),
-                &IDS,
-                "x",
-            )
-            .unwrap();
-            let entity = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\nContent-Disposition: attachment; filename=\"x.txt\"\r\n\r\na\nb\n";
-            let hashed = if binary {
-                entity.to_vec()
-            } else {
-                mime::canonicalize_crlf(entity)
-            };
-            assert_eq!(
-                built.mic,
-                unwrap::compute_mic(&hashed, DigestAlg::Sha384),
-                "binary {binary}"
-            );
-            assert_eq!(
-                receive(&built, &keys, &[], DigestAlg::Sha1, binary).mic,
-                built.mic
-            );
-            // The document itself is sent as is.
-            assert_eq!(
-                receive(&built, &keys, &[], DigestAlg::Sha1, binary).docs[0].data,
-                b"a\nb\n"
-            );
+        for encrypt in [None, Some(ContentCipher::Aes256Cbc)] {
+            for compression in [Compression::None, Compression::BeforeSigning] {
+                let case = format!("encrypt {encrypt:?} {compression:?}");
+                let opts = OutboundOptions {
+                    encrypt,
+                    compression,
+                    mdn: MdnRequest::Sync {
+                        signed: Some(DigestAlg::Sha384),
+                    },
+                    ..Default::default()
+                };
+                let built =
+                    build("edinode", "acme", &docs, &opts, None, Some(bcert), &IDS, "x").unwrap();
+                let rfc_bytes = match encrypt {
+                    // The decrypted entity as decrypted: compressed, the compressed entity.
+                    Some(_) => cms::decrypt(&built.body, &keys).unwrap(),
+                    // The content without headers: the body as sent.
+                    None => built.body.clone(),
+                };
+                if encrypt.is_some() && compression == Compression::None {
+                    assert_eq!(rfc_bytes, payload, "{case}");
+                }
+                if compression != Compression::None {
+                    let compressed = match encrypt {
+                        Some(_) => unwrap::classify(&rfc_bytes, &MimeLimits::default()).unwrap() == Step::Decompress,
+                        None => cms::kind(&rfc_bytes).unwrap() == cms::CmsKind::Compressed,
+                    };
+                    assert!(compressed, "{case}: the compressed data, not its output");
+                }
+                // The requested algorithm (bullet 2), over the RFC bytes.
+                assert_eq!(
+                    built.mic,
+                    unwrap::compute_mic(&rfc_bytes, DigestAlg::Sha384),
+                    "{case}"
+                );
+                assert_eq!(receive(&built, &keys, &[], DigestAlg::Sha1).mic, built.mic, "{case}");
+                assert_eq!(receive(&built, &keys, &[], DigestAlg::Sha1).docs[0].data, b"a\nb\n");
+                // The bases other products return are known, in the usual algorithms.
+                let alt = |basis: MicBasis, bytes: &[u8], alg: DigestAlg| {
+                    built.mic_alternatives.iter().any(|a| {
+                        a.basis == basis && !a.standard && a.mic == unwrap::compute_mic(bytes, alg)
+                    })
+                };
+                if compression != Compression::None || encrypt.is_none() {
+                    assert!(alt(MicBasis::PayloadEntity, payload, DigestAlg::Sha1), "{case}");
+                }
+                assert!(alt(MicBasis::PayloadEntityCrlf, &mime::canonicalize_crlf(payload), DigestAlg::Sha384), "{case}");
+                assert!(alt(MicBasis::Rfc4130, &rfc_bytes, DigestAlg::Sha256), "{case}");
+                if compression != Compression::None {
+                    assert!(alt(MicBasis::Document, b"a\nb\n", DigestAlg::Sha256), "{case}");
+                }
+            }
         }
     }
 
@@ -1123,7 +1170,6 @@ pub(crate) mod tests {
                 &[],
                 std::slice::from_ref(acert),
                 DigestAlg::Sha1,
-                false
             )
             .mic,
             built.mic
@@ -1166,7 +1212,6 @@ pub(crate) mod tests {
             &[(bkey.clone(), bcert.clone())],
             std::slice::from_ref(acert),
             DigestAlg::Sha1,
-            false,
         );
         assert_eq!(
             got.steps,

@@ -27,8 +27,6 @@ pub struct Policy {
     pub accepted_ciphers: Vec<ContentCipher>,
     /// Spelling of MIC algorithm names in our MDNs.
     pub mic_spelling: MicSpelling,
-    /// Treat every payload as binary when computing an unsigned MIC.
-    pub binary_mic: bool,
     /// Sign MDNs with RSASSA-PSS.
     pub mdn_padding: SignaturePadding,
     /// Add the RFC 6211 algorithm-protection attribute to our signatures.
@@ -43,7 +41,6 @@ impl Default for Policy {
             accepted_digests: vec![],
             accepted_ciphers: vec![],
             mic_spelling: MicSpelling::Rfc5751,
-            binary_mic: false,
             mdn_padding: SignaturePadding::Pkcs1v15,
             algorithm_protection: false,
         }
@@ -210,6 +207,8 @@ pub struct OutboundProfile {
     pub options: crate::outbound::OutboundOptions,
     /// The MDN must be signed by one of the partner's certificates.
     pub require_signed_mdn: bool,
+    /// Accept only the RFC 4130 MIC for unsigned messages (see `unwrap::mic`).
+    pub strict_mic: bool,
     pub http: HttpProfile,
     /// Attempts for transport errors and 5xx before the message fails.
     pub attempts: u32,
@@ -224,6 +223,7 @@ impl Default for OutboundProfile {
         OutboundProfile {
             options: crate::outbound::OutboundOptions::default(),
             require_signed_mdn: false,
+            strict_mic: false,
             http: HttpProfile { timeout_secs: 60, ..Default::default() },
             attempts: 6,
             retry_base_ms: 2000,

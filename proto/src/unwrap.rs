@@ -2,7 +2,8 @@
 //!
 //! A sender may nest encryption, signing and compression in any order; each step takes the
 //! current entity (headers + body, as received or as produced by the previous step) and returns
-//! the next one. The actors decide where each step runs; this module only computes.
+//! the next one. The actors decide where each step runs; this module only computes. Which bytes
+//! the MIC covers, on both sides, is [`mic`].
 
 use crate::alg::DigestAlg;
 use crate::cms::{self, CmsError, CmsKind};
@@ -11,6 +12,8 @@ use crate::mdn::Mic;
 use crate::mime::{self, Entity, MimeLimits};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
+
+pub mod mic;
 
 /// What the current entity is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +126,22 @@ pub fn decrypt(raw: &[u8], keys: &[(PKey<Private>, X509)], limits: &MimeLimits) 
 
 /// [`decrypt`] taking the entity by value, so a large one is not held alongside its parsed
 /// form and its plaintext.
-pub fn decrypt_owned(mut raw: Vec<u8>, keys: &[(PKey<Private>, X509)], limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
+pub fn decrypt_owned(raw: Vec<u8>, keys: &[(PKey<Private>, X509)], limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
+    decrypt_layer(raw, keys, None, limits).map(|d| d.entity)
+}
+
+/// A decrypted layer.
+#[derive(Debug, Clone)]
+pub struct Decrypted {
+    /// The next entity.
+    pub entity: Vec<u8>,
+    /// The MIC over the content exactly as decrypted (before a bare content is given a header),
+    /// when asked for: the MIC of an encrypted, unsigned message (RFC 4130 section 7.3.1).
+    pub mic: Option<Mic>,
+}
+
+/// [`decrypt_owned`], with the MIC over the decrypted content in `mic_alg` when given.
+pub fn decrypt_layer(mut raw: Vec<u8>, keys: &[(PKey<Private>, X509)], mic_alg: Option<DigestAlg>, limits: &MimeLimits) -> Result<Decrypted, ProcessingError> {
     if keys.is_empty() {
         return Err(ProcessingError::Decryption("no decryption key configured for this station".into()));
     }
@@ -143,7 +161,8 @@ pub fn decrypt_owned(mut raw: Vec<u8>, keys: &[(PKey<Private>, X509)], limits: &
         }
     };
     let plain = cms::decrypt_owned(der, keys).map_err(|err| ProcessingError::Decryption(err.to_string()))?;
-    Ok(as_entity(plain, limits))
+    let mic = mic_alg.map(|alg| compute_mic(&plain, alg));
+    Ok(Decrypted { entity: as_entity(plain, limits), mic })
 }
 
 /// Decompress a compressed entity; the output may not exceed `max_output` bytes.
@@ -254,17 +273,6 @@ pub fn compute_mic(bytes: &[u8], alg: DigestAlg) -> Mic {
     Mic { digest, alg }
 }
 
-/// The MIC of an unsigned message: over the payload entity, with text canonicalized to CRLF
-/// unless the partner is configured to treat everything as binary.
-pub fn unsigned_mic(entity: &[u8], alg: DigestAlg, binary: bool, limits: &MimeLimits) -> Mic {
-    let is_text = Entity::parse(entity, limits).map(|e| e.content_type().mime.starts_with("text/")).unwrap_or(false);
-    if is_text && !binary {
-        compute_mic(&mime::canonicalize_crlf(entity), alg)
-    } else {
-        compute_mic(entity, alg)
-    }
-}
-
 /// One delivered document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {
@@ -303,8 +311,9 @@ pub fn documents(raw: &[u8], limits: &MimeLimits) -> Result<Vec<Document>, Proce
 }
 
 /// Build the first entity from the HTTP request: its content headers, in a fixed order and
-/// spelling (HTTP servers hand headers over lower-cased and unordered, and the MIC of an
-/// unsigned message is computed over this entity), then the body as received.
+/// spelling (HTTP servers hand headers over lower-cased and unordered), then the body as
+/// received. The MIC of an unsigned, unencrypted message is over the body alone
+/// ([`mic::content_mic`]).
 pub fn entity_from_http(headers: &[mime::Header], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 256);
     for name in ["Content-Type", "Content-Transfer-Encoding", "Content-Disposition"] {
