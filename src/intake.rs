@@ -23,7 +23,11 @@ pub async fn monitor_mdn_deadlines(cx: NodeContext, t: Arc<dyn Transport>) {
 
 pub async fn poll_s3_outbox(cx: NodeContext, t: Arc<dyn Transport>, station: String, bucket: edinode_actors::StationBucket) {
     loop {
-        match edinode_actors::s3_outbox::poll(&cx, &station, &bucket, crate::storage::now_ms()).await {
+        let publish = |outs: Vec<edinode_actors::Out>| -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+            let t = t.clone();
+            Box::pin(async move { publish_outs(t.as_ref(), outs).await.map_err(|e| e.to_string()) })
+        };
+        match edinode_actors::s3_outbox::poll(&cx, &station, &bucket, crate::storage::now_ms(), &publish).await {
             Ok(outs) if !outs.is_empty() => {
                 if let Err(error) = publish_outs(t.as_ref(), outs).await {
                     tracing::warn!(message = "Could not publish S3 outbox work.", %error, station = %station);

@@ -165,7 +165,13 @@ enum Moved {
 }
 
 /// Poll one station's outbox once; returns what to publish.
-pub async fn poll(cx: &NodeContext, station_name: &str, bucket: &StationBucket, now_ms: i64) -> Result<Vec<Out>, String> {
+/// Publishes outputs durably (the node's transport, with confirms) and says whether it did.
+pub type Publisher<'a> = &'a (dyn Fn(Vec<Out>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> + Sync);
+
+/// One poll of a station's outbox. A batch is published through `publish` before it is marked
+/// queued and its files deleted, so a broker that refuses it leaves the files where they are.
+/// Returns the outputs left to publish (events).
+pub async fn poll(cx: &NodeContext, station_name: &str, bucket: &StationBucket, now_ms: i64, publish: Publisher<'_>) -> Result<Vec<Out>, String> {
     let Some(station) = cx.directory.stations.get(station_name) else { return Ok(vec![]) };
     let root = format!("AS2/send/{}/", station.as2_id);
     let listing = bucket.store.list(&root).await.map_err(|e| e.to_string())?;
@@ -185,7 +191,7 @@ pub async fn poll(cx: &NodeContext, station_name: &str, bucket: &StationBucket, 
         }
         let taken = match &b.misplaced {
             Some(why) => Err(NotTaken::Refused(why.clone())),
-            None => take(cx, station_name, bucket, &b, &mid, now_ms).await,
+            None => take(cx, station_name, bucket, &b, &mid, now_ms, publish).await,
         };
         let keys = b.files.iter().map(|f| f.key.as_str()).collect::<Vec<_>>().join(", ");
         match taken {
@@ -256,14 +262,13 @@ async fn move_to_failed(bucket: &StationBucket, b: &Batch, failed: &str) -> Move
 }
 
 /// Queue a batch (once) and delete its files.
-async fn take(cx: &NodeContext, station_name: &str, bucket: &StationBucket, b: &Batch, mid: &str, now_ms: i64) -> Result<Vec<Out>, NotTaken> {
+async fn take(cx: &NodeContext, station_name: &str, bucket: &StationBucket, b: &Batch, mid: &str, now_ms: i64, publish: Publisher<'_>) -> Result<Vec<Out>, NotTaken> {
     let partner = cx
         .directory
         .partners
         .values()
         .find(|p| p.station == station_name && p.as2_id == b.partner_as2)
         .ok_or_else(|| NotTaken::Refused(format!("no partner {} for station {station_name}", b.partner_as2)))?;
-    let mut outs = Vec::new();
     let queued_key = format!("s3queued:{mid}");
     if cx.state.get(&queued_key).await.map_err(NotTaken::Transient)?.is_none() {
         let mut docs = Vec::new();
@@ -272,7 +277,9 @@ async fn take(cx: &NodeContext, station_name: &str, bucket: &StationBucket, b: &
             docs.push((file_name(&f.key), guess_type(&f.key).to_string(), data));
         }
         let send = outbound_intake::new_send(cx, station_name, &partner.name, Some(mid.to_string()), docs, "s3", now_ms).await.map_err(from_actor)?;
-        outs.push(as2_sender::submit(cx, &send).await.map_err(from_actor)?);
+        // Durably queued before anything says so: a refused publish leaves the files in place
+        // (tried again at the next poll).
+        publish(vec![as2_sender::submit(cx, &send).await.map_err(from_actor)?]).await.map_err(NotTaken::Transient)?;
         // Recorded before the files are deleted: a crash in between finds the batch again
         // and only deletes it.
         cx.state.set_once(&queued_key, &send.id, 30 * 24 * 3600).await.map_err(NotTaken::Transient)?;
@@ -284,7 +291,7 @@ async fn take(cx: &NodeContext, station_name: &str, bucket: &StationBucket, b: &
             tracing::warn!(message = "S3 outbox file queued but not deleted; will retry the delete.", key = %f.key, %error);
         }
     }
-    Ok(outs)
+    Ok(Vec::new())
 }
 
 fn guess_type(key: &str) -> &'static str {
