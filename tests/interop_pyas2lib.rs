@@ -148,6 +148,12 @@ fn full_matrix_1k_text_embedded() {
         ("oaep", Some("sha256"), Some("aes256"), None, "sync-signed"),
         ("oaep-3des", None, Some("3des"), Some("before"), "sync"),
         ("md5", Some("md5"), Some("3des"), None, "sync-signed"),
+        // pyas2lib's own PSS and OAEP identifiers, without parameters (RFC 4055 defaults; PSS
+        // with the digest pyas2lib really used and the salt the signature shows).
+        ("pss-raw-sha1", Some("sha1"), None, None, "sync-signed"),
+        ("pss-raw-sha256", Some("sha256"), Some("aes128"), Some("before"), "sync-signed"),
+        ("oaep-raw", Some("sha512"), Some("aes256"), None, "async-signed"),
+        ("oaep-raw-unsigned", None, Some("3des"), None, "sync"),
     ];
     for (id, s, e, c, m) in extra.drain(..) {
         let mut v = case(&p, &node.as2_url(), id, &payload, s, e, c, m);
@@ -156,6 +162,10 @@ fn full_matrix_1k_text_embedded() {
         }
         if id.starts_with("oaep") {
             v["oaep"] = json!(true);
+        }
+        if id.contains("-raw") {
+            v["pss_params"] = json!("absent");
+            v["oaep_params"] = json!("absent");
         }
         if id == "md5" {
             v["mdn_digest"] = json!("md5");

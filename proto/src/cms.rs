@@ -8,6 +8,9 @@
 //! BouncyCastle-based partners (Mendelson, ...) send it in BER with indefinite lengths and
 //! chunked OCTET STRINGs, which the RustCrypto `der` crate does not read.
 //!
+//! RSASSA-PSS and RSAES-OAEP identifiers written without their parameters get them supplied
+//! first ([`rfc4055`]).
+//!
 //! Everything that reads input is written for an attacker's bytes: no panics, bounded nesting,
 //! no length trusted beyond the input, and a hard output limit on decompression.
 
@@ -25,6 +28,8 @@ use openssl::stack::Stack;
 use openssl::x509::{X509, X509NameRef};
 
 use crate::alg::{ContentCipher, DigestAlg, KeyTransport, SignaturePadding};
+
+mod rfc4055;
 
 /// Why a CMS operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +135,9 @@ pub fn decrypt(der: &[u8], keys: &[(PKey<Private>, X509)]) -> Result<Vec<u8>, Cm
     if keys.is_empty() {
         return Err(CmsError::Decrypt("no decryption keys configured".into()));
     }
+    // RSAES-OAEP without parameters (pyas2lib): the RFC 4055 defaults.
+    let fixed = rfc4055::supply_params(der, |_, _| None)?;
+    let der = fixed.as_deref().unwrap_or(der);
     // The first parse also reports a broken structure as such.
     let mut first = Some(parse(der)?);
     let mut failures = Vec::new();
@@ -157,6 +165,10 @@ pub fn decrypt_owned(der: Vec<u8>, keys: &[(PKey<Private>, X509)]) -> Result<Vec
         CmsKind::Enveloped | CmsKind::AuthEnveloped => {}
         other => return Err(CmsError::Unsupported(format!("expected enveloped-data, got {other:?}"))),
     }
+    let der = match rfc4055::supply_params(&der, |_, _| None)? {
+        Some(fixed) => fixed,
+        None => der,
+    };
     let cms = parse(&der)?;
     drop(der);
     let (key, cert) = &keys[0];
@@ -318,6 +330,10 @@ fn verify_inner(
             )));
         }
     }
+    // RSASSA-PSS without parameters (pyas2lib): the digestAlgorithm's, with the salt the
+    // signature shows under a trusted key.
+    let fixed = rfc4055::supply_params(sig, |s, d| trusted.iter().find_map(|c| rfc4055::pss_salt_length(s, c, d)))?;
+    let sig = fixed.as_deref().unwrap_or(sig);
     check_digest_algorithms(sig)?;
     let mut cms = parse(sig)?;
     if detached.is_none() && !ffi::has_embedded_content(&cms) {
