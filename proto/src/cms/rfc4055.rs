@@ -15,14 +15,10 @@
 //! lengths stay indefinite, and nothing else changes (the signature covers the signed
 //! attributes or the content, never the SignerInfo's algorithm fields).
 
-use super::{ber, der, CmsError};
+use super::{ber, der, CmsError, OID_AUTH_ENVELOPED, OID_ENVELOPED, OID_RSASSA_PSS, OID_SIGNED};
 use crate::alg::DigestAlg;
 use openssl::x509::X509;
 
-const OID_SIGNED: &str = "1.2.840.113549.1.7.2";
-const OID_ENVELOPED: &str = "1.2.840.113549.1.7.3";
-const OID_AUTH_ENVELOPED: &str = "1.2.840.113549.1.9.16.1.23";
-const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
 const OID_RSAES_OAEP: &str = "1.2.840.113549.1.1.7";
 const OID_MGF1: &str = "1.2.840.113549.1.1.8";
 
