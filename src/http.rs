@@ -226,8 +226,18 @@ pub async fn readyz(st: web::Data<HttpState>) -> HttpResponse {
         buckets.insert(station.clone(), serde_json::Value::Bool(false));
     }
     let s3 = buckets.values().all(|v| v == &serde_json::Value::Bool(true));
-    let ready = broker && state && s3;
-    let mut body = serde_json::json!({"ready": ready, "broker": broker, "state": state, "s3": buckets});
+    let blobs = matches!(tokio::time::timeout(Duration::from_secs(3), st.cx.blobs.ping()).await, Ok(Ok(())));
+    let ready = broker && state && blobs && s3;
+    let mut body = serde_json::json!({"ready": ready, "broker": broker, "state": state, "blobs": blobs, "s3": buckets});
+    if state {
+        // Reported, not a readiness condition: a node on a volatile Redis still works, at a risk.
+        let p = st.cx.state.persistence().await;
+        body["state_durable"] = serde_json::json!(p.durable());
+        body["state_persistence"] = serde_json::json!(p.name());
+        if let Some(risk) = p.at_risk() {
+            body["state_at_risk"] = serde_json::json!(risk);
+        }
+    }
     if !st.s3_refused.is_empty() {
         body["s3_refused"] = serde_json::json!(*st.s3_refused);
     }

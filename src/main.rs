@@ -99,10 +99,17 @@ fn main() -> std::process::ExitCode {
             notes.iter().for_each(|n| println!("{n}"));
             Ok(d)
         }) {
-            Ok(d) => {
-                println!("configuration OK: {} station(s), {} partner(s)", d.stations.len(), d.partners.len());
-                std::process::ExitCode::SUCCESS
-            }
+            Ok(d) => match edinode::storage::report::backing_services(&settings) {
+                Ok(lines) => {
+                    println!("configuration OK: {} station(s), {} partner(s)", d.stations.len(), d.partners.len());
+                    lines.iter().for_each(|l| println!("{l}"));
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("edinode: configuration refused: {src}: {e}");
+                    std::process::ExitCode::from(2)
+                }
+            },
             Err(e) => {
                 eprintln!("edinode: configuration refused: {e}");
                 std::process::ExitCode::from(2)

@@ -137,6 +137,10 @@ pub trait BlobStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), String>;
     /// Delete every blob whose key starts with `prefix` (the working copies of one message).
     async fn delete_prefix(&self, prefix: &str) -> Result<(), String>;
+    /// A cheap request proving the store answers (for /readyz).
+    async fn ping(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// An object in a station's bucket.
@@ -224,6 +228,53 @@ pub enum Claim {
     Duplicate { first: String },
 }
 
+/// Whether the state store keeps what it holds when its server restarts. Duplicate detection,
+/// queued AS4 messages, message status, MDN deadlines and pick-up leases all live there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persistence {
+    /// Every write is logged (Redis AOF, the embedded append-only file).
+    Logged,
+    /// Periodic snapshots only (Redis RDB, `save` rules given): writes since the last snapshot
+    /// are lost.
+    Snapshots(String),
+    /// Nothing survives a restart.
+    Volatile,
+    /// Could not be read (CONFIG refused, as on some managed Redis services), with why.
+    Unknown(String),
+}
+
+impl Persistence {
+    /// True when logged, false when not, None when unknown.
+    pub fn durable(&self) -> Option<bool> {
+        match self {
+            Persistence::Logged => Some(true),
+            Persistence::Snapshots(_) | Persistence::Volatile => Some(false),
+            Persistence::Unknown(_) => None,
+        }
+    }
+
+    /// A short name: `logged`, `snapshots`, `none`, `unknown`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Persistence::Logged => "logged",
+            Persistence::Snapshots(_) => "snapshots",
+            Persistence::Volatile => "none",
+            Persistence::Unknown(_) => "unknown",
+        }
+    }
+
+    /// What a restart of the state store's server costs, as a sentence; None when logged.
+    pub fn at_risk(&self) -> Option<String> {
+        const WHAT: &str = "queued AS4 messages not yet pulled are lost, duplicate detection forgets every Message-ID (a partner's resend is delivered again), and message status, MDN deadlines and S3 pick-up leases are lost";
+        match self {
+            Persistence::Logged => None,
+            Persistence::Snapshots(rules) => Some(format!("state is only snapshotted (save {rules}): on a restart, for everything since the last snapshot, {WHAT}")),
+            Persistence::Volatile => Some(format!("state is not persisted (no AOF, no snapshots): on a restart {WHAT}")),
+            Persistence::Unknown(why) => Some(format!("state persistence could not be read ({why}); unless the server logs every write (AOF), on a restart {WHAT}")),
+        }
+    }
+}
+
 /// Shared state: duplicates, message status, delivery names (Redis, or local files).
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
@@ -253,6 +304,10 @@ pub trait StateStore: Send + Sync {
     /// True when the store answers.
     async fn ping(&self) -> bool {
         true
+    }
+    /// Whether what the store holds survives a restart of its server.
+    async fn persistence(&self) -> Persistence {
+        Persistence::Logged
     }
     /// Message ids received in [since, until] (unix ms), newest first, at most `limit`.
     async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, String>;

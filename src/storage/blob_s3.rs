@@ -263,4 +263,9 @@ impl BlobStore for S3BlobStore {
         let keys: Vec<String> = listed.into_iter().map(|o| o.key).collect();
         self.delete_objects(&keys).await
     }
+
+    async fn ping(&self) -> Result<(), String> {
+        let c = self.store.client();
+        c.list_objects_v2().bucket(self.store.bucket()).prefix(&self.prefix).max_keys(1).send().await.map(|_| ()).map_err(|e| format!("ListObjectsV2 {}: {}", self.prefix, map_err(e)))
+    }
 }

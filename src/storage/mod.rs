@@ -8,6 +8,7 @@ pub mod blob_s3;
 pub mod blobs;
 mod local_state;
 mod redis_state;
+pub mod report;
 pub mod s3;
 
 pub use local_state::LocalState;

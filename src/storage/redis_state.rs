@@ -1,6 +1,6 @@
 //! Shared state in Redis: duplicate claims (`SET NX EX`), status history lists, name claims.
 
-use edinode_actors::{Claim, StateStore};
+use edinode_actors::{Claim, Persistence, StateStore};
 use redis::AsyncCommands;
 
 const STATUS_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -29,10 +29,34 @@ pub struct RedisState {
 }
 
 impl RedisState {
+    /// Connect; warns at once when Redis does not log its writes (see [`Persistence`]).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisState> {
         let client = redis::Client::open(url)?;
         let conn = redis::aio::ConnectionManager::new(client).await?;
-        Ok(RedisState { conn, prefix: prefix.to_string() })
+        let state = RedisState { conn, prefix: prefix.to_string() };
+        let persistence = state.persistence().await;
+        if let Some(risk) = persistence.at_risk() {
+            tracing::warn!(
+                message = "REDIS IS NOT DURABLE: turn on AOF (appendonly yes) before production traffic.",
+                persistence = persistence.name(),
+                at_risk = %risk,
+            );
+        }
+        Ok(state)
+    }
+
+    /// Read `appendonly` and `save` with CONFIG GET.
+    async fn read_persistence(&self) -> Result<Persistence, String> {
+        let mut c = self.conn.clone();
+        let mut get = async |name: &str| -> Result<String, String> {
+            let m: std::collections::HashMap<String, String> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut c).await.map_err(|e| format!("CONFIG GET {name}: {e}"))?;
+            m.get(name).cloned().ok_or_else(|| format!("CONFIG GET {name}: no value (CONFIG renamed or restricted?)"))
+        };
+        if get("appendonly").await?.eq_ignore_ascii_case("yes") {
+            return Ok(Persistence::Logged);
+        }
+        let save = get("save").await?;
+        Ok(if save.trim().is_empty() { Persistence::Volatile } else { Persistence::Snapshots(save.trim().to_string()) })
     }
 
     fn key(&self, k: &str) -> String {
@@ -105,6 +129,14 @@ impl StateStore for RedisState {
     async fn ping(&self) -> bool {
         let mut c = self.conn.clone();
         matches!(tokio::time::timeout(std::time::Duration::from_secs(2), redis::cmd("PING").query_async::<String>(&mut c)).await, Ok(Ok(_)))
+    }
+
+    async fn persistence(&self) -> Persistence {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.read_persistence()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => Persistence::Unknown(e),
+            Err(_) => Persistence::Unknown("CONFIG GET timed out".into()),
+        }
     }
 
     async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String> {
