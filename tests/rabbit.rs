@@ -103,25 +103,6 @@ fn assert_delivered_once(inbox: &Path, results: &HashMap<usize, bool>) {
     }
 }
 
-/// Count status records "decrypted by <node>" per node in Redis.
-fn work_by_node(prefix: &str) -> HashMap<String, usize> {
-    let client = redis::Client::open(REDIS_URL).unwrap();
-    let mut con = client.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:status:*")).query(&mut con).unwrap();
-    let mut by = HashMap::new();
-    for k in keys {
-        let items: Vec<String> = redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(&mut con).unwrap();
-        for it in items {
-            let v: serde_json::Value = serde_json::from_str(&it).unwrap();
-            if v["status"] == "decrypted" {
-                let d = v["detail"].as_str().unwrap().trim_start_matches("by ").to_string();
-                *by.entry(d).or_insert(0) += 1;
-            }
-        }
-    }
-    by
-}
-
 #[test]
 fn two_nodes_share_the_work() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

@@ -7,6 +7,10 @@
 //! which fails atomically if any file already has that name (also one not written by us). A
 //! taken name moves on to `<id>_<name>`, then `<id>_<n>_<name>`, with a log line. A redelivered
 //! delivery finds its own claim and its own file (same bytes) and does not write a second copy.
+//! Nodes may have inboxes of their own (share-nothing): a document delivered into one inbox is
+//! marked in the state store with that inbox's identity ([`files::inbox_id`]), so a second
+//! delivery of the same reception on another node (a redelivery, or the same work done twice
+//! at once) writes nothing, or removes the copy it lost the race with.
 //! Temporary files are written under `<inbox>/.edinode-tmp/`, outside the partner folders.
 
 use crate::{files, queues, Actor, ActorError, NodeContext, Out};
@@ -68,6 +72,32 @@ async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, f
     result
 }
 
+/// [`claim_and_write`] unless another inbox already holds document `index` of reception `id`;
+/// returns the name it has (there or here).
+async fn deliver_once(cx: &NodeContext, dir: &Path, id: &str, index: usize, filename: &str, data: &[u8]) -> Result<String, ActorError> {
+    let inbox = files::inbox_id(&cx.inbox).map_err(|e| ActorError::Transient(format!("inbox id in {}: {e}", cx.inbox.display())))?;
+    let key = format!("delivered:{id}:{index}");
+    let elsewhere = |v: &str| v.split_once('/').filter(|(other, _)| *other != inbox).map(|(_, name)| name.to_string());
+    if let Some(name) = cx.state.get(&key).await.map_err(ActorError::Transient)?.as_deref().and_then(elsewhere) {
+        tracing::info!(message = "Document already delivered into another node's inbox; not writing it again.", id, name = %name);
+        return Ok(name);
+    }
+    let name = claim_and_write(cx, dir, id, index, filename, data).await?;
+    let mine = format!("{inbox}/{name}");
+    let first = cx.state.set_once(&key, &mine, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)?;
+    match elsewhere(&first) {
+        None => Ok(name),
+        Some(theirs) => {
+            // The same reception delivered at once on another node with its own inbox: that
+            // copy counts, ours goes.
+            let path = dir.join(&name);
+            std::fs::remove_file(&path).map_err(|e| ActorError::Transient(format!("remove {}: {e}", path.display())))?;
+            tracing::info!(message = "Document delivered into another node's inbox at the same time; removed this copy.", id, name = %theirs);
+            Ok(theirs)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -102,7 +132,7 @@ impl Actor for Deliverer {
         let mut names = Vec::new();
         for (i, p) in payloads.iter().enumerate() {
             let data = cx.load(&p.data).await?;
-            let name = claim_and_write(cx, &dir, &ctx.id, i, &p.filename, &data).await?;
+            let name = deliver_once(cx, &dir, &ctx.id, i, &p.filename, &data).await?;
             let path = dir.join(&name);
             let mut headers = vec![
                 ("as2-from".to_string(), ctx.request.as2_from.clone()),

@@ -70,6 +70,27 @@ pub fn sweep_temp(dir: &Path, older_than: std::time::Duration) -> usize {
     n
 }
 
+/// The identity of the inbox at `inbox` (a random id kept in `<inbox>/.edinode-inbox-id`, made
+/// on first use): equal for every node that shares the directory, different for nodes with
+/// inboxes of their own, whatever the paths are called.
+pub fn inbox_id(inbox: &Path) -> std::io::Result<String> {
+    let path = inbox.join(".edinode-inbox-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    std::fs::create_dir_all(inbox)?;
+    let tmp = inbox_temp_dir(inbox);
+    std::fs::create_dir_all(&tmp)?;
+    let tmp = tmp.join(temp_name("inbox-id-"));
+    write_new(&tmp, &[uuid::Uuid::new_v4().simple().to_string().as_bytes()], true)?;
+    // Whoever links first names the inbox; everyone reads that.
+    link_no_clobber(&tmp, &path, true)?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
+
 /// The folder for temporary inbox files: beside the station folders, never inside a partner's
 /// folder that consumers watch.
 pub fn inbox_temp_dir(inbox: &Path) -> PathBuf {

@@ -96,9 +96,13 @@ impl Drop for NodeProc {
 
 /// Start `edinode serve` with a config file; waits until it is ready (its listeners bound).
 pub fn start_node(config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> NodeProc {
+    start_node_with(Command::new(env!("CARGO_BIN_EXE_edinode")), config, dir, extra, env)
+}
+
+/// [`start_node`] with a command that runs the node binary (e.g. `ip netns exec NS edinode`).
+pub fn start_node_with(mut cmd: Command, config: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> NodeProc {
     let log = dir.join(format!("node-{}.log", rand_u32()));
     let logf = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edinode"));
     cmd.arg("--config").arg(config).arg("serve").args(extra).current_dir(dir).stdout(Stdio::piped()).stderr(logf);
     cmd.env("RUST_LOG", "info,actix_server=warn,lapin=warn");
     for (k, v) in env {
@@ -278,6 +282,25 @@ pub fn python() -> PathBuf {
     let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).stdin(Stdio::null()).status().unwrap();
     assert!(st.success(), "python peer setup failed");
     venv.join("bin/python")
+}
+
+/// Count status records "decrypted by <node>" per node in Redis.
+pub fn work_by_node(prefix: &str) -> std::collections::HashMap<String, usize> {
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:status:*")).query(&mut con).unwrap();
+    let mut by = std::collections::HashMap::new();
+    for k in keys {
+        let items: Vec<String> = redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(&mut con).unwrap();
+        for it in items {
+            let v: serde_json::Value = serde_json::from_str(&it).unwrap();
+            if v["status"] == "decrypted" {
+                let d = v["detail"].as_str().unwrap().trim_start_matches("by ").to_string();
+                *by.entry(d).or_insert(0) += 1;
+            }
+        }
+    }
+    by
 }
 
 /// Purge edinode's work queues so a RabbitMQ test starts clean.
