@@ -239,6 +239,7 @@ impl Node {
             pending.push(Box::new(move || tokio::spawn(crate::intake::monitor_mdn_deadlines(cx, t))));
         }
         let handles: Vec<_> = pending.into_iter().map(|f| f()).collect();
+        tokio::spawn(crate::storage::sweep::run(self.cx.clone(), self.settings.blobs.clone()));
         tracing::info!(message = "Node started.", node = %self.cx.node_id, actors = %actors.join(","), mode = if self.settings.rabbitmq.url.is_empty() { "embedded" } else { "rabbitmq" });
         if has("http_receiver") {
             self.serve_http().await?;

@@ -106,3 +106,21 @@ async fn delete_prefix_removes_one_message_and_nothing_else() {
     store.delete_prefix("work/many").await.unwrap();
     assert!(!s3.path("edinode/work/many/0").exists() && !s3.path("edinode/work/many/29").exists());
 }
+
+#[tokio::test]
+async fn delete_older_removes_only_blobs_past_the_age_under_the_prefix() {
+    let (s3, store) = setup().await;
+    for k in ["work/old/layer0", "work/new/layer0", "raw/old"] {
+        store.put(k, b"x").await.unwrap();
+    }
+    // s3s-fs lists a file's mtime as LastModified.
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 3600);
+    for k in ["edinode/work/old/layer0", "edinode/raw/old"] {
+        std::fs::File::options().write(true).open(s3.path(k)).unwrap().set_modified(day_ago).unwrap();
+    }
+    let cutoff = edinode::storage::now_ms() - 24 * 3600 * 1000;
+    assert_eq!(store.delete_older("work/", cutoff).await.unwrap(), 1);
+    assert!(store.get("work/old/layer0").await.is_err());
+    assert!(store.get("work/new/layer0").await.is_ok());
+    assert!(store.get("raw/old").await.is_ok(), "another prefix is left alone");
+}

@@ -70,6 +70,32 @@ pub fn sweep_temp(dir: &Path, older_than: std::time::Duration) -> usize {
     n
 }
 
+/// Remove the files under `dir` (recursively) last modified before `before`, and the folders
+/// left empty; returns how many files. A missing `dir` is empty.
+pub fn remove_older(dir: &Path, before: std::time::SystemTime) -> std::io::Result<usize> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let meta = e.metadata()?;
+        if meta.is_dir() {
+            n += remove_older(&e.path(), before)?;
+            // Only when empty: a blob may be written into it right now.
+            let _ = std::fs::remove_dir(e.path());
+        } else if meta.modified().is_ok_and(|m| m < before) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// The identity of the inbox at `inbox` (a random id kept in `<inbox>/.edinode-inbox-id`, made
 /// on first use): equal for every node that shares the directory, different for nodes with
 /// inboxes of their own, whatever the paths are called.

@@ -141,6 +141,11 @@ pub trait BlobStore: Send + Sync {
     async fn ping(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Delete the blobs under `prefix` last written before `before_ms` (unix ms); returns how
+    /// many (retention and orphan sweeping).
+    async fn delete_older(&self, _prefix: &str, _before_ms: i64) -> Result<usize, String> {
+        Ok(0)
+    }
 }
 
 /// An object in a station's bucket.

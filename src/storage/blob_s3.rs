@@ -78,16 +78,6 @@ impl S3BlobStore {
         Ok(())
     }
 
-    /// Objects under `prefix` (a blob key prefix such as `work/`) last modified before
-    /// `before_ms`: (blob key, last modified ms).
-    pub async fn older_than(&self, prefix: &str, before_ms: i64) -> Result<Vec<(String, i64)>, String> {
-        let listed = self.store.list(&format!("{}{prefix}", self.prefix)).await.map_err(|e| format!("ListObjectsV2 {}{prefix}: {e}", self.prefix))?;
-        Ok(listed
-            .into_iter()
-            .filter(|o| o.last_modified_ms < before_ms)
-            .map(|o| (o.key[self.prefix.len()..].to_string(), o.last_modified_ms))
-            .collect())
-    }
 }
 
 /// A multipart upload in progress.
@@ -262,6 +252,15 @@ impl BlobStore for S3BlobStore {
         let listed = self.store.list(&full).await.map_err(|e| described("ListObjectsV2", &full, e))?;
         let keys: Vec<String> = listed.into_iter().map(|o| o.key).collect();
         self.delete_objects(&keys).await
+    }
+
+    async fn delete_older(&self, prefix: &str, before_ms: i64) -> Result<usize, String> {
+        super::check_key(prefix.trim_end_matches('/'))?;
+        let full = format!("{}{prefix}", self.prefix);
+        let listed = self.store.list(&full).await.map_err(|e| described("ListObjectsV2", &full, e))?;
+        let old: Vec<String> = listed.into_iter().filter(|o| o.last_modified_ms < before_ms).map(|o| o.key).collect();
+        self.delete_objects(&old).await?;
+        Ok(old.len())
     }
 
     async fn ping(&self) -> Result<(), String> {

@@ -40,6 +40,13 @@ pub struct BlobSettings {
     pub access_key: String,
     /// s3: static secret key, set together with `access_key`.
     pub secret_key: Secret,
+    /// Raw captures kept after a failure, receipts (MDNs) and outbound documents (needed to
+    /// resend) are deleted this many days after they were written; 0 keeps them.
+    pub retention_days: u64,
+    /// Working copies (`work/`) of messages that never reached an outcome (dead-lettered, or
+    /// a process killed mid-way) are deleted this many hours after they were written; 0 keeps
+    /// them.
+    pub orphan_hours: u64,
 }
 
 impl BlobSettings {
@@ -104,7 +111,7 @@ mod tests {
 
     /// The s3 defaults with `toml` lines over them.
     fn settings(toml: &str) -> BlobSettings {
-        let base = "backend = \"s3\"\ndir = \"\"\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint = \"\"\naccess_key = \"\"\nsecret_key = \"\"\n";
+        let base = "backend = \"s3\"\ndir = \"\"\nbucket = \"b\"\nprefix = \"p/\"\nregion = \"r\"\nendpoint = \"\"\naccess_key = \"\"\nsecret_key = \"\"\nretention_days = 30\norphan_hours = 24\n";
         config::Config::builder()
             .add_source(config::File::from_str(base, config::FileFormat::Toml))
             .add_source(config::File::from_str(toml, config::FileFormat::Toml))

@@ -10,6 +10,7 @@ mod local_state;
 mod redis_state;
 pub mod report;
 pub mod s3;
+pub mod sweep;
 
 pub use local_state::LocalState;
 pub use redis_state::RedisState;
@@ -142,6 +143,12 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    async fn delete_older(&self, prefix: &str, before_ms: i64) -> Result<usize, String> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        let before = std::time::UNIX_EPOCH + std::time::Duration::from_millis(before_ms.max(0) as u64);
+        tokio::task::spawn_blocking(move || files::remove_older(&dir, before)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 }
 
