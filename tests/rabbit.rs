@@ -514,9 +514,15 @@ fn fault_injection_loses_nothing_and_repeats_no_effect() {
     let unique_ids: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(unique_ids.len(), ids.len(), "an MDN Message-ID was used twice");
     // Tracking: every delivered reception reads "delivered".
+    assert_tracked_delivered(&c.prefix, positive);
+}
+
+/// Every reception whose history has "delivered" reads "delivered" in its summary, and there are
+/// at least `at_least` of them.
+fn assert_tracked_delivered(prefix: &str, at_least: usize) {
     let client = redis::Client::open(REDIS_URL).unwrap();
     let mut con = client.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:status:*", c.prefix)).query(&mut con).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:status:*")).query(&mut con).unwrap();
     let mut wrong = Vec::new();
     let mut checked = 0;
     for k in keys {
@@ -524,12 +530,84 @@ fn fault_injection_loses_nothing_and_repeats_no_effect() {
         if items.iter().any(|i| i.contains("\"status\":\"delivered\"")) {
             checked += 1;
             let id = k.rsplit(':').next().unwrap();
-            let status: Option<String> = redis::cmd("HGET").arg(format!("{}:msg:{id}", c.prefix)).arg("status").query(&mut con).unwrap();
+            let status: Option<String> = redis::cmd("HGET").arg(format!("{prefix}:msg:{id}")).arg("status").query(&mut con).unwrap();
             if status.as_deref() != Some("delivered") {
                 wrong.push((id.to_string(), status));
             }
         }
     }
-    assert!(checked >= positive, "{checked} delivered receptions tracked for {positive} positive MDNs");
+    assert!(checked >= at_least, "{checked} delivered receptions tracked for {at_least} positive MDNs");
     assert!(wrong.is_empty(), "status not delivered: {wrong:?}");
+}
+
+/// Restart the machine's Redis with AOF on: switch AOF on, let it write, shut down, start again
+/// with the same settings plus AOF, and wait until it answers.
+fn restart_redis_with_aof() {
+    let cli = |args: &[&str]| std::process::Command::new("redis-cli").args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    assert!(cli(&["CONFIG", "SET", "appendonly", "yes"]).contains("OK"));
+    wait_for(30, "the AOF rewrite", || {
+        let info = cli(&["INFO", "persistence"]);
+        (info.contains("aof_enabled:1") && info.contains("aof_rewrite_in_progress:0") && !info.contains("aof_rewrite_scheduled:1")).then_some(())
+    });
+    let _ = cli(&["SHUTDOWN"]);
+    wait_for(20, "Redis to stop", || (!cli(&["PING"]).contains("PONG")).then_some(()));
+    let st = if Path::new("/etc/redis/redis.conf").exists() {
+        std::process::Command::new("redis-server").args(["/etc/redis/redis.conf", "--appendonly", "yes"]).status().unwrap()
+    } else {
+        std::process::Command::new("redis-server")
+            .args(["--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "yes", "--dir", "/var/lib/redis"])
+            .status()
+            .unwrap()
+    };
+    assert!(st.success(), "redis-server did not start again");
+    wait_for(30, "Redis to answer again", || cli(&["PING"]).contains("PONG").then_some(()));
+}
+
+/// A Redis restart (with AOF) in the middle of a run: nothing is lost or delivered twice, and
+/// duplicate detection still knows every message afterwards.
+#[test]
+fn a_redis_restart_with_aof_loses_nothing_and_keeps_duplicate_detection() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cluster();
+    let front = node(&c, "front", Some("http_receiver,mime_unwrapper,mdn_sender"));
+    let _w = node(&c, "w-redis", Some("decryptor,verifier,deliverer,mime_unwrapper"));
+    let url = front.as2_url();
+    let sender = {
+        let (url, bodies) = (url.clone(), Arc::new((0..300).map(|i| message(&c, i)).collect::<Vec<_>>()));
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
+            let mut results = HashMap::new();
+            for (i, b) in bodies.iter().enumerate() {
+                let (headers, body) = request("acme", "edinode", &format!("<redis-{i}@test>"), Some("signed"), b);
+                let mut req = client.post(&url);
+                for (k, v) in &headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                let ok = req.body(body).send().ok().map(|r| r.status().as_u16() == 200 && String::from_utf8_lossy(&r.bytes().unwrap_or_default()).contains("MDN-sent-automatically; processed\r\n"));
+                results.insert(i, ok.unwrap_or(false));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            results
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    restart_redis_with_aof();
+    let results = sender.join().unwrap();
+    let positive = results.values().filter(|v| **v).count();
+    eprintln!("{positive} of 300 got a positive MDN across a Redis restart");
+    assert!(positive >= 250, "only {positive} of 300");
+    assert_delivered_once(&c.dir.path().join("inbox"), &results);
+    // Resends of messages from before the restart are still recognised.
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    for i in (0..40).filter(|i| results[i]) {
+        let (headers, body) = request("acme", "edinode", &format!("<redis-{i}@test>"), Some("signed"), &message(&c, i));
+        let mut req = client.post(&url);
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let text = String::from_utf8_lossy(&req.body(body).send().unwrap().bytes().unwrap()).to_string();
+        assert!(text.contains("duplicate-document"), "resend of {i} not recognised: {text}");
+    }
+    assert_delivered_once(&c.dir.path().join("inbox"), &results);
+    assert_tracked_delivered(&c.prefix, positive);
 }
