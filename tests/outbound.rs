@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,34 +17,11 @@ const TOKEN: &str = "outbound-test-token";
 
 /// POST /api/send with the documents; returns (id, message_id).
 fn api_send(admin: &str, station: &str, partner: &str, docs: &[(&str, &str, Vec<u8>)]) -> (String, String) {
-    let b = "form-boundary-7";
-    let mut body = Vec::new();
-    for (k, v) in [("station", station), ("partner", partner)] {
-        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
-    }
-    for (name, ct, data) in docs {
-        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{admin}/api/send"))
-        .bearer_auth(TOKEN)
-        .header("Content-Type", format!("multipart/form-data; boundary={b}"))
-        .body(body)
-        .send()
-        .unwrap();
-    let st = resp.status().as_u16();
-    let text = resp.text().unwrap();
-    assert_eq!(st, 202, "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    (v["id"].as_str().unwrap().to_string(), v["message_id"].as_str().unwrap().to_string())
+    admin_send(admin, TOKEN, station, partner, docs)
 }
 
 fn message(admin: &str, id: &str) -> serde_json::Value {
-    let resp = reqwest::blocking::Client::new().get(format!("{admin}/api/messages/{id}")).bearer_auth(TOKEN).send().unwrap();
-    serde_json::from_str(&resp.text().unwrap()).unwrap()
+    admin_message(admin, TOKEN, id)
 }
 
 /// Wait for a final status (sent or failed).
@@ -238,43 +214,9 @@ fn tls_identity(dir: &Path) -> (PathBuf, PathBuf) {
     (cp, id.key_pem)
 }
 
-/// A fake partner that answers every POST with `answer(body)`; counts requests.
+/// A fake partner that answers every POST with `answer(headers, body)`.
 fn fake_partner(answer: impl Fn(&[(String, String)], &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + 'static) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            let mut headers = Vec::new();
-            let mut len = 0;
-            loop {
-                let mut h = String::new();
-                r.read_line(&mut h).unwrap();
-                if h == "\r\n" {
-                    break;
-                }
-                let (k, v) = h.split_once(':').unwrap();
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap();
-                }
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            let (st, hs, b) = answer(&headers, &body);
-            let mut out = format!("HTTP/1.1 {st} X\r\nContent-Length: {}\r\nConnection: close\r\n", b.len());
-            for (k, v) in hs {
-                out.push_str(&format!("{k}: {v}\r\n"));
-            }
-            out.push_str("\r\n");
-            let _ = conn.write_all(out.as_bytes());
-            let _ = conn.write_all(&b);
-        }
-    });
-    format!("http://{addr}/as2")
+    http_listener(answer)
 }
 
 fn simple_node(dir: &Path, me: &Identity, partner: &Identity, url: &str, outbound: &str) -> NodeProc {
