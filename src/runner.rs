@@ -40,13 +40,16 @@ pub async fn publish_outs(t: &dyn Transport, outs: Vec<Out>) -> anyhow::Result<(
             }
             Out::Publish { exchange, routing_key, message_id, headers, body } => t.publish_exchange(exchange, &routing_key, &message_id, &headers, &body).await?,
             Out::Dead { reason } => anyhow::bail!("dead-lettering needs the input ({reason})"),
+            Out::DropBlobs { .. } => anyhow::bail!("dropping blobs needs a stage's runner"),
         }
     }
     Ok(())
 }
 
 /// Publish a handler's outputs; an [`Out::Dead`] moves the input itself to the dead-letter queue.
-async fn publish_with_dead(cx: &NodeContext, t: &dyn Transport, actor: &str, queue: &str, d: &Delivery, outs: Vec<Out>) -> anyhow::Result<()> {
+/// Returns the [`Out::DropBlobs`] for after the input is recorded as handled.
+async fn publish_with_dead(cx: &NodeContext, t: &dyn Transport, actor: &str, queue: &str, d: &Delivery, outs: Vec<Out>) -> anyhow::Result<Vec<Out>> {
+    let (drops, outs): (Vec<Out>, Vec<Out>) = outs.into_iter().partition(|o| matches!(o, Out::DropBlobs { .. }));
     let (dead, outs): (Vec<Out>, Vec<Out>) = outs.into_iter().partition(|o| matches!(o, Out::Dead { .. }));
     publish_outs(t, outs).await?;
     for o in dead {
@@ -54,7 +57,25 @@ async fn publish_with_dead(cx: &NodeContext, t: &dyn Transport, actor: &str, que
             dead_letter(t, cx, actor, queue, d, &reason).await?;
         }
     }
-    Ok(())
+    Ok(drops)
+}
+
+/// Best effort: a blob left behind is removed by the sweeper.
+async fn drop_blobs(cx: &NodeContext, drops: Vec<Out>) {
+    for o in drops {
+        if let Out::DropBlobs { prefixes, keys } = o {
+            for p in prefixes {
+                if let Err(error) = cx.blobs.delete_prefix(&p).await {
+                    tracing::warn!(message = "Could not remove working blobs; the sweeper will.", prefix = %p, %error);
+                }
+            }
+            for k in keys {
+                if let Err(error) = cx.blobs.delete(&k).await {
+                    tracing::warn!(message = "Could not remove a blob; the sweeper will.", key = %k, %error);
+                }
+            }
+        }
+    }
 }
 
 async fn dead_letter(t: &dyn Transport, cx: &NodeContext, actor: &str, queue: &str, d: &Delivery, reason: &str) -> anyhow::Result<()> {
@@ -129,9 +150,11 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
     };
     let ok = match result {
         Ok(outs) => match publish_with_dead(cx, t, A::NAME, A::QUEUE, &d, outs).await {
-            Ok(()) => {
+            Ok(drops) => {
                 if let Err(error) = cx.state.set_once(&done, "1", DONE_TTL_SECS).await {
                     tracing::warn!(message = "Could not record a finished input; a redelivery would repeat it.", actor = A::NAME, %error);
+                } else {
+                    drop_blobs(cx, drops).await;
                 }
                 true
             }

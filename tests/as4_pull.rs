@@ -4,8 +4,7 @@
 //! signed responses and attachment digests itself. Also: the AS4.NET sample PullRequest, the
 //! receipt timeout, a kill -9 restart, and the submit API.
 
-mod common;
-use common::*;
+use crate::common::*;
 use edinode_proto::as4::signals::{self, ErrorDetail, Signal, SignalIds};
 use edinode_proto::as4::wssec::{SecurityIds, SigningKey};
 use edinode_proto::as4::{EbmsCode, DEFAULT_MPC};

@@ -3,8 +3,7 @@
 //! once finished and aborted when the writer is dropped unfinished; delete_prefix removes a
 //! message's working copies and nothing beside them.
 
-#[path = "common/s3server.rs"]
-mod s3server;
+use crate::common::s3server;
 
 use edinode::storage::blob_s3::S3BlobStore;
 use edinode_actors::BlobStore;

@@ -4,9 +4,8 @@
 //! of a message's status history when its asynchronous MDN overtakes the POST, and the size of
 //! documents the admin API accepts.
 
-mod common;
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use edinode_proto::mdn_parse::{self, ParsedMdn};
 use edinode_proto::mime::MimeLimits;

@@ -3,9 +3,8 @@
 //! bodies are bounded in size and time, and no delivered document ever replaces another.
 //! The listeners standing in for MDN endpoints are our own sockets on 127.0.0.1.
 
-mod common;
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

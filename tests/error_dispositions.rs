@@ -1,9 +1,8 @@
 //! Acceptance 4 and "bad input": each error disposition is reached by a message that deserves
 //! it, HTTP-level problems get the right status, and nothing bad is delivered.
 
-mod common;
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 
 struct Env {

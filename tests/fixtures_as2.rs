@@ -1,8 +1,7 @@
 //! Acceptance 2: the captured Mendelson and IBM Sterling messages (../shared/fixtures/as2) go
 //! through the embedded node: each gets the right MDN, and the payload is delivered byte-exact.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn mdn_text(body: &[u8]) -> String {
     String::from_utf8_lossy(body).to_string()

@@ -1,9 +1,8 @@
 //! More of the inbound issue's acceptance: multiple attachments, asynchronous MDNs (query string
 //! kept, retried after a failure), the embedded node surviving kill -9, configuration checks.
 
-mod common;
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -2,8 +2,7 @@
 //! encrypt x compress x MDN mode to a real node; every MDN must verify in pyas2lib with a
 //! matching MIC, and every payload must be delivered byte-exact, exactly once.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;

@@ -2,9 +2,8 @@
 //! in-test OTLP/HTTP receiver), Prometheus metrics that move, /readyz following RabbitMQ, and the
 //! tracking API behind its bearer token. Uses the shared RabbitMQ: runs serially.
 
-mod common;
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use prost::Message;
 use std::collections::HashSet;

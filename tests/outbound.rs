@@ -3,8 +3,7 @@
 //! two edinode nodes exchange messages both ways over HTTPS; tampered MDNs are failures; an
 //! unreachable partner gets the message when it comes back.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -3,9 +3,8 @@
 //! MDN, and deliver it exactly once. These tests share the broker's queues, so they run one at a
 //! time (a lock here for `cargo test`, a nextest test group for CI).
 
-mod common;
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use std::collections::HashMap;
 use std::path::Path;

@@ -3,8 +3,7 @@
 //! refused, answered with a 4xx, and recorded on the message, which keeps waiting (async) or
 //! fails with the reason (sync); it never becomes delivered.
 
-mod common;
-use common::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use edinode_proto::error::Disposition;
 use edinode_proto::mdn::Mic;

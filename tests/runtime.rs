@@ -2,9 +2,8 @@
 //! decompression) runs on the CPU pool, so partners' HTTP requests and other messages keep
 //! flowing while it runs.
 
-mod common;
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use std::time::{Duration, Instant};
 

@@ -4,12 +4,10 @@
 //! timings), the failed/ move, exactly-once pick-up by two polling nodes, and a node that dies
 //! between queueing and deleting. RabbitMQ/Redis tests run serially (nextest group).
 
-mod common;
-#[path = "common/s3server.rs"]
-mod s3server;
+use crate::common::s3server;
 
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use s3server::{Grant, Policy, TestS3};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -1,7 +1,6 @@
 //! S3Store against an in-process S3 server (s3s-fs) whose access keys carry emulated IAM policies.
 
-#[path = "common/s3server.rs"]
-mod s3server;
+use crate::common::s3server;
 
 use edinode::storage::s3::{S3Error, S3Store};
 use s3server::{Grant, Policy, TestS3};

@@ -13,14 +13,11 @@
 //! Shares the broker's queues with the other RabbitMQ tests: nextest runs it in the `rabbit`
 //! group.
 
-mod common;
-#[path = "common/netns.rs"]
-mod netns;
-#[path = "common/s3server.rs"]
-mod s3server;
+use crate::common::netns;
+use crate::common::s3server;
 
-use common::build::*;
-use common::*;
+use crate::common::build::*;
+use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use netns::Lab;
 use s3server::{Policy, TestS3};

@@ -3,8 +3,7 @@
 //! reports `state_durable: true`. Each test starts its own redis-server (never reconfigures the
 //! machine's).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 

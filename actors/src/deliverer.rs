@@ -170,11 +170,13 @@ impl Actor for Deliverer {
             names.push(name);
         }
         cx.status(&ctx.id, "delivered", &names.join(", ")).await;
-        // The documents are safe in the inbox: drop the working copies and the raw request.
+        // The documents are safe in the inbox: drop the working copies and the raw request, once
+        // this input is recorded as handled (a redelivery before that still reads them).
+        let mut prefixes = Vec::new();
         if payloads.iter().any(|p| matches!(p.data, Blob::Stored { .. })) || ctx.raw_len > cx.limits.inline_threshold as u64 {
-            let _ = cx.blobs.delete_prefix(&format!("work/{}/", ctx.id)).await;
+            prefixes.push(format!("work/{}/", ctx.id));
         }
-        let _ = cx.blobs.delete(&ctx.raw_key).await;
+        outs.push(Out::DropBlobs { prefixes, keys: vec![ctx.raw_key.clone()] });
         Ok(outs)
     }
 }

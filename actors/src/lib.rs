@@ -85,6 +85,10 @@ pub enum Out {
     /// stable for the same effect however often its input is redelivered, so consumers can
     /// deduplicate on it.
     Publish { exchange: &'static str, routing_key: String, message_id: String, headers: Vec<(String, String)>, body: Vec<u8> },
+    /// Delete these blobs (`prefix/` removes everything under it) once the other outputs are
+    /// published and the input is recorded as handled: a redelivery of the input before that
+    /// point still finds what it reads.
+    DropBlobs { prefixes: Vec<String>, keys: Vec<String> },
 }
 
 impl Out {

@@ -121,10 +121,9 @@ impl Actor for MdnSender {
                 if c.disposition != edinode_proto::error::Disposition::Processed {
                     // No delivery follows: the working copies go now. A duplicate's raw capture
                     // too (the first reception has its own); a failed one's stays for diagnosis.
-                    let _ = cx.blobs.delete_prefix(&format!("work/{}/", c.ctx.id)).await;
-                    if matches!(&c.disposition, edinode_proto::error::Disposition::Warning(w) if w == edinode_proto::error::Disposition::DUPLICATE) {
-                        let _ = cx.blobs.delete(&c.ctx.raw_key).await;
-                    }
+                    let duplicate = matches!(&c.disposition, edinode_proto::error::Disposition::Warning(w) if w == edinode_proto::error::Disposition::DUPLICATE);
+                    let keys = if duplicate { vec![c.ctx.raw_key.clone()] } else { Vec::new() };
+                    outs.push(Out::DropBlobs { prefixes: vec![format!("work/{}/", c.ctx.id)], keys });
                 }
                 Ok(outs)
             }

@@ -1,6 +1,9 @@
 //! Test harness: generated keys, configs, node processes, the pyas2lib peer, fixtures.
 #![allow(dead_code)]
 
+pub mod netns;
+pub mod s3server;
+
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
