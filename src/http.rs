@@ -7,7 +7,7 @@
 use crate::transport::{Publish, Transport};
 use actix_web::{web, HttpRequest, HttpResponse};
 use edinode_actors::http_receiver::{self, Answer, ReceivedBody, Refusal};
-use edinode_actors::{queues, NodeContext};
+use edinode_actors::{queues, NodeContext, Out};
 use edinode_proto::envelope::Reply;
 use edinode_proto::mime::Header;
 use std::collections::HashMap;
@@ -166,15 +166,13 @@ async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<Http
         Ok(a) => a,
         Err(r) => return refuse(&r),
     };
-    edinode_actors::describe(&accepted.first.ctx);
     let id = accepted.id.clone();
     let waiter = (accepted.answer == Answer::SyncMdn).then(|| st.waiters.register(&id));
-    let body = match edinode_proto::envelope::encode(&accepted.first) {
-        Ok(b) => b,
-        Err(e) => return text(500, &e),
+    let Out::Send { queue, body } = accepted.first else {
+        return text(500, "the first stage's input is not a queue message");
     };
     let trace = crate::telemetry::inject(&tracing::Span::current());
-    if let Err(error) = st.transport.publish(Publish { queue: queues::MIME_UNWRAPPER, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }).await {
+    if let Err(error) = st.transport.publish(Publish { queue, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }).await {
         st.waiters.forget(&id);
         tracing::error!(message = "Could not queue a received message.", %error, id);
         // Not final: if the publish did reach the broker (a lost confirm), the chain still runs
@@ -184,7 +182,7 @@ async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<Http
     }
     drop(body);
     let Some(rx) = waiter else {
-        return text(200, &format!("Message {} received.", accepted.first.ctx.request.message_id));
+        return text(200, &format!("Message {} received.", accepted.message_id));
     };
     match tokio::time::timeout(st.sync_timeout, rx).await {
         Ok(Ok(reply)) => match reply.mdn {

@@ -7,7 +7,7 @@
 use crate::transport::{Delivery, Publish, Transport};
 use actix::Addr;
 use edinode_actors::runtime::{Stage, Work};
-use edinode_actors::{queues, Actor, ActorError, NodeContext, Out};
+use edinode_actors::{queues, Actor, ActorError, NodeContext, Out, StatusRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -40,16 +40,16 @@ pub async fn publish_outs(t: &dyn Transport, outs: Vec<Out>) -> anyhow::Result<(
             }
             Out::Publish { exchange, routing_key, message_id, headers, body } => t.publish_exchange(exchange, &routing_key, &message_id, &headers, &body).await?,
             Out::Dead { reason } => anyhow::bail!("dead-lettering needs the input ({reason})"),
-            Out::DropBlobs { .. } => anyhow::bail!("dropping blobs needs a stage's runner"),
+            Out::DropBlobs { .. } | Out::Status { .. } => anyhow::bail!("dropping blobs and settling statuses need a stage's runner"),
         }
     }
     Ok(())
 }
 
 /// Publish a handler's outputs; an [`Out::Dead`] moves the input itself to the dead-letter queue.
-/// Returns the [`Out::DropBlobs`] for after the input is recorded as handled.
+/// Returns the [`Out::DropBlobs`] and [`Out::Status`] for when the input is recorded as handled.
 async fn publish_with_dead(cx: &NodeContext, t: &dyn Transport, actor: &str, queue: &str, d: &Delivery, outs: Vec<Out>) -> anyhow::Result<Vec<Out>> {
-    let (drops, outs): (Vec<Out>, Vec<Out>) = outs.into_iter().partition(|o| matches!(o, Out::DropBlobs { .. }));
+    let (drops, outs): (Vec<Out>, Vec<Out>) = outs.into_iter().partition(|o| matches!(o, Out::DropBlobs { .. } | Out::Status { .. }));
     let (dead, outs): (Vec<Out>, Vec<Out>) = outs.into_iter().partition(|o| matches!(o, Out::Dead { .. }));
     publish_outs(t, outs).await?;
     for o in dead {
@@ -58,6 +58,24 @@ async fn publish_with_dead(cx: &NodeContext, t: &dyn Transport, actor: &str, que
         }
     }
     Ok(drops)
+}
+
+/// Record a stage's statuses and its "handled" marker in one step (retried like any status
+/// write); false when the marker could not be written.
+async fn settle(cx: &NodeContext, actor: &str, records: &[StatusRecord], done: &str) -> bool {
+    let mut last = String::new();
+    for wait in [0u64, 50, 200] {
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        match cx.state.settle(records, Some((done, DONE_TTL_SECS))).await {
+            Ok(()) => return true,
+            Err(e) => last = e,
+        }
+    }
+    cx.metrics.state_write_failures.with_label_values(&["status"]).inc();
+    tracing::warn!(message = "Could not record a finished input and its statuses; a redelivery would repeat it.", actor, error = %last);
+    false
 }
 
 /// Best effort: a blob left behind is removed by the sweeper.
@@ -150,10 +168,16 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
     };
     let ok = match result {
         Ok(outs) => match publish_with_dead(cx, t, A::NAME, A::QUEUE, &d, outs).await {
-            Ok(drops) => {
-                if let Err(error) = cx.state.set_once(&done, "1", DONE_TTL_SECS).await {
-                    tracing::warn!(message = "Could not record a finished input; a redelivery would repeat it.", actor = A::NAME, %error);
-                } else {
+            Ok(after) => {
+                let (records, drops): (Vec<Out>, Vec<Out>) = after.into_iter().partition(|o| matches!(o, Out::Status { .. }));
+                let records: Vec<StatusRecord> = records
+                    .into_iter()
+                    .filter_map(|o| match o {
+                        Out::Status { id, status, detail } => Some(StatusRecord { id, status: status.to_string(), detail }),
+                        _ => None,
+                    })
+                    .collect();
+                if settle(cx, A::NAME, &records, &done).await {
                     drop_blobs(cx, drops).await;
                 }
                 true

@@ -1,8 +1,8 @@
 //! Decryptor: opens EnvelopedData / AuthEnvelopedData with the station's decryption keys, takes
-//! the MIC of an unsigned message over the decrypted entity, and sends the content back to the
-//! MimeUnwrapper.
+//! the MIC of an unsigned message over the decrypted entity, and hands the content to the stage of
+//! its next layer ([`crate::mime_unwrapper::route`]).
 
-use crate::mime_unwrapper::{fail, next, unsigned_mic_alg};
+use crate::mime_unwrapper::{fail, route, unsigned_mic_alg};
 use crate::{queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::Decrypt;
 use edinode_proto::error::ProcessingError;
@@ -35,9 +35,10 @@ impl Actor for Decryptor {
                 }
                 ctx.security.encrypted = true;
                 ctx.security.depth += 1;
-                let blob = cx.blob(&ctx, &format!("layer{}", ctx.security.depth), inner.entity).await?;
-                cx.status(&ctx.id, "decrypted", &format!("by {}", cx.node_id)).await;
-                Ok(vec![next(ctx, blob)?])
+                let status = Out::Status { id: ctx.id.clone(), status: "decrypted", detail: format!("by {}", cx.node_id) };
+                let mut outs = route(cx, ctx, inner.entity, None).await?;
+                outs.push(status);
+                Ok(outs)
             }
             Err(e) => fail(ctx, &e),
         }

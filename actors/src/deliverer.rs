@@ -169,7 +169,7 @@ impl Actor for Deliverer {
             outs.push(Out::Publish { exchange: queues::INBOUND_EXCHANGE, routing_key: format!("{}.{}", ctx.station, ctx.partner), message_id, headers, body });
             names.push(name);
         }
-        cx.status(&ctx.id, "delivered", &names.join(", ")).await;
+        outs.push(Out::Status { id: ctx.id.clone(), status: "delivered", detail: names.join(", ") });
         // The documents are safe in the inbox: drop the working copies and the raw request, once
         // this input is recorded as handled (a redelivery before that still reads them).
         let mut prefixes = Vec::new();

@@ -8,7 +8,7 @@
 //! 3. [`accept`] stores the raw capture (without credentials) and returns the first typed message
 //!    for the MimeUnwrapper.
 
-use crate::{ActorError, BlobWriter, NodeContext};
+use crate::{ActorError, BlobWriter, NodeContext, Out};
 use edinode_proto::envelope::{Blob, Inbound, ReplyRoute, Security, Unwrap};
 use edinode_proto::headers::As2Request;
 use edinode_proto::mime::Header;
@@ -66,7 +66,9 @@ pub struct Identified {
 /// An accepted request.
 pub struct Accepted {
     pub id: String,
-    pub first: Unwrap,
+    pub message_id: String,
+    /// The first stage's input: an [`Out::Send`].
+    pub first: Out,
     pub answer: Answer,
 }
 
@@ -243,7 +245,21 @@ pub async fn accept(cx: &NodeContext, ident: Identified, headers: &[Header], bod
     )
     .await;
     cx.status(&id, "received", &format!("{} bytes from {}", body_len, ctx.request.as2_from)).await;
-    Ok(Accepted { id, first: Unwrap { ctx, entity }, answer })
+    crate::describe(&ctx);
+    let message_id = ctx.request.message_id.clone();
+    // A first entity in the request says in its head what it is: straight to its stage.
+    let step = match &entity {
+        Blob::Inline(bytes) => unwrap::classify(bytes, &cx.limits.mime).ok(),
+        Blob::Stored { .. } => None,
+    };
+    let first = match step {
+        Some(step) => crate::mime_unwrapper::hand_off(ctx, entity, &step),
+        None => Out::send(crate::queues::MIME_UNWRAPPER, &Unwrap { ctx, entity }),
+    }
+    .map_err(|e| match e {
+        ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),
+    })?;
+    Ok(Accepted { id, message_id, first, answer })
 }
 
 #[cfg(test)]

@@ -85,6 +85,11 @@ pub enum Out {
     /// stable for the same effect however often its input is redelivered, so consumers can
     /// deduplicate on it.
     Publish { exchange: &'static str, routing_key: String, message_id: String, headers: Vec<(String, String)>, body: Vec<u8> },
+    /// Record a status of a message together with the stage's "handled" marker, after the other
+    /// outputs are published (one state round trip per stage). For milestones nobody waits on;
+    /// a status a caller may read as soon as it sees an effect is written with
+    /// [`NodeContext::status`] before the effect.
+    Status { id: String, status: &'static str, detail: String },
     /// Delete these blobs (`prefix/` removes everything under it) once the other outputs are
     /// published and the input is recorded as handled: a redelivery of the input before that
     /// point still finds what it reads.
@@ -284,6 +289,14 @@ impl Persistence {
     }
 }
 
+/// A status record of a message (see [`StateStore::record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRecord {
+    pub id: String,
+    pub status: String,
+    pub detail: String,
+}
+
 /// Shared state: duplicates, message status, delivery names (Redis, or local files).
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
@@ -320,6 +333,18 @@ pub trait StateStore: Send + Sync {
     }
     /// Message ids received in [since, until] (unix ms), newest first, at most `limit`.
     async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, String>;
+    /// What a stage leaves when it is done with an input: status records, then `done` (a key
+    /// set to "1" if absent, with its TTL). One round trip (or one log write) where the store
+    /// can; the records land before the key.
+    async fn settle(&self, records: &[StatusRecord], done: Option<(&str, u64)>) -> Result<(), String> {
+        for r in records {
+            self.record(&r.id, &r.status, &r.detail).await?;
+        }
+        if let Some((key, ttl)) = done {
+            self.set_once(key, "1", ttl).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Limits and thresholds.

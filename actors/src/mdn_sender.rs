@@ -114,7 +114,7 @@ impl Actor for MdnSender {
                         let reply = Reply { correlation: route.correlation.clone(), status: 200, mdn: built };
                         let body = edinode_proto::envelope::encode(&reply).map_err(ActorError::Permanent)?;
                         outs.push(Out::Reply { queue: route.queue.clone(), body });
-                        cx.status(&c.ctx.id, "mdn-sent", "sync").await;
+                        outs.push(Out::Status { id: c.ctx.id.clone(), status: "mdn-sent", detail: "sync".into() });
                     }
                     (None, None) => {}
                 }

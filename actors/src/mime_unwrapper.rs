@@ -2,6 +2,13 @@
 //! (Decryptor, Verifier); decompresses in place (cheap, bounded); and once no layer is left,
 //! checks the partner's policy and duplicates, and hands the documents to the Deliverer and the
 //! outcome to the MdnSender.
+//!
+//! The routing is [`route`]: the Decryptor and the Verifier call it on what they opened, so a
+//! layer goes straight to the stage that opens the next one (a signed+encrypted message takes
+//! four queue hops: receiver -> Decryptor -> Verifier -> Deliverer + MdnSender), and the
+//! HttpReceiver sends a first entity whose head says what it is straight to its stage. The
+//! MimeUnwrapper's own queue takes what cannot be told without reading it (a large body kept
+//! as a blob, a compressed or unprotected first entity).
 
 use crate::{queues, Actor, ActorError, Claim, NodeContext, Out};
 use edinode_proto::alg::DigestAlg;
@@ -31,51 +38,51 @@ pub fn unsigned_mic_alg(ctx: &Inbound) -> DigestAlg {
     requested_mic_alg(ctx).unwrap_or(DigestAlg::Sha1)
 }
 
-impl MimeUnwrapper {
-    async fn finish(&self, cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<Vec<Out>, ActorError> {
-        let Some(partner) = cx.directory.partner(&ctx.request.as2_to, &ctx.request.as2_from) else {
-            return fail(ctx, &ProcessingError::Unexpected("partner no longer configured".into()));
-        };
-        let policy = &partner.policy;
-        if policy.require_signed && ctx.security.signer.is_none() {
-            return fail(ctx, &ProcessingError::InsufficientSecurity("the partner agreement requires signed messages".into()));
-        }
-        if policy.require_encrypted && !ctx.security.encrypted {
-            return fail(ctx, &ProcessingError::InsufficientSecurity("the partner agreement requires encrypted messages".into()));
-        }
-        if ctx.security.mic.is_none() {
-            // Not reached (the outermost layer sets a MIC); the content MIC is the safe answer.
-            ctx.security.mic = Some(mic::content_mic(&entity, unsigned_mic_alg(&ctx), &cx.limits.mime));
-        }
-        let docs = match unwrap::documents(&entity, &cx.limits.mime) {
-            Ok(d) => d,
-            Err(e) => return fail(ctx, &e),
-        };
-        let key = format!("dup:{}:{}:{}", ctx.request.as2_to, ctx.request.as2_from, ctx.request.message_id);
-        match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)? {
-            Claim::Duplicate { first } => {
-                tracing::info!(message = "Duplicate message; not delivered again.", id = %ctx.id, first = %first, message_id = %ctx.request.message_id);
-                return Ok(vec![Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude {
-                    ctx,
-                    disposition: Disposition::Warning(Disposition::DUPLICATE.into()),
-                    reason: Some(format!("duplicate of reception {first}")),
-                }))?]);
-            }
-            Claim::New | Claim::Own => {}
-        }
-        let bare = ctx.request.bare_message_id().to_string();
-        let n = docs.len();
-        let mut payloads = Vec::with_capacity(n);
-        for (i, d) in docs.into_iter().enumerate() {
-            let filename = d.filename.clone().unwrap_or_else(|| default_filename(&bare, i, n, &d.content_type));
-            let data = cx.blob(&ctx, &format!("doc{i}"), d.data).await?;
-            payloads.push(Payload { filename, content_type: d.content_type, data });
-        }
-        Ok(vec![
-            Out::send(queues::DELIVERER, &Deliver { ctx: ctx.clone(), payloads })?,
-            Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude { ctx, disposition: Disposition::Processed, reason: None }))?,
-        ])
+/// No layer is left: policy, duplicates, the documents to the Deliverer, the outcome to the
+/// MdnSender.
+async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<Vec<Out>, ActorError> {
+    let Some(partner) = cx.directory.partner(&ctx.request.as2_to, &ctx.request.as2_from) else {
+        return fail(ctx, &ProcessingError::Unexpected("partner no longer configured".into()));
+    };
+    let policy = &partner.policy;
+    if policy.require_signed && ctx.security.signer.is_none() {
+        return fail(ctx, &ProcessingError::InsufficientSecurity("the partner agreement requires signed messages".into()));
     }
+    if policy.require_encrypted && !ctx.security.encrypted {
+        return fail(ctx, &ProcessingError::InsufficientSecurity("the partner agreement requires encrypted messages".into()));
+    }
+    if ctx.security.mic.is_none() {
+        // Not reached (the outermost layer sets a MIC); the content MIC is the safe answer.
+        ctx.security.mic = Some(mic::content_mic(&entity, unsigned_mic_alg(&ctx), &cx.limits.mime));
+    }
+    let docs = match unwrap::documents(&entity, &cx.limits.mime) {
+        Ok(d) => d,
+        Err(e) => return fail(ctx, &e),
+    };
+    let key = format!("dup:{}:{}:{}", ctx.request.as2_to, ctx.request.as2_from, ctx.request.message_id);
+    match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)? {
+        Claim::Duplicate { first } => {
+            tracing::info!(message = "Duplicate message; not delivered again.", id = %ctx.id, first = %first, message_id = %ctx.request.message_id);
+            return Ok(vec![Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude {
+                ctx,
+                disposition: Disposition::Warning(Disposition::DUPLICATE.into()),
+                reason: Some(format!("duplicate of reception {first}")),
+            }))?]);
+        }
+        Claim::New | Claim::Own => {}
+    }
+    let bare = ctx.request.bare_message_id().to_string();
+    let n = docs.len();
+    let mut payloads = Vec::with_capacity(n);
+    for (i, d) in docs.into_iter().enumerate() {
+        let filename = d.filename.clone().unwrap_or_else(|| default_filename(&bare, i, n, &d.content_type));
+        let data = cx.blob(&ctx, &format!("doc{i}"), d.data).await?;
+        payloads.push(Payload { filename, content_type: d.content_type, data });
+    }
+    Ok(vec![
+        Out::send(queues::DELIVERER, &Deliver { ctx: ctx.clone(), payloads })?,
+        Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude { ctx, disposition: Disposition::Processed, reason: None }))?,
+    ])
 }
 
 /// A file name for a document that came without one: from the Message-ID, made safe.
@@ -98,55 +105,67 @@ impl Actor for MimeUnwrapper {
     type Input = Unwrap;
 
     async fn handle(&self, cx: &NodeContext, input: Unwrap) -> Result<Vec<Out>, ActorError> {
-        let Unwrap { mut ctx, entity } = input;
+        let Unwrap { ctx, entity } = input;
         crate::describe(&ctx);
-        let mut bytes = cx.load(&entity).await?;
-        let mut blob = Some(entity);
-        loop {
-            if ctx.security.depth > cx.limits.max_depth {
-                return fail(ctx, &ProcessingError::Unexpected(format!("more than {} nested layers", cx.limits.max_depth)));
-            }
-            let step = match unwrap::classify(&bytes, &cx.limits.mime) {
-                Ok(s) => s,
-                Err(e) => return fail(ctx, &e),
-            };
-            let current = match blob.take() {
-                Some(b) => b,
-                None => cx.blob(&ctx, &format!("layer{}", ctx.security.depth), bytes.clone()).await?,
-            };
-            match step {
-                Step::Decrypt => return Ok(vec![Out::send(queues::DECRYPTOR, &Decrypt { ctx, entity: current })?]),
-                Step::Verify => return Ok(vec![Out::send(queues::VERIFIER, &Verify { ctx, entity: current })?]),
-                Step::Decompress => {
-                    let (max, limits) = (cx.limits.max_decompressed, cx.limits.mime);
-                    // Compressed first, not encrypted: an unsigned message's MIC is over the
-                    // compressed data as received.
-                    let mic_alg = ctx.security.unsigned_mic_due().then(|| unsigned_mic_alg(&ctx));
-                    let (opened, mic) = cx.cpu.run(move || (unwrap::decompress(&bytes, max, &limits), mic_alg.map(|a| mic::content_mic(&bytes, a, &limits)))).await?;
-                    if mic.is_some() {
-                        ctx.security.mic = mic;
-                    }
-                    bytes = match opened {
-                        Ok(b) => b,
-                        Err(e) => return fail(ctx, &e),
-                    };
-                    ctx.security.compressed = true;
-                    ctx.security.depth += 1;
-                }
-                Step::Payload => {
-                    drop(current);
-                    if ctx.security.unsigned_mic_due() {
-                        // Neither encrypted nor signed: the MIC is over the content.
-                        ctx.security.mic = Some(mic::content_mic(&bytes, unsigned_mic_alg(&ctx), &cx.limits.mime));
-                    }
-                    return self.finish(cx, ctx, bytes).await;
-                }
-            }
-        }
+        let bytes = cx.load(&entity).await?;
+        route(cx, ctx, bytes, Some(entity)).await
     }
 }
 
-/// Re-enter the unwrapper with the next entity.
-pub fn next(ctx: Inbound, entity: Blob) -> Result<Out, ActorError> {
-    Out::send(queues::MIME_UNWRAPPER, &Unwrap { ctx, entity })
+/// The stage for an entity whose layer `step` says what it is, with the entity as its input.
+pub fn hand_off(ctx: Inbound, entity: Blob, step: &Step) -> Result<Out, ActorError> {
+    match step {
+        Step::Decrypt => Out::send(queues::DECRYPTOR, &Decrypt { ctx, entity }),
+        Step::Verify => Out::send(queues::VERIFIER, &Verify { ctx, entity }),
+        Step::Decompress | Step::Payload => Out::send(queues::MIME_UNWRAPPER, &Unwrap { ctx, entity }),
+    }
+}
+
+/// Open what can be opened here (compression) and hand the entity to the stage of its next
+/// layer, or conclude the message when no layer is left. `blob` is where `bytes` is stored
+/// already, if it is.
+pub async fn route(cx: &NodeContext, mut ctx: Inbound, mut bytes: Vec<u8>, mut blob: Option<Blob>) -> Result<Vec<Out>, ActorError> {
+    loop {
+        if ctx.security.depth > cx.limits.max_depth {
+            return fail(ctx, &ProcessingError::Unexpected(format!("more than {} nested layers", cx.limits.max_depth)));
+        }
+        let step = match unwrap::classify(&bytes, &cx.limits.mime) {
+            Ok(s) => s,
+            Err(e) => return fail(ctx, &e),
+        };
+        match step {
+            Step::Decrypt | Step::Verify => {
+                // Stored only now, when another stage takes it (inline when small).
+                let current = match blob.take() {
+                    Some(b) => b,
+                    None => cx.blob(&ctx, &format!("layer{}", ctx.security.depth), bytes).await?,
+                };
+                return Ok(vec![hand_off(ctx, current, &step)?]);
+            }
+            Step::Decompress => {
+                blob = None;
+                let (max, limits) = (cx.limits.max_decompressed, cx.limits.mime);
+                // Compressed first, not encrypted: an unsigned message's MIC is over the
+                // compressed data as received.
+                let mic_alg = ctx.security.unsigned_mic_due().then(|| unsigned_mic_alg(&ctx));
+                let (opened, mic) = cx.cpu.run(move || (unwrap::decompress(&bytes, max, &limits), mic_alg.map(|a| mic::content_mic(&bytes, a, &limits)))).await?;
+                if mic.is_some() {
+                    ctx.security.mic = mic;
+                }
+                bytes = match opened {
+                    Ok(b) => b,
+                    Err(e) => return fail(ctx, &e),
+                };
+                ctx.security.compressed = true;
+                ctx.security.depth += 1;
+            }
+            Step::Payload => {
+                if ctx.security.unsigned_mic_due() {
+                    // Neither encrypted nor signed: the MIC is over the content.
+                    ctx.security.mic = Some(mic::content_mic(&bytes, unsigned_mic_alg(&ctx), &cx.limits.mime));
+                }
+                return finish(cx, ctx, bytes).await;
+            }
+        }
+    }
 }

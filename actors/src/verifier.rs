@@ -1,8 +1,9 @@
 //! Verifier: checks a signature against the partner's configured certificates (never against a
 //! certificate that merely travels inside the message), enforces accepted digests, records the
-//! MIC over the signed content as received, and sends the content back to the MimeUnwrapper.
+//! MIC over the signed content as received, and hands the content to the stage of its next
+//! layer ([`crate::mime_unwrapper::route`]).
 
-use crate::mime_unwrapper::{fail, next, requested_mic_alg};
+use crate::mime_unwrapper::{fail, route, requested_mic_alg};
 use crate::{queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::Verify;
 use edinode_proto::error::ProcessingError;
@@ -35,9 +36,10 @@ impl Actor for Verifier {
                 }
                 ctx.security.signed_by(v.signer_thumbprint.clone(), v.mic.clone());
                 ctx.security.depth += 1;
-                let blob = cx.blob(&ctx, &format!("layer{}", ctx.security.depth), v.inner).await?;
-                cx.status(&ctx.id, "verified", &format!("signer {} by {}", v.signer_thumbprint, cx.node_id)).await;
-                Ok(vec![next(ctx, blob)?])
+                let status = Out::Status { id: ctx.id.clone(), status: "verified", detail: format!("signer {} by {}", v.signer_thumbprint, cx.node_id) };
+                let mut outs = route(cx, ctx, v.inner, None).await?;
+                outs.push(status);
+                Ok(outs)
             }
             Err(e) => fail(ctx, &e),
         }

@@ -96,10 +96,18 @@ impl LocalState {
     }
 
     fn append(&self, v: serde_json::Value) -> Result<(), String> {
+        self.append_all(&[v])
+    }
+
+    /// Several entries in one write (and one sync).
+    fn append_all(&self, vs: &[serde_json::Value]) -> Result<(), String> {
         let mut f = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let mut line = v.to_string();
-        line.push('\n');
-        f.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+        let mut lines = String::new();
+        for v in vs {
+            lines.push_str(&v.to_string());
+            lines.push('\n');
+        }
+        f.write_all(lines.as_bytes()).map_err(|e| e.to_string())?;
         if self.fsync {
             f.sync_data().map_err(|e| e.to_string())?;
         }
@@ -123,6 +131,31 @@ impl StateStore for LocalState {
             apply_status(e, status, at);
         }
         self.append(serde_json::json!({"t": "s", "id": id, "at": at, "status": status, "detail": detail}))
+    }
+
+    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, u64)>) -> Result<(), String> {
+        let at = crate::storage::now_ms();
+        let mut entries = Vec::with_capacity(records.len() + 1);
+        {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            for r in records {
+                g.status.entry(r.id.clone()).or_default().push((at, r.status.clone(), r.detail.clone()));
+                apply_status(g.summaries.entry(r.id.clone()).or_default(), &r.status, at);
+                entries.push(serde_json::json!({"t": "s", "id": r.id, "at": at, "status": r.status, "detail": r.detail}));
+            }
+            if let Some((key, ttl)) = done {
+                let live = g.keys.get(key).is_some_and(|(_, e)| *e > at);
+                if !live {
+                    let exp = at + (ttl as i64) * 1000;
+                    g.keys.insert(key.to_string(), ("1".to_string(), exp));
+                    entries.push(serde_json::json!({"t": "k", "k": key, "v": "1", "exp": exp}));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.append_all(&entries)
     }
 
     async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String> {
@@ -199,5 +232,23 @@ impl StateStore for LocalState {
     async fn unschedule(&self, set: &str, member: &str) -> Result<(), String> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).schedules.entry(set.to_string()).or_default().remove(member);
         self.append(serde_json::json!({"t": "z", "set": set, "m": member, "at": null}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn settle_writes_records_and_marker_in_one_append_that_a_restart_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.log");
+        let st = LocalState::open(&path, true).unwrap();
+        crate::storage::check_settle(&st, "l").await;
+        drop(st);
+        let again = LocalState::open(&path, true).unwrap();
+        assert_eq!(again.get("done:l").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(again.history("l-m2").await.unwrap().len(), 2);
+        assert_eq!(again.summary("l-m1").await.unwrap().unwrap().get("status").map(String::as_str), Some("delivered"));
     }
 }

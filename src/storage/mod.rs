@@ -164,3 +164,25 @@ pub(crate) fn check_key(key: &str) -> Result<(), String> {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// What every state store's [`edinode_actors::StateStore::settle`] must do: records land with
+/// the status rank rules of `record`, and the "handled" marker is set once.
+#[cfg(test)]
+pub(crate) async fn check_settle(store: &dyn edinode_actors::StateStore, tag: &str) {
+    use edinode_actors::StatusRecord;
+    let (m1, m2, done) = (format!("{tag}-m1"), format!("{tag}-m2"), format!("done:{tag}"));
+    let rec = |id: &str, status: &str| StatusRecord { id: id.to_string(), status: status.to_string(), detail: format!("{status} detail") };
+    store.record(&m1, "delivered", "first").await.unwrap();
+    store.settle(&[rec(&m1, "processed"), rec(&m2, "decrypted"), rec(&m2, "delivered")], Some((&done, 60))).await.unwrap();
+    let s1 = store.summary(&m1).await.unwrap().unwrap();
+    assert_eq!(s1.get("status").map(String::as_str), Some("delivered"), "a lower rank does not move the summary back");
+    assert_eq!(store.history(&m1).await.unwrap().len(), 2);
+    let h2: Vec<String> = store.history(&m2).await.unwrap().into_iter().map(|(_, s, _)| s).collect();
+    assert_eq!(h2, ["decrypted", "delivered"], "records in order");
+    assert_eq!(store.summary(&m2).await.unwrap().unwrap().get("status").map(String::as_str), Some("delivered"));
+    assert_eq!(store.get(&done).await.unwrap().as_deref(), Some("1"));
+    // Only the marker, already set: nothing changes.
+    store.settle(&[], Some((&done, 60))).await.unwrap();
+    assert_eq!(store.get(&done).await.unwrap().as_deref(), Some("1"));
+    assert_eq!(store.history(&m2).await.unwrap().len(), 2);
+}

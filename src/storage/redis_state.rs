@@ -23,6 +23,32 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 return 1
 "#;
 
+/// A stage's records and its "handled" marker in one call: each record as [`RECORD_STATUS`]
+/// does, then `SET done 1 NX EX ttl`.
+/// KEYS: done key (or none), then per record its history list and summary hash.
+/// ARGV: done?, done ttl, now, ttl, then per record: entry, status, rank.
+const SETTLE: &str = r#"
+local n = (#KEYS - tonumber(ARGV[1])) / 2
+for i = 0, n - 1 do
+  local hist, summary = KEYS[1 + i * 2], KEYS[2 + i * 2]
+  local entry, status, rank = ARGV[5 + i * 3], ARGV[6 + i * 3], tonumber(ARGV[7 + i * 3])
+  redis.call('RPUSH', hist, entry)
+  redis.call('EXPIRE', hist, ARGV[4])
+  redis.call('HSET', summary, 'updated_at', ARGV[3])
+  if rank >= 0 then
+    local current = tonumber(redis.call('HGET', summary, 'rank') or '-1')
+    if rank >= current then
+      redis.call('HSET', summary, 'status', status, 'rank', rank)
+    end
+  end
+  redis.call('EXPIRE', summary, ARGV[4])
+end
+if ARGV[1] == '1' then
+  redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[2])
+end
+return 1
+"#;
+
 pub struct RedisState {
     conn: redis::aio::ConnectionManager,
     prefix: String,
@@ -89,6 +115,26 @@ impl StateStore for RedisState {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, u64)>) -> Result<(), String> {
+        if records.is_empty() && done.is_none() {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let now = crate::storage::now_ms();
+        let script = redis::Script::new(SETTLE);
+        let mut inv = script.prepare_invoke();
+        inv.arg(if done.is_some() { "1" } else { "0" }).arg(done.map(|(_, ttl)| ttl.max(1)).unwrap_or(1)).arg(now).arg(STATUS_TTL_SECS);
+        for r in records {
+            inv.key(self.key(&format!("status:{}", r.id))).key(self.key(&format!("msg:{}", r.id)));
+            let entry = serde_json::json!({"at": now, "status": r.status, "detail": r.detail}).to_string();
+            inv.arg(entry).arg(&r.status).arg(edinode_actors::lifecycle_rank(&r.status).map(i64::from).unwrap_or(-1));
+        }
+        if let Some((key, _)) = done {
+            inv.key(self.key(key));
+        }
+        inv.invoke_async::<i64>(&mut c).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String> {
@@ -204,6 +250,17 @@ impl StateStore for RedisState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stage's statuses and its marker in one script: the same rules as one record at a time.
+    #[tokio::test]
+    async fn settle_records_and_marks_done_in_one_script() {
+        let prefix = format!("edinode-settle-{}:", uuid::Uuid::new_v4().simple());
+        let a = RedisState::connect("redis://127.0.0.1:6379/", &prefix).await.unwrap();
+        crate::storage::check_settle(&a, "r").await;
+        let mut c = a.conn.clone();
+        let keys: Vec<String> = c.keys(format!("{prefix}*")).await.unwrap();
+        let _: () = c.del(keys).await.unwrap();
+    }
 
     /// Two processes (two connections) record the statuses of the same messages at once, in
     /// either order: the summary always ends at the highest-ranked status.
