@@ -26,24 +26,28 @@ impl RetryPolicy {
     }
 }
 
-/// Publish a handler's outputs, carrying the current span's trace context.
+/// Publish a handler's outputs, carrying the current span's trace context. They go out at
+/// once and their publisher confirms are awaited together (the outputs of one input are
+/// independent of each other: different queues, consumers that do not wait on one another).
 pub async fn publish_outs(t: &dyn Transport, outs: Vec<Out>) -> anyhow::Result<()> {
     let trace = crate::telemetry::inject(&tracing::Span::current());
-    for o in outs {
+    let trace = &trace;
+    let sends = outs.into_iter().map(|o| async move {
         match o {
-            Out::Send { queue, body } => t.publish(Publish { queue, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }).await?,
-            Out::SendLater { queue, body, delay } => t.publish_delayed(Publish { queue, body: &body, attempt: 0, reason: None, origin: None, trace: &trace }, delay).await?,
+            Out::Send { queue, body } => t.publish(Publish { queue, body: &body, attempt: 0, reason: None, origin: None, trace }).await,
+            Out::SendLater { queue, body, delay } => t.publish_delayed(Publish { queue, body: &body, attempt: 0, reason: None, origin: None, trace }, delay).await,
             Out::Reply { queue, body } => {
                 if let Err(error) = t.reply(&queue, &body).await {
                     tracing::warn!(message = "Failed to route a synchronous reply.", %error, queue);
                 }
+                Ok(())
             }
-            Out::Publish { exchange, routing_key, message_id, headers, body } => t.publish_exchange(exchange, &routing_key, &message_id, &headers, &body).await?,
+            Out::Publish { exchange, routing_key, message_id, headers, body } => t.publish_exchange(exchange, &routing_key, &message_id, &headers, &body).await,
             Out::Dead { reason } => anyhow::bail!("dead-lettering needs the input ({reason})"),
             Out::DropBlobs { .. } | Out::Status { .. } => anyhow::bail!("dropping blobs and settling statuses need a stage's runner"),
         }
-    }
-    Ok(())
+    });
+    futures::future::try_join_all(sends).await.map(|_| ())
 }
 
 /// Publish a handler's outputs; an [`Out::Dead`] moves the input itself to the dead-letter queue.

@@ -449,7 +449,7 @@ pub async fn expire_mdn_deadlines(cx: &NodeContext) -> Result<Vec<Out>, String> 
 pub async fn submit(cx: &NodeContext, s: &Send) -> Result<Out, ActorError> {
     let body = envelope::encode(s).map_err(ActorError::Permanent)?;
     cx.blobs.put(&send_key(&s.id), &body).await.map_err(ActorError::Transient)?;
-    cx.annotate(
+    cx.annotate_and_status(
         &s.id,
         &[
             ("direction", "outbound".to_string()),
@@ -460,8 +460,9 @@ pub async fn submit(cx: &NodeContext, s: &Send) -> Result<Out, ActorError> {
             ("received_at", s.created_at_ms.to_string()),
             ("size", s.documents.iter().map(|d| d.data.len()).sum::<u64>().to_string()),
         ],
+        "queued",
+        &format!("from {}", s.source),
     )
     .await;
-    cx.status(&s.id, "queued", &format!("from {}", s.source)).await;
     Ok(Out::Send { queue: queues::AS2_SENDER, body })
 }

@@ -232,7 +232,7 @@ pub async fn accept(cx: &NodeContext, ident: Identified, headers: &[Header], bod
             Blob::Stored { key, len: entity_len }
         }
     };
-    cx.annotate(
+    cx.annotate_and_status(
         &id,
         &[
             ("direction", "inbound".to_string()),
@@ -242,9 +242,10 @@ pub async fn accept(cx: &NodeContext, ident: Identified, headers: &[Header], bod
             ("size", body_len.to_string()),
             ("received_at", now_ms.to_string()),
         ],
+        "received",
+        &format!("{} bytes from {}", body_len, ctx.request.as2_from),
     )
     .await;
-    cx.status(&id, "received", &format!("{} bytes from {}", body_len, ctx.request.as2_from)).await;
     crate::describe(&ctx);
     let message_id = ctx.request.message_id.clone();
     // A first entity in the request says in its head what it is: straight to its stage.

@@ -333,6 +333,12 @@ pub trait StateStore: Send + Sync {
     }
     /// Message ids received in [since, until] (unix ms), newest first, at most `limit`.
     async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, String>;
+    /// [`StateStore::annotate`] and then [`StateStore::record`], in one round trip (or one log
+    /// write) where the store can.
+    async fn annotate_and_record(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) -> Result<(), String> {
+        self.annotate(id, fields).await?;
+        self.record(id, status, detail).await
+    }
     /// What a stage leaves when it is done with an input: status records, then `done` (a key
     /// set to "1" if absent, with its TTL). One round trip (or one log write) where the store
     /// can; the records land before the key.
@@ -439,6 +445,21 @@ impl NodeContext {
         }
         self.metrics.state_write_failures.with_label_values(&["summary"]).inc();
         tracing::warn!(message = "Failed to record message summary.", error = last.unwrap_or_default(), id);
+    }
+
+    /// Add summary fields and record a status together; retried briefly, then logged and
+    /// counted (never failing the stage).
+    pub async fn annotate_and_status(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) {
+        let mut last = None;
+        for wait in TRACKING_RETRIES {
+            match self.state.annotate_and_record(id, fields, status, detail).await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        self.metrics.state_write_failures.with_label_values(&["status"]).inc();
+        tracing::warn!(message = "Failed to record message summary and status.", error = last.unwrap_or_default(), id, status);
     }
 
     /// Record a status; retried briefly, then logged and counted (never failing the stage).

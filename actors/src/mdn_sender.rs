@@ -96,10 +96,9 @@ impl Actor for MdnSender {
                     edinode_proto::error::Disposition::Warning(m) | edinode_proto::error::Disposition::Error(m) | edinode_proto::error::Disposition::Failed(m) => m.clone(),
                 };
                 cx.metrics.messages.with_label_values(&["inbound", &c.ctx.station, &c.ctx.partner, &outcome]).inc();
-                cx.annotate(&c.ctx.id, &[("disposition", c.disposition.field_value()), ("reason", c.reason.clone().unwrap_or_default())]).await;
                 let status = if c.disposition.is_positive() { "processed" } else { "failed" };
                 let detail = c.reason.clone().unwrap_or_else(|| c.disposition.field_value());
-                cx.status(&c.ctx.id, status, &detail).await;
+                cx.annotate_and_status(&c.ctx.id, &[("disposition", c.disposition.field_value()), ("reason", c.reason.clone().unwrap_or_default())], status, &detail).await;
                 let cx2 = cx.clone();
                 let c2 = c.clone();
                 let built = cx.cpu.run(move || MdnSender::build(&cx2, &c2)).await??;

@@ -99,6 +99,18 @@ impl LocalState {
         self.append_all(&[v])
     }
 
+    /// Set summary fields in memory; returns the log entry that replays it.
+    fn apply_fields(&self, id: &str, fields: &[(&str, String)]) -> serde_json::Value {
+        let mut obj = serde_json::Map::new();
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let e = g.summaries.entry(id.to_string()).or_default();
+        for (k, v) in fields {
+            e.insert(k.to_string(), v.clone());
+            obj.insert(k.to_string(), serde_json::Value::String(v.clone()));
+        }
+        serde_json::json!({"t": "m", "id": id, "f": obj})
+    }
+
     /// Several entries in one write (and one sync).
     fn append_all(&self, vs: &[serde_json::Value]) -> Result<(), String> {
         let mut f = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,16 +191,19 @@ impl StateStore for LocalState {
     }
 
     async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String> {
-        let mut obj = serde_json::Map::new();
+        let entry = self.apply_fields(id, fields);
+        self.append(entry)
+    }
+
+    async fn annotate_and_record(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) -> Result<(), String> {
+        let fields = self.apply_fields(id, fields);
+        let at = crate::storage::now_ms();
         {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            let e = g.summaries.entry(id.to_string()).or_default();
-            for (k, v) in fields {
-                e.insert(k.to_string(), v.clone());
-                obj.insert(k.to_string(), serde_json::Value::String(v.clone()));
-            }
+            g.status.entry(id.to_string()).or_default().push((at, status.to_string(), detail.to_string()));
+            apply_status(g.summaries.entry(id.to_string()).or_default(), status, at);
         }
-        self.append(serde_json::json!({"t": "m", "id": id, "f": obj}))
+        self.append_all(&[fields, serde_json::json!({"t": "s", "id": id, "at": at, "status": status, "detail": detail})])
     }
 
     async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, String> {

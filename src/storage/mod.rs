@@ -181,6 +181,12 @@ pub(crate) async fn check_settle(store: &dyn edinode_actors::StateStore, tag: &s
     assert_eq!(h2, ["decrypted", "delivered"], "records in order");
     assert_eq!(store.summary(&m2).await.unwrap().unwrap().get("status").map(String::as_str), Some("delivered"));
     assert_eq!(store.get(&done).await.unwrap().as_deref(), Some("1"));
+    // Summary fields and a first status together.
+    let m3 = format!("{tag}-m3");
+    store.annotate_and_record(&m3, &[("direction", "inbound".into()), ("received_at", "1700000000000".into())], "received", "10 bytes").await.unwrap();
+    let s3 = store.summary(&m3).await.unwrap().unwrap();
+    assert_eq!((s3.get("direction").map(String::as_str), s3.get("status").map(String::as_str)), (Some("inbound"), Some("received")));
+    assert!(store.list(1_699_999_999_000, 1_700_000_001_000, 10).await.unwrap().contains(&m3), "in the time index");
     // Only the marker, already set: nothing changes.
     store.settle(&[], Some((&done, 60))).await.unwrap();
     assert_eq!(store.get(&done).await.unwrap().as_deref(), Some("1"));

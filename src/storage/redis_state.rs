@@ -89,6 +89,20 @@ impl RedisState {
         format!("{}{}", self.prefix, k)
     }
 
+    /// Summary fields of a message (and its place in the time index) as pipeline commands.
+    fn annotate_pipe(&self, id: &str, fields: &[(&str, String)]) -> redis::Pipeline {
+        let k = self.key(&format!("msg:{id}"));
+        let mut p = redis::pipe();
+        for (f, v) in fields {
+            p.hset(&k, *f, v).ignore();
+            if *f == "received_at" {
+                p.zadd(self.key("index"), id, v.parse::<i64>().unwrap_or(0)).ignore();
+            }
+        }
+        p.expire(&k, STATUS_TTL_SECS).ignore();
+        p
+    }
+
 }
 
 #[async_trait::async_trait]
@@ -187,15 +201,17 @@ impl StateStore for RedisState {
 
     async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String> {
         let mut c = self.conn.clone();
-        let k = self.key(&format!("msg:{id}"));
-        let mut p = redis::pipe();
-        for (f, v) in fields {
-            p.hset(&k, *f, v);
-            if *f == "received_at" {
-                p.zadd(self.key("index"), id, v.parse::<i64>().unwrap_or(0));
-            }
-        }
-        p.expire(&k, STATUS_TTL_SECS);
+        self.annotate_pipe(id, fields).query_async::<()>(&mut c).await.map_err(|e| e.to_string())
+    }
+
+    async fn annotate_and_record(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) -> Result<(), String> {
+        let mut c = self.conn.clone();
+        let now = crate::storage::now_ms();
+        let entry = serde_json::json!({"at": now, "status": status, "detail": detail}).to_string();
+        let rank = edinode_actors::lifecycle_rank(status).map(i64::from).unwrap_or(-1);
+        let mut p = self.annotate_pipe(id, fields);
+        // EVAL with the source (a few hundred bytes): no NOSCRIPT round trip inside a pipeline.
+        p.cmd("EVAL").arg(RECORD_STATUS).arg(2).arg(self.key(&format!("status:{id}"))).arg(self.key(&format!("msg:{id}"))).arg(entry).arg(status).arg(rank).arg(now).arg(STATUS_TTL_SECS).ignore();
         p.query_async::<()>(&mut c).await.map_err(|e| e.to_string())
     }
 
