@@ -312,11 +312,9 @@ pub fn start_node(bin: &Path, config: &Path, dir: &Path) -> Result<Node, String>
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    if !sent {
-                        if let Some(u) = line.trim().strip_prefix("edinode listening on ") {
-                            let _ = tx.send(u.to_string());
-                            sent = true;
-                        }
+                    if !sent && let Some(u) = line.trim().strip_prefix("edinode listening on ") {
+                        let _ = tx.send(u.to_string());
+                        sent = true;
                     }
                 }
             }
@@ -349,13 +347,13 @@ pub fn describe_fs(path: &Path) -> String {
     let mut kind = fstype.clone();
     if fstype == "ext4" {
         let name = dev.rsplit('/').next().unwrap_or("");
-        if let Ok(j) = std::fs::read_to_string(format!("/sys/fs/ext4/{name}/journal_task")) {
-            if j.trim() == "<none>" {
-                // Without a journal, ext4 skips inodes freed recently (their inode-table block
-                // still cached) on every create: file churn gets slower the more files were
-                // deleted in the last hours.
-                kind = "ext4 without journal".into();
-            }
+        if let Ok(j) = std::fs::read_to_string(format!("/sys/fs/ext4/{name}/journal_task"))
+            && j.trim() == "<none>"
+        {
+            // Without a journal, ext4 skips inodes freed recently (their inode-table block
+            // still cached) on every create: file churn gets slower the more files were
+            // deleted in the last hours.
+            kind = "ext4 without journal".into();
         }
     }
     format!("{kind} ({dev} at {mnt})")
@@ -366,10 +364,10 @@ pub fn locate_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     // Cargo builds the package's binaries for benches and tells us where (same profile).
-    if let Some(p) = option_env!("CARGO_BIN_EXE_edinode") {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_edinode")
+        && Path::new(p).exists()
+    {
+        return PathBuf::from(p);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
