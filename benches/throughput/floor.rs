@@ -3,7 +3,7 @@
 //!   MDN cannot do without (decrypt the content-encryption key, sign the MDN), per-iteration
 //!   thread CPU time, median of many iterations;
 //! - proto: the edinode_proto steps for the same message (MIME classification, decrypt,
-//!   verify, signed MDN), mean wall time.
+//!   verify, signed MDN), median thread CPU time.
 
 use crate::common::*;
 use edinode_proto::alg::DigestAlg;
@@ -11,20 +11,24 @@ use edinode_proto::cms::SignOptions;
 use openssl::hash::MessageDigest;
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct StepCost {
     pub name: &'static str,
     pub ms: f64,
 }
 
+/// Median thread CPU time of `f` over `iters` calls (after one to warm up), in ms.
 pub fn time_op(iters: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let t = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    t.elapsed().as_secs_f64() * 1000.0 / iters as f64
+    let mut times: Vec<Duration> = (0..iters.max(1))
+        .map(|_| {
+            let t0 = thread_cpu();
+            f();
+            thread_cpu() - t0
+        })
+        .collect();
+    median_ms(&mut times)
 }
 
 pub fn proto_costs(keys: &Keys, msg: &As2Message) -> Vec<StepCost> {
@@ -160,7 +164,7 @@ pub fn print(costs: &[StepCost], rsa: Option<&RsaFloor>) {
     if !costs.is_empty() {
         let sum: f64 = costs.iter().filter(|c| !c.name.contains("reference")).map(|c| c.ms).sum();
         println!();
-        println!("Protocol work alone for the same message (edinode_proto, one thread in the bench process, no IO, mean wall time):");
+        println!("Protocol work alone for the same message (edinode_proto, one thread in the bench process, no IO, median thread CPU time of 300 calls):");
         println!();
         println!("| Step | CPU ms |");
         println!("|---|---:|");
