@@ -255,7 +255,7 @@ pub fn print(cx: &Ctx, rows: &[Row], floor: Option<&RsaFloor>) {
     let (dn, dw) = counts(cx, Mode::Django);
     println!();
     println!(
-        "Receiving: {} B X12 payload ({} B body), {SECURITY}; {} concurrent senders, one load generator for every receiver; per run {w} warm-up + {n} measured messages for edinode, {dw} + {dn} for django-pyas2 (it is about 20x slower: fewer messages keep its runs short); runs of the receivers alternate; each row is the median run by msg/s of {} runs, every run's msg/s listed; `http.workers = 2` for the node, `--workers 2` for gunicorn. Server CPU = the node's process, or gunicorn's master and workers; broker+Redis = beam.smp + redis-server.",
+        "Receiving: {} B X12 payload ({} B body), {SECURITY}; {} concurrent senders, one load generator for every receiver; per run {w} warm-up + {n} measured messages for edinode, {dw} + {dn} for django-pyas2 (fewer: it is an order of magnitude slower, and its runs stay short); runs of the receivers alternate; each row is the median run by msg/s of {} runs, every run's msg/s listed; `http.workers = 2` for the node, `--workers 2` (sync) for gunicorn, django-pyas2 on sqlite in WAL mode with immediate transactions (benches/django/benchsite.py; with Django's sqlite defaults about a fifth of its answers at 16 senders are HTTP 500 \"database is locked\"). Server CPU = the node's process, or gunicorn's master and workers; broker+Redis = beam.smp + redis-server.",
         cx.payload_bytes,
         cx.msg.body.len(),
         cx.s.concurrency,
@@ -288,7 +288,7 @@ pub fn print(cx: &Ctx, rows: &[Row], floor: Option<&RsaFloor>) {
     }
     if let Some(f) = floor {
         println!(
-            "| RSA floor (2 RSA-2048 private ops, 1 thread, median of {}) | {:.0} per CPU | - | - | {:.3} | 1.0x | - | - | - | - | - |",
+            "| RSA floor (2 RSA-2048 private ops, 1 thread, median of {}) | at most {:.0} per CPU | - | - | {:.3} | 1.0x | - | - | - | - | - |",
             f.iters,
             1000.0 / f.ms,
             f.ms
