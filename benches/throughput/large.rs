@@ -1,0 +1,124 @@
+//! One large message (large mode): 100 MiB of random bytes, signed + encrypted like the others,
+//! through an embedded node, for the node's peak RSS.
+
+use crate::common::*;
+use crate::load::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub struct LargeResult {
+    pub payload_mib: f64,
+    pub body_mib: f64,
+    pub secs: f64,
+    pub hwm_mib: f64,
+    pub base_mib: f64,
+    pub node_cpu_s: f64,
+    pub problem: Option<String>,
+}
+
+pub fn run_large(cx: &Ctx, mib: usize) -> Result<LargeResult, String> {
+    let (rt, bin, keys, tck) = (&cx.rt, &cx.bin, &cx.keys, cx.s.tck);
+    let t = Instant::now();
+    let mut payload = vec![0u8; mib * 1024 * 1024];
+    for chunk in payload.chunks_mut(1 << 20) {
+        openssl::rand::rand_bytes(chunk).map_err(|e| e.to_string())?;
+    }
+    let msg = build_message(payload, keys);
+    eprintln!("  built the {mib} MiB message ({} bytes on the wire) in {:.1} s", msg.body.len(), t.elapsed().as_secs_f64());
+    let dir = tempfile::Builder::new().prefix("edinode-bench-large-").tempdir().map_err(|e| e.to_string())?;
+    let config = write_config(dir.path(), keys, None, 600);
+    let mut node = start_node(bin, &config, dir.path())?;
+    let pid = node.pid();
+    let base = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let n0 = cpu_ticks(&pid.to_string()).unwrap_or(0);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(900)).build().map_err(|e| e.to_string())?;
+    let url = format!("{}/as2", node.url);
+    let t0 = Instant::now();
+    // VmRSS every 10 ms, to see when the peak happens.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(kib) = status_kib(pid, "VmRSS:") {
+                    samples.push((t0.elapsed().as_secs_f64(), kib));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        })
+    };
+    let tag = format!("large-{:08x}", rand_u32());
+    let phase = rt.block_on(load(&client, &url, &msg, 1, 1, Duration::from_secs(900), &tag));
+    let problem = phase.failures.samples.into_iter().next();
+    let secs = t0.elapsed().as_secs_f64();
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    if let Some(peak) = samples.iter().max_by_key(|s| s.1) {
+        let step = (secs / 12.0).max(0.05);
+        let mut line = String::new();
+        let mut next = 0.0;
+        for (t, kib) in &samples {
+            if *t >= next {
+                line.push_str(&format!(" {t:.2}s:{}M", kib / 1024));
+                next = t + step;
+            }
+        }
+        eprintln!("  node VmRSS over time (request sent at 0 s, answered at {secs:.2} s):{line}");
+        eprintln!("  sampled peak {} MiB at {:.2} s", peak.1 / 1024, peak.0);
+    }
+    let n1 = cpu_ticks(&pid.to_string()).unwrap_or(0);
+    let ended = node.exit_description();
+    if std::env::var_os("BENCH_NODE_LOG").is_some() {
+        eprintln!("  node log:\n{}", std::fs::read_to_string(&node.log).unwrap_or_default());
+    }
+    let (nbad, bad) = node.log_problems(5);
+    node.kill();
+    let mut problem = problem;
+    if let Some(how) = ended {
+        problem = Some(format!("{} (the node ended: {how}; VmHWM is the last value read)", problem.unwrap_or_default()));
+    }
+    if problem.is_some() && nbad > 0 {
+        eprintln!("    node log: {nbad} WARN/ERROR lines, first: {bad:#?}");
+    }
+    Ok(LargeResult {
+        payload_mib: msg.payload_len as f64 / 1048576.0,
+        body_mib: msg.body.len() as f64 / 1048576.0,
+        secs,
+        hwm_mib: hwm as f64 / 1024.0,
+        base_mib: base as f64 / 1024.0,
+        node_cpu_s: n1.saturating_sub(n0) as f64 / tck,
+        problem,
+    })
+}
+
+pub fn bench(cx: &mut Ctx) -> Option<LargeResult> {
+    let mib = env_usize("BENCH_LARGE_MIB", 100);
+    if mib == 0 {
+        return None;
+    }
+    eprintln!("large message: {mib} MiB, embedded mode");
+    run_large(cx, mib).map_err(|e| cx.fail(format!("large message: {e}"))).ok()
+}
+
+pub fn print(l: &LargeResult) {
+    println!();
+    println!("Large message: one {:.0} MiB random-bytes payload, signed + encrypted as above, signed synchronous MDN, embedded mode.", l.payload_mib);
+    println!();
+    println!("| Payload | Body on the wire | Time s | Node peak RSS (VmHWM) MiB | Peak RSS / payload | Node RSS before MiB | Node CPU s | Result |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| {:.0} MiB | {:.1} MiB | {:.1} | {:.0} | {:.2}x | {:.0} | {:.1} | {} |",
+        l.payload_mib,
+        l.body_mib,
+        l.secs,
+        l.hwm_mib,
+        l.hwm_mib / l.payload_mib,
+        l.base_mib,
+        l.node_cpu_s,
+        l.problem.clone().unwrap_or_else(|| "processed, MIC matches".into())
+    );
+}
