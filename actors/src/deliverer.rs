@@ -11,7 +11,9 @@
 //! marked in the state store with that inbox's identity ([`files::inbox_id`]), so a second
 //! delivery of the same reception on another node (a redelivery, or the same work done twice
 //! at once) writes nothing, or removes the copy it lost the race with.
-//! Temporary files are written under `<inbox>/.edinode-tmp/`, outside the partner folders.
+//! A document is written as an unnamed file in its folder (`O_TMPFILE`) and then linked to its
+//! name; where the file system cannot do that, as a temporary file under `<inbox>/.edinode-tmp/`,
+//! outside the partner folders.
 
 use crate::{files, queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::{Blob, Deliver};
@@ -39,9 +41,7 @@ fn candidates(id: &str, index: usize, filename: &str) -> impl Iterator<Item = St
 /// name. Inline file work: cheaper than the blocking pool for the usual small document.
 async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, filename: &str, data: &[u8]) -> Result<String, ActorError> {
     let tmp_dir = files::inbox_temp_dir(&cx.inbox);
-    std::fs::create_dir_all(&tmp_dir).map_err(|e| ActorError::Transient(format!("create {}: {e}", tmp_dir.display())))?;
-    let tmp = tmp_dir.join(files::temp_name("part-"));
-    files::write_new(&tmp, &[data], cx.fsync).map_err(|e| ActorError::Transient(format!("write {}: {e}", tmp.display())))?;
+    let file = files::Unnamed::write(dir, &tmp_dir, &[data], cx.fsync).map_err(|e| ActorError::Transient(format!("write a file for {}: {e}", dir.display())))?;
     let me = format!("{id}:{index}");
     let owner_key = |name: &str| format!("inboxname:{}:{}", dir.display(), name);
     let result = async {
@@ -55,7 +55,7 @@ async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, f
                 continue;
             }
             let path = dir.join(&name);
-            if files::link_no_clobber(&tmp, &path, cx.fsync).map_err(|e| ActorError::Transient(format!("link {}: {e}", path.display())))? {
+            if file.link(&path, cx.fsync).map_err(|e| ActorError::Transient(format!("link {}: {e}", path.display())))? {
                 return Ok(name);
             }
             // The name is ours in the state store but a file has it: our own earlier attempt
@@ -68,7 +68,7 @@ async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, f
         Err(ActorError::Permanent(format!("no free file name for {filename} in {}", dir.display())))
     }
     .await;
-    let _ = std::fs::remove_file(&tmp);
+    drop(file);
     result
 }
 
@@ -176,7 +176,8 @@ impl Actor for Deliverer {
         if payloads.iter().any(|p| matches!(p.data, Blob::Stored { .. })) || ctx.raw_len > cx.limits.inline_threshold as u64 {
             prefixes.push(format!("work/{}/", ctx.id));
         }
-        outs.push(Out::DropBlobs { prefixes, keys: vec![ctx.raw_key.clone()] });
+        let keys = if ctx.raw.is_some() { Vec::new() } else { vec![ctx.raw_key.clone()] };
+        outs.push(Out::DropBlobs { prefixes, keys });
         Ok(outs)
     }
 }

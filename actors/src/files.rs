@@ -51,6 +51,82 @@ pub fn link_no_clobber(tmp: &Path, path: &Path, fsync: bool) -> std::io::Result<
     }
 }
 
+/// A finished file that has no name yet: an unnamed file in the target directory (Linux
+/// `O_TMPFILE`: nothing to create, rename or remove, nothing left behind by a crash), or a named
+/// temporary file where the file system cannot make unnamed ones. A named one is removed on
+/// drop.
+pub enum Unnamed {
+    Fd(std::fs::File),
+    Named(PathBuf),
+}
+
+impl Unnamed {
+    /// Write `parts` into a new unnamed file for directory `dir` (or a named one in `tmp_dir`).
+    pub fn write(dir: &Path, tmp_dir: &Path, parts: &[&[u8]], fsync: bool) -> std::io::Result<Unnamed> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(0o666).open(dir) {
+                Ok(mut f) => {
+                    for p in parts {
+                        f.write_all(p)?;
+                    }
+                    if fsync {
+                        f.sync_data()?;
+                    }
+                    return Ok(Unnamed::Fd(f));
+                }
+                // Not supported here (EOPNOTSUPP, EISDIR or EINVAL by file system and kernel).
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        std::fs::create_dir_all(tmp_dir)?;
+        let tmp = tmp_dir.join(temp_name("part-"));
+        write_new(&tmp, parts, fsync)?;
+        Ok(Unnamed::Named(tmp))
+    }
+
+    /// Give the file the name `path` only if nothing has that name yet (atomically, as
+    /// [`link_no_clobber`]); the file keeps no other name. Ok(false): the name is taken.
+    pub fn link(&self, path: &Path, fsync: bool) -> std::io::Result<bool> {
+        let linked = match self {
+            Unnamed::Fd(f) => {
+                use std::os::unix::io::AsRawFd;
+                let from = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(std::io::Error::other)?;
+                let to = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+                // SAFETY: two valid NUL-terminated paths; linkat does not keep them.
+                let rc = unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+                if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            }
+            Unnamed::Named(tmp) => std::fs::hard_link(tmp, path),
+        };
+        match linked {
+            Ok(()) => {
+                if let Unnamed::Named(tmp) = self {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                if fsync {
+                    if let Some(d) = path.parent() {
+                        sync_dir(d)?;
+                    }
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Unnamed {
+    fn drop(&mut self) {
+        if let Unnamed::Named(tmp) = self {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
 /// Whether the file at `path` holds exactly `data` (to recognise our own earlier write).
 pub fn same_content(path: &Path, data: &[u8]) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.len() == data.len() as u64) && std::fs::read(path).is_ok_and(|d| d == data)
@@ -100,6 +176,17 @@ pub fn remove_older(dir: &Path, before: std::time::SystemTime) -> std::io::Resul
 /// on first use): equal for every node that shares the directory, different for nodes with
 /// inboxes of their own, whatever the paths are called.
 pub fn inbox_id(inbox: &Path) -> std::io::Result<String> {
+    // Read once per process and inbox: it is asked for every delivered document.
+    static KNOWN: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, id)) = KNOWN.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(p, _)| p == inbox) {
+        return Ok(id.clone());
+    }
+    let id = read_or_make_inbox_id(inbox)?;
+    KNOWN.lock().unwrap_or_else(|p| p.into_inner()).push((inbox.to_path_buf(), id.clone()));
+    Ok(id)
+}
+
+fn read_or_make_inbox_id(inbox: &Path) -> std::io::Result<String> {
     let path = inbox.join(".edinode-inbox-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         if !id.trim().is_empty() {
@@ -121,4 +208,36 @@ pub fn inbox_id(inbox: &Path) -> std::io::Result<String> {
 /// folder that consumers watch.
 pub fn inbox_temp_dir(inbox: &Path) -> PathBuf {
     inbox.join(".edinode-tmp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory under the system's temp dir, removed at the end.
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn an_unnamed_file_gets_one_name_and_never_replaces_one() {
+        let s = Scratch(std::env::temp_dir().join(temp_name("edinode-files-")));
+        let (dir, tmp) = (s.0.join("partner"), s.0.join(".edinode-tmp"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("taken.edi"), b"someone else's").unwrap();
+        let f = Unnamed::write(&dir, &tmp, &[b"ISA*", b"00~"], false).unwrap();
+        assert!(!f.link(&dir.join("taken.edi"), false).unwrap(), "a taken name is refused");
+        assert_eq!(std::fs::read(dir.join("taken.edi")).unwrap(), b"someone else's");
+        assert!(f.link(&dir.join("po.edi"), true).unwrap());
+        assert_eq!(std::fs::read(dir.join("po.edi")).unwrap(), b"ISA*00~");
+        drop(f);
+        let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["po.edi", "taken.edi"], "nothing else in the folder");
+        let left = std::fs::read_dir(&tmp).map(|r| r.count()).unwrap_or(0);
+        assert_eq!(left, 0, "no temporary file left");
+    }
 }

@@ -72,6 +72,10 @@ pub struct Accepted {
     pub answer: Answer,
 }
 
+/// Raw requests up to this size travel with the message ([`Inbound::raw`]) instead of as a
+/// blob of their own.
+pub const RAW_INLINE_MAX: u64 = 64 * 1024;
+
 /// Request headers never kept in a capture: credentials of the caller or of a proxy.
 const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
 
@@ -203,7 +207,7 @@ pub async fn accept(cx: &NodeContext, ident: Identified, headers: &[Header], bod
         _ => Answer::Immediate,
     };
     let reply = (answer == Answer::SyncMdn).then(|| ReplyRoute { queue: reply_queue.to_string(), correlation: id.clone() });
-    let ctx = Inbound {
+    let mut ctx = Inbound {
         id: id.clone(),
         received_at_ms: now_ms,
         station,
@@ -214,11 +218,17 @@ pub async fn accept(cx: &NodeContext, ident: Identified, headers: &[Header], bod
         raw_key,
         raw_len,
         trace: vec![],
+        raw: None,
     };
     let entity = match body {
         ReceivedBody::Inline(body) => {
-            // The capture holds the whole request; the first entity travels in the queue.
-            cx.blobs.put_parts(&ctx.raw_key, &[&head, &body]).await.map_err(Refusal::Unavailable)?;
+            // The capture holds the whole request; the first entity travels in the queue, and
+            // a small capture too (stored only if the message fails).
+            if raw_len <= RAW_INLINE_MAX {
+                ctx.raw = Some([head.as_slice(), &body].concat());
+            } else {
+                cx.blobs.put_parts(&ctx.raw_key, &[&head, &body]).await.map_err(Refusal::Unavailable)?;
+            }
             let entity_head = unwrap::entity_from_http(headers, b"");
             cx.blob_parts(&ctx, "layer0", &[&entity_head, &body]).await.map_err(|e| match e {
                 ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),

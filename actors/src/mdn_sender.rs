@@ -96,6 +96,11 @@ impl Actor for MdnSender {
                     edinode_proto::error::Disposition::Warning(m) | edinode_proto::error::Disposition::Error(m) | edinode_proto::error::Disposition::Failed(m) => m.clone(),
                 };
                 cx.metrics.messages.with_label_values(&["inbound", &c.ctx.station, &c.ctx.partner, &outcome]).inc();
+                let duplicate = matches!(&c.disposition, edinode_proto::error::Disposition::Warning(w) if w == edinode_proto::error::Disposition::DUPLICATE);
+                if let Some(raw) = c.ctx.raw.as_ref().filter(|_| c.disposition != edinode_proto::error::Disposition::Processed && !duplicate) {
+                    // A failure's capture is kept for diagnosis (it travelled with the message).
+                    cx.blobs.put(&c.ctx.raw_key, raw).await.map_err(ActorError::Transient)?;
+                }
                 let status = if c.disposition.is_positive() { "processed" } else { "failed" };
                 let detail = c.reason.clone().unwrap_or_else(|| c.disposition.field_value());
                 cx.annotate_and_status(&c.ctx.id, &[("disposition", c.disposition.field_value()), ("reason", c.reason.clone().unwrap_or_default())], status, &detail).await;
@@ -106,7 +111,8 @@ impl Actor for MdnSender {
                 match (&c.ctx.reply, c.ctx.request.mdn.as_ref().and_then(|m| m.async_url.clone())) {
                     (_, Some(url)) => {
                         if let Some(mdn) = built {
-                            outs.push(Out::send(queues::MDN_POST, &AsyncMdn { ctx: c.ctx.clone(), url, mdn })?);
+                            let ctx = edinode_proto::envelope::Inbound { raw: None, ..c.ctx.clone() };
+                            outs.push(Out::send(queues::MDN_POST, &AsyncMdn { ctx, url, mdn })?);
                         }
                     }
                     (Some(route), None) => {
@@ -120,8 +126,7 @@ impl Actor for MdnSender {
                 if c.disposition != edinode_proto::error::Disposition::Processed {
                     // No delivery follows: the working copies go now. A duplicate's raw capture
                     // too (the first reception has its own); a failed one's stays for diagnosis.
-                    let duplicate = matches!(&c.disposition, edinode_proto::error::Disposition::Warning(w) if w == edinode_proto::error::Disposition::DUPLICATE);
-                    let keys = if duplicate { vec![c.ctx.raw_key.clone()] } else { Vec::new() };
+                    let keys = if duplicate && c.ctx.raw.is_none() { vec![c.ctx.raw_key.clone()] } else { Vec::new() };
                     outs.push(Out::DropBlobs { prefixes: vec![format!("work/{}/", c.ctx.id)], keys });
                 }
                 Ok(outs)

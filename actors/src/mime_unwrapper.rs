@@ -80,7 +80,8 @@ async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<V
         payloads.push(Payload { filename, content_type: d.content_type, data });
     }
     Ok(vec![
-        Out::send(queues::DELIVERER, &Deliver { ctx: ctx.clone(), payloads })?,
+        // The Deliverer does not need the raw capture (a delivered message drops it).
+        Out::send(queues::DELIVERER, &Deliver { ctx: Inbound { raw: None, ..ctx.clone() }, payloads })?,
         Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude { ctx, disposition: Disposition::Processed, reason: None }))?,
     ])
 }

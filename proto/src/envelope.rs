@@ -77,11 +77,15 @@ pub struct Inbound {
     pub request: As2Request,
     pub reply: Option<ReplyRoute>,
     pub security: Security,
-    /// Key of the raw request in the blob store.
+    /// Key of the raw request in the blob store (where it is, or goes if the message fails).
     pub raw_key: String,
     pub raw_len: u64,
     /// W3C trace context and other propagated fields.
     pub trace: Vec<(String, String)>,
+    /// A small raw request travels here instead of as a blob: no file is written and removed
+    /// for each message that succeeds; it is stored under `raw_key` only if the message fails.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub raw: Option<Vec<u8>>,
 }
 
 /// Input of the MimeUnwrapper: the current entity to classify.
