@@ -550,14 +550,23 @@ fn restart_redis_with_aof() {
     });
     let _ = cli(&["SHUTDOWN"]);
     wait_for(20, "Redis to stop", || (!cli(&["PING"]).contains("PONG")).then_some(()));
-    let st = if Path::new("/etc/redis/redis.conf").exists() {
-        std::process::Command::new("redis-server").args(["/etc/redis/redis.conf", "--appendonly", "yes"]).status().unwrap()
+    let mut cmd = std::process::Command::new("redis-server");
+    if Path::new("/etc/redis/redis.conf").exists() {
+        cmd.args(["/etc/redis/redis.conf", "--appendonly", "yes"]);
     } else {
-        std::process::Command::new("redis-server")
-            .args(["--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "yes", "--dir", "/var/lib/redis"])
-            .status()
-            .unwrap()
-    };
+        cmd.args(["--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "yes", "--dir", "/var/lib/redis"]);
+    }
+    // The daemon outlives this test: it must not keep descriptors it inherited (a lock file
+    // held by whoever runs the tests would stay locked while Redis runs).
+    // SAFETY: close_range is async-signal-safe and touches nothing but descriptors.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::close_range(3, libc::c_uint::MAX, 0);
+            Ok(())
+        });
+    }
+    let st = cmd.status().unwrap();
     assert!(st.success(), "redis-server did not start again");
     wait_for(30, "Redis to answer again", || cli(&["PING"]).contains("PONG").then_some(()));
 }
