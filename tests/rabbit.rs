@@ -123,12 +123,13 @@ fn a_node_killed_with_sigkill_loses_nothing() {
     let front = node(&c, "front", Some("http_receiver,mime_unwrapper,mdn_sender"));
     let mut worker = node(&c, "worker-1", Some("decryptor,verifier,deliverer,mime_unwrapper"));
     let url = front.as2_url();
+    let answered = Arc::new(Mutex::new(HashMap::new()));
     let sender = {
         let bodies: Vec<Vec<u8>> = (0..120).map(|i| message(&c, i)).collect();
         let url = url.clone();
+        let results = answered.clone();
         std::thread::spawn(move || {
             let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
-            let results = Arc::new(Mutex::new(HashMap::new()));
             let mut hs = Vec::new();
             let bodies = Arc::new(bodies);
             for t in 0..6 {
@@ -145,17 +146,18 @@ fn a_node_killed_with_sigkill_loses_nothing() {
                             st == 200 && String::from_utf8_lossy(&r.bytes().unwrap_or_default()).contains("MDN-sent-automatically; processed\r\n")
                         });
                         results.lock().unwrap().insert(i, ok.unwrap_or(false));
-                        std::thread::sleep(Duration::from_millis(20));
+                        std::thread::sleep(Duration::from_millis(40));
                     }
                 }));
             }
             for h in hs {
                 h.join().unwrap();
             }
-            Arc::try_unwrap(results).unwrap().into_inner().unwrap()
+            results.lock().unwrap().clone()
         })
     };
-    std::thread::sleep(Duration::from_millis(700));
+    // Killed mid-run, whatever the speed: once a fifth of the messages are answered.
+    wait_for(60, "the first answers", || (answered.lock().unwrap().len() >= 24).then_some(()));
     worker.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     let _worker2 = node(&c, "worker-2", Some("decryptor,verifier,deliverer,mime_unwrapper"));
