@@ -190,7 +190,12 @@ pub async fn send(base: &str, token: &str, station: &str, partner: &str, files: 
             last = status.clone();
         }
         match status.as_str() {
-            "sent" => return Ok(true),
+            "sent" => {
+                if let Some(r) = m["summary"]["receipt"].as_str() {
+                    println!("the MDN is kept as the blob {r} (edinode messages show {id}, or the console)");
+                }
+                return Ok(true);
+            }
             "failed" | "mdn-refused" => {
                 println!("failed: {}", m["summary"]["reason"].as_str().unwrap_or_default());
                 return Ok(false);

@@ -119,10 +119,10 @@ pub enum ResendError {
 pub async fn resend(cx: &NodeContext, t: &dyn Transport, id: &str, by: &str) -> Result<String, ResendError> {
     let body = cx.blobs.get(&edinode_actors::as2_sender::send_key(id)).await.map_err(|_| ResendError::NotFound)?;
     let mut s = edinode_proto::envelope::decode::<edinode_proto::envelope::Send>(&body).map_err(|_| ResendError::Unreadable)?;
-    if let Ok(Some(m)) = cx.state.summary(id).await {
-        if m.get("status").map(String::as_str) == Some("sent") {
-            return Err(ResendError::AlreadySent);
-        }
+    if let Ok(Some(m)) = cx.state.summary(id).await
+        && m.get("status").map(String::as_str) == Some("sent")
+    {
+        return Err(ResendError::AlreadySent);
     }
     s.attempt = 0;
     let out = edinode_actors::Out::send(queues::AS2_SENDER, &s).map_err(|e| ResendError::Unavailable(e.to_string()))?;

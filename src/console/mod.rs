@@ -50,17 +50,23 @@ pub fn page_response(status: actix_web::http::StatusCode, body: Markup) -> HttpR
         .body(body.into_string())
 }
 
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · edinode" }
+            link rel="stylesheet" href="/console/style.css";
+        }
+    }
+}
+
 /// A page without navigation (sign-in, refusals).
 pub fn bare(title: &str, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · edinode" }
-                link rel="stylesheet" href="/console/style.css";
-            }
+            (head(title))
             body.bare { main { (content) } }
         }
     }
@@ -72,12 +78,7 @@ pub fn layout(title: &str, current: &str, csrf: &str, content: Markup) -> Markup
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · edinode" }
-                link rel="stylesheet" href="/console/style.css";
-            }
+            (head(title))
             body {
                 header.top {
                     a.brand href="/console/messages" { "edinode" }
