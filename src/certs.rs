@@ -146,3 +146,35 @@ impl Inventory {
         buf
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(kind: &'static str, not_after: i64) -> CertInfo {
+        CertInfo { kind, owner: "o".into(), key: format!("{kind}.key"), subject: "CN=x".into(), fingerprint: "AA".into(), not_after }
+    }
+
+    #[test]
+    fn warnings_and_refusals() {
+        let now = 1_800_000_000;
+        let day = 86_400;
+        assert_eq!(check(&[cert("station_signing", now + 31 * day), cert("partner_verify", now + 400 * day)], now), Ok(vec![]));
+        let w = check(&[cert("partner_verify", now + 29 * day + 10)], now).unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("warning: partner_verify.key: certificate CN=x expires in 29 day(s), on "), "{}", w[0]);
+        // An expired verification certificate is a warning; an expired signing one, a refusal.
+        assert!(check(&[cert("partner_verify", now - day)], now).unwrap()[0].contains("expired"));
+        let e = check(&[cert("station_signing", now - 1)], now).unwrap_err();
+        assert!(e.starts_with("station_signing.key: the signing certificate (CN=x, SHA-256 AA) expired on "), "{e}");
+        assert!(check(&[cert("station_signing", now + 1)], now).unwrap()[0].contains("expires in 0 day(s)"));
+    }
+
+    #[test]
+    fn the_metric_keeps_the_earliest_per_kind_and_owner() {
+        let inv = Inventory::new(vec![cert("partner_verify", 5_000), cert("partner_verify", 2_000), cert("station_signing", 900)]);
+        let text = inv.render_metric(1_000);
+        assert!(text.contains("edinode_certificate_expiry_seconds{kind=\"partner_verify\",owner=\"o\"} 1000\n"), "{text}");
+        assert!(text.contains("edinode_certificate_expiry_seconds{kind=\"station_signing\",owner=\"o\"} -100\n"), "{text}");
+    }
+}
