@@ -72,7 +72,8 @@ fn the_console_in_chromium() {
 
     let (failed, _) = admin_send(&admin, TOKEN, "st", "down", &[("order.edi", "application/edi-x12", b"ISA*00*console~".to_vec())]);
     wait_for(30, "the send to nobody to fail", || (admin_message(&admin, TOKEN, &failed)["summary"]["status"] == "failed").then_some(()));
-    admin_send(&admin, TOKEN, "st", "lp", &[("invoice.xml", "application/xml", b"<invoice/>".to_vec())]);
+    let (looped, _) = admin_send(&admin, TOKEN, "st", "lp", &[("invoice.xml", "application/xml", b"<invoice/>".to_vec())]);
+    wait_for(30, "the MDN of the loopback message", || (admin_message(&admin, TOKEN, &looped)["summary"]["status"] == "sent").then_some(()));
     let dead_id = wait_for(30, "a dead letter", || {
         let v: serde_json::Value = serde_json::from_str(&reqwest::blocking::Client::new().get(format!("{admin}/api/dead")).bearer_auth(TOKEN).send().unwrap().text().unwrap()).unwrap();
         v["dead_letters"].as_array().and_then(|d| d.first()).and_then(|d| d["id"].as_str()).map(str::to_string)
@@ -86,6 +87,7 @@ fn the_console_in_chromium() {
         .env("TOKEN", TOKEN)
         .env("FAILED_ID", &failed)
         .env("DEAD_ID", &dead_id)
+        .env("SENT_ID", &looped)
         .env("SHOTS", &shots)
         .env("CHROMIUM", CHROMIUM)
         .env("PLAYWRIGHT_CORE", playwright_core())

@@ -1,6 +1,6 @@
 // Drives the edinode console in real Chromium (playwright-core), for tests/console.rs.
 // Environment: BASE (admin listener URL), TOKEN, FAILED_ID (an outbound message that failed),
-// DEAD_ID (the message of a dead letter), SHOTS (screenshot folder), CHROMIUM (browser binary),
+// DEAD_ID (the message of a dead letter), SENT_ID (a message sent with a signed MDN), SHOTS (screenshot folder), CHROMIUM (browser binary),
 // PLAYWRIGHT_CORE (path of the playwright-core package). Prints one line per check; exits 1 on
 // the first failed check.
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
@@ -9,7 +9,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 
-const { BASE, TOKEN, FAILED_ID, DEAD_ID, SHOTS, CHROMIUM } = process.env;
+const { BASE, TOKEN, FAILED_ID, DEAD_ID, SENT_ID, SHOTS, CHROMIUM } = process.env;
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
@@ -72,6 +72,16 @@ async function main() {
     await Promise.all([page.waitForURL(`${BASE}/console/messages/${FAILED_ID}`), page.click('text=Resend')]);
     assert.match(await page.textContent('table.history'), /resent\s*from the console/);
     ok('the message opens and resends');
+
+    // A sent message: its MDN downloads.
+    await page.goto(`${BASE}/console/messages/${SENT_ID}`);
+    assert.match(await page.textContent('h1'), /sent/);
+    const receipt = page.locator('ul.downloads a', { hasText: 'MDN received' });
+    const mdn = await page.request.get(BASE + await receipt.getAttribute('href'));
+    assert.strictEqual(mdn.status(), 200);
+    assert.match(mdn.headers()['content-disposition'], /attachment/);
+    assert.match((await mdn.text()).toLowerCase(), /multipart\/(signed|report)/);
+    ok('the MDN of a sent message downloads');
 
     // The dead letter, and its replay.
     await page.goto(BASE + '/console/dead');
