@@ -79,6 +79,16 @@ fn the_console_in_chromium() {
         v["dead_letters"].as_array().and_then(|d| d.first()).and_then(|d| d["id"].as_str()).map(str::to_string)
     });
     std::fs::remove_file(dir.join("inbox/st")).unwrap();
+    // An AS4 user message waiting to be pulled on its MPC.
+    let um = serde_json::json!({
+        "message_id": "console-um-1@test", "mpc": "urn:mpc:console",
+        "from": {"party_id": "org:edinode", "role": "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/initiator"},
+        "to": {"party_id": "org:puller", "role": "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/responder"},
+        "service": {"value": "urn:svc:test"}, "action": "urn:act:deliver",
+        "parts": [{"mime_type": "text/plain", "data_base64": openssl::base64::encode_block(b"pull me")}],
+    });
+    let r = reqwest::blocking::Client::new().post(format!("{admin}/api/as4/submit")).bearer_auth(TOKEN).header("content-type", "application/json").body(um.to_string()).send().unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
     let out = std::process::Command::new("node")

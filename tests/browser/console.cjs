@@ -108,6 +108,8 @@ async function main() {
     ok('the expiring certificate is highlighted');
 
     await page.goto(BASE + '/console/queues');
+    const mpc = page.locator('table.queues tbody tr', { hasText: 'urn:mpc:console' });
+    assert.deepStrictEqual(await mpc.locator('td.num').allTextContents(), ['1', '0'], 'one pending, none leased');
     await shot('queues');
     await page.goto(BASE + '/console/summary');
     assert.match(await page.textContent('table'), /down/);
