@@ -170,7 +170,7 @@ async fn as4(req: HttpRequest, payload: web::Payload, st: web::Data<As4State>) -
         span.record("size", body.len());
         st.cx.metrics.bytes.with_label_values(&["as4"]).inc_by(body.len() as u64);
         let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let (sender, cx) = (st.sender.clone(), st.cx.clone());
+        let (sender, cx) = (st.sender.clone(), st.cx.current());
         let work = async move { sender.handle(&cx, &ct, &body, crate::storage::now_ms()).await }.instrument(span.clone());
         match st.rt.spawn(work).await {
             Ok(reply) => {
@@ -201,7 +201,7 @@ async fn submit(req: HttpRequest, payload: web::Payload, st: web::Data<As4State>
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (sender, cx) = (st.sender.clone(), st.cx.clone());
+    let (sender, cx) = (st.sender.clone(), st.cx.current());
     let work = async move {
         let s = Submission::from_json(&body).map_err(SubmitError::Invalid)?;
         sender.submit(&cx, s, crate::storage::now_ms()).await

@@ -50,6 +50,8 @@ pub struct HttpState {
     pub redis_configured: bool,
     /// Stations whose S3 integration was refused at start-up, with the reason (for /readyz).
     pub s3_refused: Arc<std::collections::BTreeMap<String, String>>,
+    /// Certificates of the directory in force.
+    pub certs: crate::certs::Inventory,
     pub limits: HttpLimits,
 }
 
@@ -122,8 +124,10 @@ async fn read_body(mut payload: web::Payload, mut sink: http_receiver::BodySink<
 }
 
 async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<HttpState>) -> HttpResponse {
+    // One directory for the whole request, even if a reload lands meanwhile.
+    let cx = st.cx.current();
     // Who is calling, from the headers alone: nothing is read or stored for an unknown sender.
-    let ident = match http_receiver::identify(&st.cx, &headers) {
+    let ident = match http_receiver::identify(&cx, &headers) {
         Ok(i) => i,
         Err(r) => return refuse(&r),
     };
@@ -135,7 +139,7 @@ async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<Http
     if declared.is_some_and(|n| n > st.limits.max_body as u64) {
         return refuse(&Refusal::TooLarge(st.limits.max_body));
     }
-    let sink = http_receiver::BodySink::new(&st.cx, &ident, &headers, st.limits.max_body);
+    let sink = http_receiver::BodySink::new(&cx, &ident, &headers, st.limits.max_body);
     let body = match read_body(payload, sink, st.limits.body_idle, st.limits.body_total).await {
         Ok(b) => b,
         Err(r) => return refuse(&r),
@@ -147,7 +151,7 @@ async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<Http
         if edinode_actors::as2_sender::looks_like_mdn(ct, b) {
             // An asynchronous MDN for a message we sent, from a partner we know.
             let pairs: Vec<(String, String)> = headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
-            return match edinode_actors::as2_sender::settle_async_mdn(&st.cx, &pairs, b).await {
+            return match edinode_actors::as2_sender::settle_async_mdn(&cx, &pairs, b).await {
                 Ok(outs) => match crate::runner::publish_outs(st.transport.as_ref(), outs).await {
                     Ok(()) => text(200, "MDN received"),
                     Err(e) => text(503, &format!("MDN could not be recorded: {e}")),
@@ -162,7 +166,7 @@ async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<Http
         let _ = st.cx.blobs.delete(&http_receiver::layer0_key(&ident.id)).await;
         return refuse(&Refusal::TooLarge(st.cx.limits.inline_threshold));
     }
-    let accepted = match http_receiver::accept(&st.cx, ident, &headers, body, &st.reply_queue, crate::storage::now_ms()).await {
+    let accepted = match http_receiver::accept(&cx, ident, &headers, body, &st.reply_queue, crate::storage::now_ms()).await {
         Ok(a) => a,
         Err(r) => return refuse(&r),
     };
@@ -216,7 +220,7 @@ pub async fn readyz(st: web::Data<HttpState>) -> HttpResponse {
     let state = st.cx.state.ping().await;
     let mut buckets = serde_json::Map::new();
     for (station, b) in st.cx.buckets.iter() {
-        let as2 = st.cx.directory.stations.get(station).map(|s| s.as2_id.clone()).unwrap_or_default();
+        let as2 = st.cx.directories.current().stations.get(station).map(|s| s.as2_id.clone()).unwrap_or_default();
         let ok = matches!(tokio::time::timeout(Duration::from_secs(3), b.ready(&as2)).await, Ok(Ok(())));
         buckets.insert(station.clone(), serde_json::Value::Bool(ok));
     }
@@ -248,7 +252,9 @@ pub async fn metrics(st: web::Data<HttpState>) -> HttpResponse {
             st.cx.metrics.queue_depth.with_label_values(&[q]).set(n as i64);
         }
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(st.cx.metrics.render())
+    let mut body = st.cx.metrics.render();
+    body.push_str(&st.certs.render_metric(crate::certs::now()));
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }
 
 fn authorized(req: &HttpRequest, st: &HttpState) -> bool {
@@ -269,7 +275,12 @@ pub fn bearer_ok(req: &HttpRequest, token: Option<&str>) -> bool {
     }
     let Some(h) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else { return false };
     let Some(given) = h.strip_prefix("Bearer ").map(str::trim) else { return false };
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    token_eq(given, token)
+}
+
+/// `given` is the admin token, compared in constant time.
+pub fn token_eq(given: &str, token: &str) -> bool {
+    !token.is_empty() && given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 fn unauthorized() -> HttpResponse {
@@ -285,6 +296,14 @@ pub struct ListQuery {
     since: Option<i64>,
     until: Option<i64>,
     limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> crate::tracking::Filter {
+        let ListQuery { station, partner, direction, status, since, until, .. } = self;
+        crate::tracking::Filter { station: station.clone(), partner: partner.clone(), direction: direction.clone(), status: status.clone(), since: *since, until: *until }
+    }
 }
 
 pub async fn list_messages(req: HttpRequest, q: web::Query<ListQuery>, st: web::Data<HttpState>) -> HttpResponse {
@@ -292,24 +311,20 @@ pub async fn list_messages(req: HttpRequest, q: web::Query<ListQuery>, st: web::
         return unauthorized();
     }
     let limit = q.limit.unwrap_or(100).min(1000);
-    let ids = match st.cx.state.list(q.since.unwrap_or(0), q.until.unwrap_or(i64::MAX), 10_000).await {
-        Ok(ids) => ids,
-        Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e})),
-    };
-    let mut out = Vec::new();
-    for id in ids {
-        let Ok(Some(m)) = st.cx.state.summary(&id).await else { continue };
-        let keep = |field: &str, want: &Option<String>| want.as_ref().is_none_or(|w| m.get(field) == Some(w));
-        if keep("station", &q.station) && keep("partner", &q.partner) && keep("direction", &q.direction) && keep("status", &q.status) {
-            let mut v = serde_json::to_value(&m).unwrap_or_default();
-            v["id"] = serde_json::Value::String(id);
-            out.push(v);
-            if out.len() >= limit {
-                break;
-            }
+    match crate::tracking::find(&st.cx, &q.filter(), q.offset.unwrap_or(0), limit).await {
+        Ok((rows, more)) => {
+            let out: Vec<_> = rows
+                .into_iter()
+                .map(|(id, m)| {
+                    let mut v = serde_json::to_value(&m).unwrap_or_default();
+                    v["id"] = serde_json::Value::String(id);
+                    v
+                })
+                .collect();
+            HttpResponse::Ok().json(serde_json::json!({"messages": out, "more": more}))
         }
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e})),
     }
-    HttpResponse::Ok().json(serde_json::json!({"messages": out}))
 }
 
 pub async fn get_message(req: HttpRequest, path: web::Path<String>, st: web::Data<HttpState>) -> HttpResponse {
@@ -317,21 +332,25 @@ pub async fn get_message(req: HttpRequest, path: web::Path<String>, st: web::Dat
         return unauthorized();
     }
     let id = path.into_inner();
-    let summary = match st.cx.state.summary(&id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return HttpResponse::NotFound().json(serde_json::json!({"error": "no such message"})),
-        Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e})),
-    };
-    let history: Vec<_> = st
-        .cx
-        .state
-        .history(&id)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(at, status, detail)| serde_json::json!({"at": at, "status": status, "detail": detail}))
-        .collect();
-    HttpResponse::Ok().json(serde_json::json!({"id": id, "summary": summary, "history": history}))
+    match crate::tracking::message(&st.cx, &id).await {
+        Ok(Some((summary, history))) => {
+            let history: Vec<_> = history.into_iter().map(|(at, status, detail)| serde_json::json!({"at": at, "status": status, "detail": detail})).collect();
+            HttpResponse::Ok().json(serde_json::json!({"id": id, "summary": summary, "history": history}))
+        }
+        Ok(None) => HttpResponse::NotFound().json(serde_json::json!({"error": "no such message"})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e})),
+    }
+}
+
+/// GET /api/dead: the dead letters, oldest first (`limit`, default 100).
+pub async fn list_dead(req: HttpRequest, q: web::Query<ListQuery>, st: web::Data<HttpState>) -> HttpResponse {
+    if !authorized(&req, &st) {
+        return unauthorized();
+    }
+    match st.transport.dead_letters(q.limit.unwrap_or(100).min(10_000)).await {
+        Ok(d) => HttpResponse::Ok().json(serde_json::json!({"dead_letters": d})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -387,15 +406,16 @@ pub async fn send(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) 
     if docs.is_empty() {
         return bad("at least one file is required");
     }
-    match st.cx.directory.partner_by_name(&partner) {
+    let cx = st.cx.current();
+    match cx.directory.partner_by_name(&partner) {
         Some((_, s)) if s.name == station => {}
         _ => return bad("unknown station/partner pair"),
     }
-    let send = match edinode_actors::outbound_intake::new_send(&st.cx, &station, &partner, message_id, docs, "api", crate::storage::now_ms()).await {
+    let send = match edinode_actors::outbound_intake::new_send(&cx, &station, &partner, message_id, docs, "api", crate::storage::now_ms()).await {
         Ok(s) => s,
         Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
     };
-    let out = match edinode_actors::as2_sender::submit(&st.cx, &send).await {
+    let out = match edinode_actors::as2_sender::submit(&cx, &send).await {
         Ok(o) => o,
         Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
     };
@@ -407,29 +427,22 @@ pub async fn send(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) 
 
 /// POST /api/messages/{id}/resend: send a failed outbound message again (same Message-ID).
 pub async fn resend(req: HttpRequest, path: web::Path<String>, st: web::Data<HttpState>) -> HttpResponse {
+    use crate::tracking::ResendError;
     if !authorized(&req, &st) {
         return unauthorized();
     }
     let id = path.into_inner();
-    let Ok(body) = st.cx.blobs.get(&edinode_actors::as2_sender::send_key(&id)).await else {
-        return HttpResponse::NotFound().json(serde_json::json!({"error": "no outbound message with this id"}));
-    };
-    let Ok(mut s) = edinode_proto::envelope::decode::<edinode_proto::envelope::Send>(&body) else {
-        return HttpResponse::InternalServerError().json(serde_json::json!({"error": "stored message unreadable"}));
-    };
-    if let Ok(Some(m)) = st.cx.state.summary(&id).await {
-        if m.get("status").map(String::as_str) == Some("sent") {
-            return HttpResponse::Conflict().json(serde_json::json!({"error": "already delivered"}));
+    match crate::tracking::resend(&st.cx, st.transport.as_ref(), &id, "by the admin API").await {
+        Ok(message_id) => HttpResponse::Accepted().json(serde_json::json!({"id": id, "message_id": message_id})),
+        Err(e) => {
+            let status = match e {
+                ResendError::NotFound => actix_web::http::StatusCode::NOT_FOUND,
+                ResendError::Unreadable => actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                ResendError::AlreadySent => actix_web::http::StatusCode::CONFLICT,
+                ResendError::Unavailable(_) => actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            };
+            HttpResponse::build(status).json(serde_json::json!({"error": e.to_string()}))
         }
-    }
-    s.attempt = 0;
-    let Ok(out) = edinode_actors::Out::send(queues::AS2_SENDER, &s) else { return text(500, "encode") };
-    match crate::runner::publish_outs(st.transport.as_ref(), vec![out]).await {
-        Ok(()) => {
-            st.cx.status(&id, "resent", "by the admin API").await;
-            HttpResponse::Accepted().json(serde_json::json!({"id": id, "message_id": s.message_id}))
-        }
-        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
     }
 }
 
@@ -439,5 +452,6 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
         .route("/api/messages/{id}", web::get().to(get_message))
         .route("/api/messages/{id}/resend", web::post().to(resend))
         .route("/api/send", web::post().to(send))
+        .route("/api/dead", web::get().to(list_dead))
         .route("/api/dead/replay", web::post().to(replay_dead));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 pub async fn monitor_mdn_deadlines(cx: NodeContext, t: Arc<dyn Transport>) {
     loop {
-        match as2_sender::expire_mdn_deadlines(&cx).await {
+        match as2_sender::expire_mdn_deadlines(&cx.current()).await {
             Ok(outs) if !outs.is_empty() => {
                 if let Err(error) = publish_outs(t.as_ref(), outs).await {
                     tracing::warn!(message = "Could not publish MDN deadline outcomes.", %error);
@@ -27,7 +27,7 @@ pub async fn poll_s3_outbox(cx: NodeContext, t: Arc<dyn Transport>, station: Str
             let t = t.clone();
             Box::pin(async move { publish_outs(t.as_ref(), outs).await.map_err(|e| e.to_string()) })
         };
-        match edinode_actors::s3_outbox::poll(&cx, &station, &bucket, crate::storage::now_ms(), &publish).await {
+        match edinode_actors::s3_outbox::poll(&cx.current(), &station, &bucket, crate::storage::now_ms(), &publish).await {
             Ok(outs) if !outs.is_empty() => {
                 if let Err(error) = publish_outs(t.as_ref(), outs).await {
                     tracing::warn!(message = "Could not publish S3 outbox work.", %error, station = %station);

@@ -26,6 +26,31 @@ enum Cmd {
     },
     /// Check the configuration and the key files it names.
     CheckConfig,
+    /// Write a first configuration in DIR (default: edinode-demo): a station with a new key pair
+    /// and certificate, and a loopback partner (the node itself).
+    Init {
+        dir: Option<PathBuf>,
+        /// Port of the partner listener; the admin listener gets the next one.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Send files to a partner through a running node (admin API, token: admin.token) and wait
+    /// for the outcome (the MDN).
+    Send {
+        #[arg(long)]
+        partner: String,
+        /// Station to send from (default: the partner's station).
+        #[arg(long)]
+        station: Option<String>,
+        /// Seconds to wait for the outcome.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+        /// Admin API base URL (default: from admin.listen, or http.listen when that is empty).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Track messages through the admin API of a running node (token: admin.token).
     Messages {
         #[command(subcommand)]
@@ -83,6 +108,9 @@ enum S3Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Cmd::Init { dir, port }) = &cli.cmd {
+        return init(dir.as_deref(), *port);
+    }
     let (mut settings, src) = match edinode::config::load(cli.config.as_deref()) {
         Ok(v) => v,
         Err(e) => {
@@ -91,8 +119,29 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.cmd.unwrap_or(Cmd::Serve { actors: None, listen: None }) {
-        Cmd::CheckConfig => match edinode::config::directory(&settings, &src).map_err(|e| e.to_string()).and_then(|d| {
-            edinode::config::actors(&settings.node.actors).map(|_| d)
+        Cmd::Init { .. } => std::process::ExitCode::SUCCESS,
+        Cmd::Send { partner, station, wait, url, files } => {
+            let Some(p) = settings.partners.get(&partner) else {
+                eprintln!("edinode: no partner named {partner} in {src} (partners: {})", settings.partners.keys().cloned().collect::<Vec<_>>().join(", "));
+                return std::process::ExitCode::from(2);
+            };
+            let station = station.unwrap_or_else(|| p.station.clone());
+            let base = url.unwrap_or_else(|| edinode::init::admin_url(&settings));
+            let r = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| {
+                rt.block_on(edinode::init::send(&base, &settings.admin.token, &station, &partner, &files, std::time::Duration::from_secs(wait)))
+            });
+            match r {
+                Ok(true) => std::process::ExitCode::SUCCESS,
+                Ok(false) => std::process::ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("edinode: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::CheckConfig => match edinode::reload::check(&settings, &src).and_then(|c| {
+            c.warnings.iter().for_each(|w| println!("{w}"));
+            edinode::config::actors(&settings.node.actors).map(|_| c.directory)
         }).and_then(|d| {
             // [as4]: the station and the authorization map at the path the node opens.
             let notes = edinode::as4::check_config(&settings, &d).map_err(|e| format!("{src}: {e}"))?;
@@ -116,10 +165,7 @@ fn main() -> std::process::ExitCode {
             }
         },
         Cmd::Messages { cmd, url } => {
-            let base = url.unwrap_or_else(|| {
-                let l = if settings.admin.listen.is_empty() { settings.http.listen.clone() } else { settings.admin.listen.clone() };
-                format!("http://{}", l.replace("0.0.0.0", "127.0.0.1"))
-            });
+            let base = url.unwrap_or_else(|| edinode::init::admin_url(&settings));
             let token = settings.admin.token.clone();
             let (method, path) = match &cmd {
                 MessagesCmd::List { station, partner, direction, status, since, until, limit } => {
@@ -204,6 +250,9 @@ fn main() -> std::process::ExitCode {
             if let Some(l) = listen {
                 settings.http.listen = l;
             }
+            if settings.stations.is_empty() {
+                eprintln!("{}", NO_STATION);
+            }
             // An actix System (actors, supervisors, the CPU SyncArbiter) on tokio's multi-threaded
             // runtime, where the stage handlers and all IO run.
             let system = actix_rt::System::with_tokio_rt(|| {
@@ -215,7 +264,7 @@ fn main() -> std::process::ExitCode {
             let r = system.block_on(async move {
                 // The OTLP exporter needs the runtime; it flushes when `telemetry` drops.
                 let telemetry = edinode::telemetry::init();
-                let node = edinode::node::build(settings, &src).await?;
+                let node = edinode::node::build(settings, &src, cli.config).await?;
                 let r = node.run().await;
                 telemetry.flush();
                 r
@@ -227,6 +276,37 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+const NO_STATION: &str = "edinode: no station is configured, so this node can neither receive nor send AS2 messages.
+  Write a first configuration (a station with a new key pair, and a loopback partner):
+      edinode init edinode-demo
+  then run the node with it:
+      edinode --config edinode-demo/edinode.toml serve
+  and send a first file from another terminal:
+      edinode --config edinode-demo/edinode.toml send --partner loopback FILE
+  (from the sources: cargo run --release -- init edinode-demo, and so on)";
+
+/// `edinode init`: write the configuration and say what to do next.
+fn init(dir: Option<&std::path::Path>, port: u16) -> std::process::ExitCode {
+    let dir = dir.unwrap_or(std::path::Path::new("edinode-demo"));
+    match edinode::init::init(dir, port) {
+        Ok(w) => {
+            let c = w.config.display();
+            println!("wrote {c}");
+            println!("  station demo (AS2 id {}): key {}, certificate {}", edinode::init::DEMO_AS2_ID, w.key.display(), w.cert.display());
+            println!("  partner loopback: the node itself, at http://127.0.0.1:{port}/as2");
+            println!("next:");
+            println!("  edinode --config {c} serve");
+            println!("  edinode --config {c} send --partner loopback FILE    (in another terminal)");
+            println!("  the file lands in {}/demo/loopback/; the console is at http://127.0.0.1:{}/console (token: admin.token in {c})", w.inbox.display(), port.wrapping_add(1));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edinode: init: {e:#}");
+            std::process::ExitCode::from(2)
         }
     }
 }

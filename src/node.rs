@@ -20,6 +20,10 @@ pub struct Node {
     pub settings: Settings,
     /// Stations whose S3 integration was refused at start-up, with the reason.
     pub s3_refused: Arc<BTreeMap<String, String>>,
+    /// The certificates of the directory in force (replaced by a reload).
+    pub certs: crate::certs::Inventory,
+    /// The configuration file, read again on reload.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 fn node_id(s: &Settings) -> String {
@@ -93,8 +97,12 @@ async fn buckets(settings: &Settings) -> (std::collections::HashMap<String, edin
     (out, refused)
 }
 
-pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
-    let directory = config::directory(&settings, src)?;
+/// Build the node from `settings`, loaded from the file `config_file` (None: defaults and
+/// environment only).
+pub async fn build(settings: Settings, src: &str, config_file: Option<std::path::PathBuf>) -> anyhow::Result<Node> {
+    let checked = crate::reload::check(&settings, src).map_err(anyhow::Error::msg)?;
+    crate::reload::log_warnings(&checked.warnings);
+    let directory = checked.directory;
     let data = settings.node.data_dir.clone();
     let fsync = settings.spool.fsync;
     // Temporary inbox files of deliveries cut short (kill -9); younger ones may be another
@@ -123,9 +131,11 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         duplicate_ttl_secs: l.duplicate_retention_days * 24 * 3600,
     };
     let (enabled, s3_refused) = buckets(&settings).await;
+    let directory = Arc::new(directory);
     let cx = NodeContext {
         node_id: node_id(&settings),
-        directory: Arc::new(directory),
+        directories: edinode_actors::DirectorySlot::new(directory.clone()),
+        directory,
         blobs,
         state,
         limits,
@@ -139,7 +149,7 @@ pub async fn build(settings: Settings, src: &str) -> anyhow::Result<Node> {
         fsync,
         cpu: edinode_actors::runtime::CpuPool::start(cpu_workers(settings.node.cpu_workers)),
     };
-    Ok(Node { cx, transport, settings, s3_refused: Arc::new(s3_refused) })
+    Ok(Node { cx, transport, settings, s3_refused: Arc::new(s3_refused), certs: crate::certs::Inventory::new(checked.certs), config_file })
 }
 
 /// Raise the open-file limit to its hard maximum and fit the connection limit under it: each
@@ -240,6 +250,8 @@ impl Node {
         }
         let handles: Vec<_> = pending.into_iter().map(|f| f()).collect();
         tokio::spawn(crate::storage::sweep::run(self.cx.clone(), self.settings.blobs.clone()));
+        let reloader = crate::reload::Reloader { file: self.config_file.clone(), directories: self.cx.directories.clone(), certs: self.certs.clone(), started: self.settings.clone() };
+        tokio::spawn(reloader.run());
         tracing::info!(message = "Node started.", node = %self.cx.node_id, actors = %actors.join(","), mode = if self.settings.rabbitmq.url.is_empty() { "embedded" } else { "rabbitmq" });
         if has("http_receiver") {
             self.serve_http().await?;
@@ -269,6 +281,7 @@ impl Node {
             admin_token: (!admin.token.is_empty()).then(|| admin.token.clone()),
             redis_configured: !self.settings.redis.url.is_empty(),
             s3_refused: self.s3_refused.clone(),
+            certs: self.certs.clone(),
             limits: http::HttpLimits {
                 max_body: self.settings.http.max_body_bytes,
                 body_idle: Duration::from_secs(self.settings.http.body_idle_timeout_secs.max(1)),
@@ -281,6 +294,9 @@ impl Node {
     /// AS4 submit API when this process runs AS4. Prints its address for tests and scripts.
     fn admin_server(&self, state: web::Data<HttpState>, as4: Option<web::Data<crate::as4::As4State>>, listen: &str) -> anyhow::Result<actix_web::dev::Server> {
         let max_send = self.settings.admin.max_send_bytes;
+        // The console only on a listener of its own: never where partners connect.
+        let console = !self.settings.admin.listen.is_empty();
+        let sessions = web::Data::new(crate::console::auth::Sessions::default());
         let admin_server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
@@ -289,6 +305,7 @@ impl Node {
                 .route("/readyz", web::get().to(http::readyz))
                 .route("/metrics", web::get().to(http::metrics))
                 .configure(http::admin_routes);
+            let app = if console { app.app_data(sessions.clone()).configure(crate::console::routes) } else { app };
             match &as4 {
                 Some(a) => app.app_data(a.clone()).configure(crate::as4::admin_routes),
                 None => app,

@@ -259,6 +259,7 @@ mod tests {
         NodeContext {
             node_id: "test".into(),
             directory: Default::default(),
+            directories: Default::default(),
             blobs: Arc::new(FsBlobStore::new(&dir.join("blobs"), false).unwrap()),
             state: Arc::new(LocalState::open(&dir.join("state.jsonl"), false).unwrap()),
             limits: Default::default(),

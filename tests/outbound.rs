@@ -4,13 +4,8 @@
 //! unreachable partner gets the message when it comes back.
 
 use crate::common::*;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 const TOKEN: &str = "outbound-test-token";
 

@@ -273,10 +273,21 @@ fn a_stage_that_keeps_failing_dead_letters_with_reason_and_attempts() {
         &c.cfg,
         c.dir.path(),
         &[],
-        &[("EDINODE__NODE__ID", "dlq"), ("EDINODE__NODE__INBOX", blocked.to_str().unwrap()), ("EDINODE__RABBITMQ__MAX_ATTEMPTS", "3")],
+        &[("EDINODE__NODE__ID", "dlq"), ("EDINODE__NODE__INBOX", blocked.to_str().unwrap()), ("EDINODE__RABBITMQ__MAX_ATTEMPTS", "3"), ("EDINODE__ADMIN__TOKEN", "dlq-token")],
     );
     let results = send_all(&c, &a.as2_url(), 1, 1, Duration::from_millis(0));
     assert!(results[&0], "the MDN is positive: the document is durable in the deliverer's queue");
+    // GET /api/dead lists it in place (twice: listing takes nothing away).
+    let list = || -> serde_json::Value {
+        let r = reqwest::blocking::Client::new().get(format!("{}/api/dead", a.admin_url.as_ref().unwrap())).bearer_auth("dlq-token").send().unwrap();
+        serde_json::from_str(&r.text().unwrap()).unwrap()
+    };
+    let listed = wait_for(10, "the dead letter listed", || list()["dead_letters"].as_array().filter(|d| !d.is_empty()).cloned());
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["queue"], "edinode.deliverer");
+    assert_eq!(listed[0]["attempts"], 3);
+    assert!(listed[0]["reason"].as_str().unwrap().contains("blocked-inbox") && listed[0]["id"].is_string(), "{listed:?}");
+    assert_eq!(list()["dead_letters"].as_array().unwrap().len(), 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let d = rt.block_on(async {
         let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();

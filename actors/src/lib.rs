@@ -384,7 +384,11 @@ const TRACKING_RETRIES: [u64; 4] = [50, 200, 400, 800];
 #[derive(Clone)]
 pub struct NodeContext {
     pub node_id: String,
+    /// The stations and partners this work runs with: a snapshot of [`NodeContext::directories`]
+    /// taken when a stage starts an input ([`NodeContext::current`]), kept to its end.
     pub directory: Arc<Directory>,
+    /// The directory in force; a configuration reload replaces it whole.
+    pub directories: DirectorySlot,
     pub blobs: Arc<dyn BlobStore>,
     pub state: Arc<dyn StateStore>,
     pub limits: Limits,
@@ -403,7 +407,31 @@ pub struct NodeContext {
     pub cpu: runtime::CpuPool,
 }
 
+/// The directory in force, shared by every copy of a node's context. A reload swaps in a new
+/// directory whole; work already started keeps the snapshot it took.
+#[derive(Clone, Default)]
+pub struct DirectorySlot(Arc<std::sync::RwLock<Arc<Directory>>>);
+
+impl DirectorySlot {
+    pub fn new(d: Arc<Directory>) -> DirectorySlot {
+        DirectorySlot(Arc::new(std::sync::RwLock::new(d)))
+    }
+    /// The directory in force now.
+    pub fn current(&self) -> Arc<Directory> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// Put a new directory in force (for work that starts from now on).
+    pub fn replace(&self, d: Arc<Directory>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = d;
+    }
+}
+
 impl NodeContext {
+    /// This context with the directory in force now; a stage takes one per input.
+    pub fn current(&self) -> NodeContext {
+        NodeContext { directory: self.directories.current(), ..self.clone() }
+    }
+
     /// Load a blob's bytes.
     pub async fn load(&self, blob: &Blob) -> Result<Vec<u8>, ActorError> {
         match blob {

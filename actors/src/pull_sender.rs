@@ -884,6 +884,7 @@ mod tests {
         let cx = NodeContext {
             node_id: "test".into(),
             directory: Arc::new(Default::default()),
+            directories: Default::default(),
             blobs: Arc::new(MemBlobs::default()),
             state: Arc::new(state),
             limits: crate::Limits::default(),

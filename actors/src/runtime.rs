@@ -67,7 +67,7 @@ where
     type Result = ResponseActFuture<Self, Result<Vec<Out>, ActorError>>;
 
     fn handle(&mut self, Work { input, span }: Work<A::Input>, _ctx: &mut Context<Self>) -> Self::Result {
-        let (actor, cx) = (self.actor.clone(), self.cx.clone());
+        let (actor, cx) = (self.actor.clone(), self.cx.current());
         let job = self.io.spawn(tracing::Instrument::instrument(async move { actor.handle(&cx, input).await }, span));
         Box::pin(
             async move {

@@ -381,4 +381,22 @@ impl Transport for LocalTransport {
         }
         Ok(n)
     }
+
+    async fn dead_letters(&self, limit: usize) -> anyhow::Result<Vec<super::DeadLetter>> {
+        let dead = self.dir.join(edinode_actors::queues::DEAD);
+        let Ok(rd) = std::fs::read_dir(&dead) else { return Ok(vec![]) };
+        let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".msg")).collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names.into_iter().take(limit) {
+            let path = dead.join(&name);
+            let Ok(body) = std::fs::read(&path) else { continue };
+            // "<reason> (from <queue>, <n> attempts)"
+            let text = std::fs::read_to_string(path.with_extension("reason")).unwrap_or_default();
+            let (reason, tail) = text.rsplit_once(" (from ").unwrap_or((text.as_str(), ""));
+            let (queue, attempts) = tail.trim_end_matches(" attempts)").split_once(", ").unwrap_or((tail, "0"));
+            out.push(super::DeadLetter::new(queue.to_string(), reason.to_string(), attempts.parse().unwrap_or(0), &body));
+        }
+        Ok(out)
+    }
 }

@@ -62,6 +62,41 @@ pub trait Transport: Send + Sync {
     /// Move dead letters back to the queue they came from; only those whose body mentions
     /// `id` when given. Returns how many.
     async fn replay_dead(&self, id: Option<&str>) -> anyhow::Result<usize>;
+    /// The dead letters, oldest first (at most `limit`), left where they are.
+    async fn dead_letters(&self, limit: usize) -> anyhow::Result<Vec<DeadLetter>>;
+}
+
+/// A dead-lettered input, as listed (the admin API and the console).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// The queue it came from.
+    pub queue: String,
+    pub reason: String,
+    pub attempts: u32,
+    /// The internal message id, when the input is a typed envelope that carries one.
+    pub id: Option<String>,
+    pub size: usize,
+}
+
+impl DeadLetter {
+    pub fn new(queue: String, reason: String, attempts: u32, body: &[u8]) -> DeadLetter {
+        DeadLetter { queue, reason, attempts, id: envelope_id(body), size: body.len() }
+    }
+}
+
+/// The message id of an envelope: `id` (a Send) or `ctx.id` (every inbound stage's input).
+fn envelope_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ctx {
+        id: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct AnyEnvelope {
+        id: Option<String>,
+        ctx: Option<Ctx>,
+    }
+    let e: AnyEnvelope = edinode_proto::envelope::decode(body).ok()?;
+    e.id.or(e.ctx.map(|c| c.id))
 }
 
 /// Whether `hay` contains `needle`.

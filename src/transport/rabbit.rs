@@ -377,4 +377,23 @@ impl Transport for RabbitTransport {
         let _ = conn.close(200, "done".into()).await;
         Ok(n)
     }
+
+    async fn dead_letters(&self, limit: usize) -> anyhow::Result<Vec<super::DeadLetter>> {
+        // A private channel: basic.get up to `limit`, then close it unacknowledged: every one
+        // goes back to the queue, in order.
+        let conn = connect(&self.url).await?;
+        let ch = conn.create_channel().await?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(m) = ch.basic_get(edinode_actors::queues::DEAD.into(), BasicGetOptions::default()).await? else { break };
+            let d = m.delivery;
+            let headers = d.properties.headers().clone().unwrap_or_default();
+            let queue = str_header(&headers, "x-edinode-queue").unwrap_or_default();
+            let reason = str_header(&headers, "x-edinode-reason").unwrap_or_default();
+            out.push(super::DeadLetter::new(queue, reason, int_header(&headers, ATTEMPT_HEADER).unwrap_or(0), &d.data));
+        }
+        let _ = ch.close(200, "done".into()).await;
+        let _ = conn.close(200, "done".into()).await;
+        Ok(out)
+    }
 }

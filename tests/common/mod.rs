@@ -27,6 +27,12 @@ pub struct Identity {
 }
 
 pub fn identity(dir: &Path, cn: &str) -> Identity {
+    identity_valid(dir, cn, &Asn1Time::days_from_now(0).unwrap(), &Asn1Time::days_from_now(365).unwrap())
+}
+
+/// A key pair whose certificate is valid from `not_before` to `not_after` (e.g. one that
+/// expires soon, or has expired: `Asn1Time::from_unix`).
+pub fn identity_valid(dir: &Path, cn: &str, not_before: &openssl::asn1::Asn1TimeRef, not_after: &openssl::asn1::Asn1TimeRef) -> Identity {
     let rsa = Rsa::generate(2048).unwrap();
     let key = PKey::from_rsa(rsa).unwrap();
     let mut name = X509NameBuilder::new().unwrap();
@@ -39,8 +45,8 @@ pub fn identity(dir: &Path, cn: &str) -> Identity {
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(365).unwrap()).unwrap();
+    b.set_not_before(not_before).unwrap();
+    b.set_not_after(not_after).unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
     let cert = b.build();
     let key_pem = dir.join(format!("{cn}.key.pem"));
@@ -54,6 +60,11 @@ fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     openssl::rand::rand_bytes(&mut b).unwrap();
     u32::from_le_bytes(b) & 0x7fff_ffff
+}
+
+/// A port free on 127.0.0.1 now (for configurations that must name their own URL).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn unique(prefix: &str) -> String {
