@@ -23,4 +23,5 @@ pub mod mdn_parse;
 pub mod mime;
 pub mod outbound;
 pub mod profile;
+#[doc(hidden)] pub mod testing;
 pub mod unwrap;

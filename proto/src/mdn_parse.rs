@@ -542,7 +542,7 @@ mod tests {
     use crate::alg::MicSpelling;
     use crate::cms::SignOptions;
     use crate::mdn::{self, MdnContent, MdnIds, MdnSigner};
-    use crate::outbound::tests::{alice, bob, carol};
+    use crate::testing::{alice, bob, carol};
     use std::path::PathBuf;
 
     const LIMITS: MimeLimits = MimeLimits {

@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn signed_encrypted_with_a_date_first_inner_entity_is_verified() {
         use crate::alg::{ContentCipher, KeyTransport};
-        use crate::outbound::tests::{alice, bob};
+        use crate::testing::{alice, bob};
         let l = MimeLimits::default();
         let (akey, acert) = alice();
         let (bkey, bcert) = bob();
@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn layers_are_never_payloads() {
-        use crate::outbound::tests::bob;
+        use crate::testing::bob;
         let l = MimeLimits::default();
         let (_, bcert) = bob();
         let der = cms::encrypt(b"x", bcert, crate::alg::ContentCipher::Aes128Cbc, crate::alg::KeyTransport::RsaPkcs1v15).unwrap();

@@ -273,7 +273,7 @@ mod tests {
     use super::*;
     use crate::alg::{ContentCipher, KeyTransport, SignaturePadding};
     use crate::cms::{self, SignOptions};
-    use crate::outbound::tests::{alice, bob};
+    use crate::testing::{alice, bob};
     use openssl::cms::{CMSOptions, CmsContentInfo};
 
     /// What pyas2lib writes: the PSS and OAEP identifiers without parameters.

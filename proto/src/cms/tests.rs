@@ -3,49 +3,13 @@ use super::*;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use openssl::cms::{CMSOptions, CmsContentInfo};
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::PKey;
 use openssl::x509::X509;
 
 use crate::alg::{ContentCipher, DigestAlg, KeyTransport, SignaturePadding};
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::hash::MessageDigest;
-use openssl::rsa::Rsa;
-use openssl::x509::{X509Builder, X509NameBuilder};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
-type Identity = (PKey<Private>, X509);
-
-fn make_identity(cn: &str, serial: u32) -> Identity {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(serial).unwrap().to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(365).unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    (key, b.build())
-}
-
-fn alice() -> &'static Identity {
-    static ID: OnceLock<Identity> = OnceLock::new();
-    ID.get_or_init(|| make_identity("alice", 1001))
-}
-
-fn bob() -> &'static Identity {
-    static ID: OnceLock<Identity> = OnceLock::new();
-    ID.get_or_init(|| make_identity("bob", 2002))
-}
+use crate::testing::{alice, bob, Identity};
 
 const CIPHERS: [ContentCipher; 6] = [
     ContentCipher::Des3,
