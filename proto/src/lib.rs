@@ -19,7 +19,6 @@ pub mod error;
 #[doc(hidden)] pub mod fuzzing;
 pub mod headers;
 pub mod mdn;
-pub mod mdn_parse;
 pub mod mime;
 pub mod outbound;
 pub mod profile;

@@ -40,9 +40,14 @@ pub enum CmsError {
     /// No key opens it, or the content decryption failed.
     #[error("decryption failed: {0}")]
     Decrypt(String),
-    /// Digest mismatch or bad signature.
+    /// Bad signature.
     #[error("signature invalid: {0}")]
     SignatureInvalid(String),
+    /// The signature over the signed attributes holds, but their messageDigest does not match
+    /// the content: the content was altered on the way (an integrity failure, not an
+    /// authentication one).
+    #[error("signature invalid: {0}")]
+    ContentAltered(String),
     /// Signed by a certificate not in the trusted list.
     #[error("unknown signer: {0}")]
     UnknownSigner(String),

@@ -197,7 +197,7 @@ fn verify_inner(
             let _ = ErrorStack::get();
             let attrs_only = flags | CMSOptions::NO_CONTENT_VERIFY;
             if cms.verify(Some(&certs), None, detached, None, attrs_only).is_ok() {
-                return Err(CmsError::SignatureInvalid(format!(
+                return Err(CmsError::ContentAltered(format!(
                     "content digest mismatch: the signed content was altered ({e})"
                 )));
             }
