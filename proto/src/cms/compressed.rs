@@ -3,7 +3,7 @@
 use flate2::write::ZlibEncoder;
 use flate2::{Compression, Decompress, FlushDecompress, Status};
 
-use super::{ber, der, CmsError, DER_OID_COMPRESSED, DER_OID_DATA, DER_OID_ZLIB, OID_COMPRESSED, OID_ZLIB};
+use super::{der, ffi, kind, parse, CmsError, CmsKind, DER_OID_COMPRESSED, DER_OID_DATA, DER_OID_ZLIB};
 
 /// Builds a DER ContentInfo(id-ct-compressedData) / CompressedData v0 with id-alg-zlibCompress
 /// around an id-data eContent.
@@ -29,89 +29,27 @@ pub fn compress(data: &[u8]) -> Result<Vec<u8>, CmsError> {
 }
 
 /// Opens a ContentInfo(id-ct-compressedData), DER or BER (indefinite lengths, chunked OCTET
-/// STRINGs), and inflates it. Output over `limit` bytes fails with [`CmsError::TooLarge`]
-/// without ever holding more than `limit` bytes.
+/// STRINGs: OpenSSL reads the structure, it only lacks the zlib step), and inflates it. Output
+/// over `limit` bytes fails with [`CmsError::TooLarge`] without ever holding more than `limit`
+/// bytes.
+///
+/// The compressionAlgorithm is not read (OpenSSL has no accessor for it): RFC 3274 defines
+/// only id-alg-zlibCompress, and anything that is not a zlib stream fails to inflate.
 pub fn decompress(ber: &[u8], limit: usize) -> Result<Vec<u8>, CmsError> {
-    let chunks = compressed_payload(ber)?;
-    let input: std::borrow::Cow<'_, [u8]> = match chunks.as_slice() {
-        [one] => std::borrow::Cow::Borrowed(one),
-        many => std::borrow::Cow::Owned(many.concat()),
-    };
+    match kind(ber)? {
+        CmsKind::Compressed => {}
+        other => {
+            return Err(CmsError::Unsupported(format!(
+                "expected compressed-data, got {other:?}"
+            )));
+        }
+    }
+    let cms = parse(ber)?;
+    let z = ffi::embedded_content(&cms)
+        .ok_or_else(|| CmsError::Malformed("compressed-data has no eContent".into()))?;
     let mut out = Vec::new();
-    inflate_bounded(&input, limit, &mut out)?;
+    inflate_bounded(z, limit, &mut out)?;
     Ok(out)
-}
-
-/// Walks ContentInfo / CompressedData / EncapsulatedContentInfo down to the eContent and
-/// returns its (possibly chunked) bytes.
-fn compressed_payload(input: &[u8]) -> Result<Vec<&[u8]>, CmsError> {
-    use ber::{TAG_INTEGER, TAG_OID, TAG_SEQUENCE};
-    let m = CmsError::Malformed;
-
-    let (ci, _) = ber::read(input, 0).map_err(m)?;
-    if !ci.is_universal(true, TAG_SEQUENCE) {
-        return Err(m("ContentInfo is not a SEQUENCE".into()));
-    }
-    let mut it = ci.children(1);
-    let ct = it.require("ContentInfo.contentType")?;
-    if !ct.is_universal(false, TAG_OID) {
-        return Err(m("ContentInfo.contentType is not an OID".into()));
-    }
-    let ct = ber::oid_to_string(ct.content).map_err(m)?;
-    if ct != OID_COMPRESSED {
-        return Err(CmsError::Unsupported(format!(
-            "expected compressed-data, got {ct}"
-        )));
-    }
-    let explicit = it.require("ContentInfo.content")?;
-    if !explicit.is_context(true, 0) {
-        return Err(m("ContentInfo.content is not [0]".into()));
-    }
-
-    let mut it = explicit.children(2);
-    let cd = it.require("CompressedData")?;
-    if !cd.is_universal(true, TAG_SEQUENCE) {
-        return Err(m("CompressedData is not a SEQUENCE".into()));
-    }
-    let mut it = cd.children(3);
-    let version = it.require("CompressedData.version")?;
-    if !version.is_universal(false, TAG_INTEGER) {
-        return Err(m("CompressedData.version is not an INTEGER".into()));
-    }
-    let alg = it.require("CompressedData.compressionAlgorithm")?;
-    if !alg.is_universal(true, TAG_SEQUENCE) {
-        return Err(m("compressionAlgorithm is not a SEQUENCE".into()));
-    }
-    let alg_oid = alg.children(4).require("compressionAlgorithm.algorithm")?;
-    if !alg_oid.is_universal(false, TAG_OID) {
-        return Err(m("compressionAlgorithm.algorithm is not an OID".into()));
-    }
-    let alg_oid = ber::oid_to_string(alg_oid.content).map_err(m)?;
-    if alg_oid != OID_ZLIB {
-        return Err(CmsError::Decompress(format!(
-            "unsupported compression algorithm {alg_oid}"
-        )));
-    }
-    let encap = it.require("CompressedData.encapContentInfo")?;
-    if !encap.is_universal(true, TAG_SEQUENCE) {
-        return Err(m("encapContentInfo is not a SEQUENCE".into()));
-    }
-    let mut it = encap.children(4);
-    let ect = it.require("encapContentInfo.eContentType")?;
-    if !ect.is_universal(false, TAG_OID) {
-        return Err(m("eContentType is not an OID".into()));
-    }
-    let econtent = it
-        .next()
-        .map_err(m)?
-        .ok_or_else(|| m("compressed-data has no eContent".into()))?;
-    if !econtent.is_context(true, 0) {
-        return Err(m("eContent is not [0]".into()));
-    }
-    let octets = econtent.children(5).require("eContent OCTET STRING")?;
-    let mut chunks = Vec::new();
-    ber::collect_octets(&octets, 5, &mut chunks).map_err(m)?;
-    Ok(chunks)
 }
 
 /// Inflates a zlib stream into `out`, which never grows beyond `limit` bytes (its capacity

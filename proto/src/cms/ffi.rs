@@ -272,14 +272,28 @@ pub fn signer_infos(cms: &CmsContentInfo) -> Result<Vec<SignerInfo<'_>>, CmsErro
 }
 
 pub fn has_embedded_content(cms: &CmsContentInfo) -> bool {
-    // SAFETY: returns a pointer into cms (or NULL); we only test it.
+    embedded_content(cms).is_some()
+}
+
+/// The eContent OCTET STRING of a parsed SignedData or CompressedData (OpenSSL joins a chunked
+/// BER one), borrowed from `cms`; None when it is absent (a detached signature).
+pub fn embedded_content(cms: &CmsContentInfo) -> Option<&[u8]> {
+    // SAFETY: CMS_get0_content returns a pointer into cms (or NULL); the OCTET STRING it points
+    // to lives as long as cms, which the returned slice borrows. Its data pointer and length
+    // come from OpenSSL's ASN1_STRING accessors.
     unsafe {
         let pos = CMS_get0_content(cms.as_ptr());
-        let present = !pos.is_null() && !(*pos).is_null();
-        if !present {
+        if pos.is_null() || (*pos).is_null() {
             let _ = ErrorStack::get();
+            return None;
         }
-        present
+        let octets = (*pos).cast::<openssl_sys::ASN1_STRING>();
+        let len = usize::try_from(openssl_sys::ASN1_STRING_length(octets)).unwrap_or(0);
+        let data = openssl_sys::ASN1_STRING_get0_data(octets);
+        if data.is_null() || len == 0 {
+            return Some(&[]);
+        }
+        Some(std::slice::from_raw_parts(data, len))
     }
 }
 

@@ -82,7 +82,6 @@ const OID_SIGNED: &str = "1.2.840.113549.1.7.2";
 const OID_ENVELOPED: &str = "1.2.840.113549.1.7.3";
 const OID_AUTH_ENVELOPED: &str = "1.2.840.113549.1.9.16.1.23";
 const OID_COMPRESSED: &str = "1.2.840.113549.1.9.16.1.9";
-const OID_ZLIB: &str = "1.2.840.113549.1.9.16.3.8";
 const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
 const OID_PKCS1_PREFIX: &str = "1.2.840.113549.1.1.";
 /// RFC 6211 id-aa-CMSAlgorithmProtection.
