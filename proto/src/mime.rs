@@ -363,25 +363,12 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str, limits: &MimeLimits) 
     Ok(parts)
 }
 
+/// The first occurrence of `needle` in `hay` (None for an empty needle).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    let first = needle[0];
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        match hay[i..hay.len() - needle.len() + 1].iter().position(|&b| b == first) {
-            Some(p) => {
-                let at = i + p;
-                if &hay[at..at + needle.len()] == needle {
-                    return Some(at);
-                }
-                i = at + 1;
-            }
-            None => return None,
-        }
-    }
-    None
+    memchr::memmem::find(hay, needle)
 }
 
 /// Where the body starts when `raw` begins with a header block: one or more fields, each a name,

@@ -25,10 +25,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    (from..=hay.len() - needle.len()).find(|&i| &hay[i..i + needle.len()] == needle)
+    crate::mime::find(hay.get(from..)?, needle).map(|i| i + from)
 }
 
 const PROTECTION_OID_DER: &[u8] = &[
