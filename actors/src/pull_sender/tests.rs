@@ -102,21 +102,8 @@ impl BlobStore for MemBlobs {
 }
 
 fn key(cn: &str) -> SigningKey {
-    use openssl::{asn1::Asn1Time, bn::BigNum, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509NameBuilder, x509::X509};
-    let k = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut n = X509NameBuilder::new().unwrap();
-    n.append_entry_by_text("CN", cn).unwrap();
-    let n = n.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&n).unwrap();
-    b.set_issuer_name(&n).unwrap();
-    b.set_pubkey(&k).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
-    b.sign(&k, MessageDigest::sha256()).unwrap();
-    SigningKey { key: k, cert: b.build() }
+    let (key, cert) = edinode_proto::testing::self_signed(cn, 1).unwrap();
+    SigningKey { key, cert }
 }
 
 fn tp(k: &SigningKey) -> String {

@@ -332,13 +332,6 @@ pub enum BuildError {
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::{X509, X509NameBuilder};
-
     use super::wssec::SigningKey;
 
     /// The AS4.NET signed PullRequest (see shared/fixtures/README.md).
@@ -353,21 +346,8 @@ pub(crate) mod testutil {
 
     /// A throwaway self-signed RSA key and certificate.
     pub fn signing_key(cn: &str) -> SigningKey {
-        let rsa = Rsa::generate(2048).unwrap();
-        let key = PKey::from_rsa(rsa).unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", cn).unwrap();
-        let name = name.build();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap()).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(365).unwrap()).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        SigningKey { key, cert: b.build() }
+        let (key, cert) = crate::testing::self_signed(cn, 7).unwrap();
+        SigningKey { key, cert }
     }
 }
 
