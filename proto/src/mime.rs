@@ -306,10 +306,8 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str, limits: &MimeLimits) 
         }
         let before = if pos >= 2 && body[pos - 2] == b'\r' {
             pos - 2
-        } else if pos >= 1 {
-            pos - 1
         } else {
-            0
+            pos.saturating_sub(1)
         };
         let after = pos + d.len();
         let is_close = body[after..].starts_with(b"--");

@@ -225,7 +225,7 @@ pub fn verify(raw: &[u8], trusted: &[X509], mic_alg: Option<DigestAlg>, limits: 
     };
     let alg = mic_alg.unwrap_or(verified.digest);
     let mic = compute_mic(&inner, alg);
-    let thumb = verified.signer.digest(openssl::hash::MessageDigest::sha1()).map(|d| hex::encode(d)).unwrap_or_default();
+    let thumb = verified.signer.digest(openssl::hash::MessageDigest::sha1()).map(hex::encode).unwrap_or_default();
     Ok(VerifiedEntity {
         inner: as_entity(inner, limits),
         digest: verified.digest,
