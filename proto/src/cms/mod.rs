@@ -4,9 +4,13 @@
 //! Encryption and signatures go through OpenSSL (the `openssl` crate, plus a handful of
 //! `extern "C"` declarations in the private [`ffi`] module for what the crate does not wrap:
 //! RSA-OAEP key transport, an explicit signing digest, RSASSA-PSS, attribute editing).
-//! Compressed data is built and parsed here by hand: Debian's OpenSSL has no zlib for CMS, and
-//! BouncyCastle-based partners (Mendelson, ...) send it in BER with indefinite lengths and
-//! chunked OCTET STRINGs, which the RustCrypto `der` crate does not read.
+//! Compressed data ([`compressed`]): OpenSSL reads the CompressedData structure (DER, or the BER
+//! with indefinite lengths and chunked OCTET STRINGs that BouncyCastle-based partners such as
+//! Mendelson send), but Debian's OpenSSL has no zlib for CMS: the inflate is ours, bounded, and
+//! the structure we send is written with the small DER writer below.
+//!
+//! Modules: [`enveloped`], [`signed`], [`compressed`], [`ffi`] (raw OpenSSL calls), [`ber`] (a
+//! bounded BER reader for the checks made before OpenSSL reads a structure), [`rfc4055`].
 //!
 //! RSASSA-PSS and RSAES-OAEP identifiers written without their parameters get them supplied
 //! first ([`rfc4055`]).
