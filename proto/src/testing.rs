@@ -58,3 +58,16 @@ pub fn carol() -> &'static Identity {
     static ID: OnceLock<Identity> = OnceLock::new();
     cached(&ID, "carol", 3)
 }
+
+/// A third-party capture from the shared fixtures directory (`EDINODE_FIXTURES`, by default
+/// `../shared/fixtures` beside the workspace), e.g. `fixture("as2", "mecas2_signed.as2")`.
+/// Panics with a hint when it is missing.
+pub fn fixture(kind: &str, name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("EDINODE_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures").into());
+    let path = dir.join(kind).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("fixture {} missing ({e}); set EDINODE_FIXTURES to the shared fixtures directory", path.display())
+    })
+}

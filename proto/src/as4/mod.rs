@@ -336,12 +336,7 @@ pub(crate) mod testutil {
 
     /// The AS4.NET signed PullRequest (see shared/fixtures/README.md).
     pub fn fixture(name: &str) -> Vec<u8> {
-        let dir = std::env::var("EDINODE_FIXTURES")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures").into());
-        let path = format!("{dir}/as4/{name}");
-        std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("fixture {path} missing ({e}); set EDINODE_FIXTURES to the shared fixtures dir")
-        })
+        crate::testing::fixture("as4", name)
     }
 
     /// A throwaway self-signed RSA key and certificate.

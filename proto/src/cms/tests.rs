@@ -7,7 +7,6 @@ use openssl::pkey::PKey;
 use openssl::x509::X509;
 
 use crate::alg::{ContentCipher, DigestAlg, KeyTransport, SignaturePadding};
-use std::path::PathBuf;
 
 use crate::testing::{alice, bob, Identity};
 
@@ -459,21 +458,7 @@ fn cms_garbage_never_panics() {
 // ---- third-party fixtures (Mendelson AS2, via pyas2lib's test suite) ----
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("EDINODE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    let path = dir.join("as2").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "fixture {} missing ({e}); set EDINODE_FIXTURES to the fixtures directory",
-            path.display()
-        )
-    })
+    crate::testing::fixture("as2", name)
 }
 
 /// The HTTP body: everything after the first blank line.

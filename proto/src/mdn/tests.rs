@@ -8,7 +8,6 @@ use crate::alg::MicSpelling;
 use crate::cms::SignOptions;
 use crate::mdn;
 use crate::testing::{alice, bob, carol};
-use std::path::PathBuf;
 
 const LIMITS: MimeLimits = MimeLimits {
     max_header_bytes: 64 * 1024,
@@ -584,21 +583,7 @@ fn mdn_parse_garbage_never_panics() {
 // ---- third-party captures ----
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("EDINODE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    let path = dir.join("as2").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "fixture {} missing ({e}); set EDINODE_FIXTURES to the fixtures directory",
-            path.display()
-        )
-    })
+    crate::testing::fixture("as2", name)
 }
 
 /// A raw capture: header lines (LF or CRLF, folded or not), a blank line, the body.
