@@ -155,7 +155,9 @@ fn a_node_killed_with_sigkill_loses_nothing() {
             Arc::try_unwrap(results).unwrap().into_inner().unwrap()
         })
     };
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill the worker once it is at work, not after a fixed time: on a fast machine it had done
+    // all 120 by then (and on a slow one none).
+    wait_for(60, "the first worker at work", || work_by_node(&c.prefix).contains_key("worker-1").then_some(()));
     worker.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     let _worker2 = node(&c, "worker-2", Some("decryptor,verifier,deliverer,mime_unwrapper"));
