@@ -8,7 +8,7 @@
 //! - [`http`]: the partner-facing listener.
 //! - [`as4`]: AS4 pulling: `POST /as4`, `POST /api/as4/submit` and `edinode.as4.submit`.
 //! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation.
-//! - [`node`]: wiring.
+//! - [`node`]: wiring: the node context, the transport and the actors.
 //! - [`certs`]: the certificates of the configuration: expiry warnings, refusal, metric.
 //! - [`reload`]: stations, partners and certificates reloaded on SIGHUP or a file change.
 //! - [`tracking`]: what the admin API and the console show and do (messages, dead letters, resend).

@@ -7,7 +7,7 @@
 use crate::common::build::*;
 use crate::common::*;
 use edinode_proto::alg::DigestAlg;
-use edinode_proto::mdn_parse::{self, ParsedMdn};
+use edinode_proto::mdn::{self, ParsedMdn};
 use edinode_proto::mime::MimeLimits;
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ fn inbound_node(dir: &std::path::Path, policy: &str) -> (NodeProc, Identity, Ide
 fn post_for_mdn(node: &NodeProc, station: &Identity, hs: &[(String, String)], body: Vec<u8>) -> ParsedMdn {
     let (st, mhs, mdn) = post_capture(&node.as2_url(), hs, body);
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&mdn));
-    mdn_parse::parse(&mhs, &mdn, std::slice::from_ref(&station.cert), &MimeLimits::default()).unwrap()
+    mdn::parse(&mhs, &mdn, std::slice::from_ref(&station.cert), &MimeLimits::default()).unwrap()
 }
 
 #[test]

@@ -50,8 +50,11 @@ fn multiple_attachments_are_delivered_as_separate_files_with_their_names() {
     }
 }
 
+/// What a test listener received: (request head, body) per request.
+type Recorded = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A one-connection-at-a-time HTTP server that records requests and answers 500 to the first.
-fn mdn_listener() -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+fn mdn_listener() -> (String, Recorded) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));

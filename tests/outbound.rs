@@ -123,9 +123,11 @@ fn pyas2lib_accepts_every_combination_and_its_mdns_verify() {
         }
     }
     let _ = receiver.kill();
+    let _ = receiver.wait();
     assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), sent.len(), failures.join("\n"));
 }
 
+#[allow(clippy::too_many_arguments)] // one call per side of the pair, each argument named there
 fn node_pair_config(dir: &Path, me: &str, my: &Identity, peer: &str, peer_id: &Identity, peer_url: &str, my_port: u16, my_tls: u16, tls: (&Path, &Path), mdn: &str) -> PathBuf {
     let mut cfg = ConfigBuilder::new(dir);
     cfg.text = cfg.text.replace(

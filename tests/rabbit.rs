@@ -444,7 +444,7 @@ fn fault_injection_loses_nothing_and_repeats_no_effect() {
     drop((ch, conn));
     let front = node(&c, "front", Some("http_receiver,mime_unwrapper,mdn_sender"));
     let workers = "decryptor,verifier,deliverer,mime_unwrapper";
-    let mut w = vec![node(&c, "w-0", Some(workers)), node(&c, "w-1", Some(workers))];
+    let mut w = [node(&c, "w-0", Some(workers)), node(&c, "w-1", Some(workers))];
     let url = front.as2_url();
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|i| message(&c, i)).collect());
     let results = Arc::new(Mutex::new(HashMap::new()));

@@ -24,8 +24,11 @@ fn s3_section(s3: &TestS3, user: &str, secret: &str, extra: &str) -> String {
     )
 }
 
+/// What the partner received: (headers, body) per POST.
+type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+
 /// A partner that accepts every POST (no MDN asked) and records the bodies.
-fn partner_server() -> (String, Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>) {
+fn partner_server() -> (String, Received) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -125,7 +128,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// sending to a partner that records what it gets. Fields drop in order: the node first.
 struct Outbox {
     node: NodeProc,
-    got: Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>,
+    got: Received,
     s: Setup,
     s3: TestS3,
     _rt: tokio::runtime::Runtime,
@@ -257,7 +260,7 @@ fn nothing_is_picked_up_before_the_pickup_age_has_really_passed() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
         std::thread::sleep(Duration::from_millis(((1900 - now.subsec_millis()) % 1000) as u64));
         let key = format!("AS2/send/edinode/acme/late{i}.edi");
-        put_file(&s3, &key, b"ISA*LATE~");
+        put_file(s3, &key, b"ISA*LATE~");
         // s3s-fs: the file is the object, its mtime the real last modification.
         written.push((key.clone(), std::fs::metadata(s3.path(&key)).unwrap().modified().unwrap()));
     }
@@ -400,10 +403,10 @@ fn a_node_that_dies_between_queueing_and_deleting_does_not_send_twice() {
 fn a_file_in_the_wrong_place_for_its_partner_is_reported_and_moved_to_failed() {
     let Outbox { node, got, s, s3, .. } = &outbox();
     // "tester" is a test partner (files under tester/test/), "acme" a production one.
-    put_file(&s3, "AS2/send/edinode/tester/oops.edi", b"ISA*OOPS~");
-    put_file(&s3, "AS2/send/edinode/acme/test/x.edi", b"ISA*X~");
-    wait_for(10, "two reports", || (s3_failed(&s).len() == 2).then_some(()));
-    let failed = s3_failed(&s).join("\n");
+    put_file(s3, "AS2/send/edinode/tester/oops.edi", b"ISA*OOPS~");
+    put_file(s3, "AS2/send/edinode/acme/test/x.edi", b"ISA*X~");
+    wait_for(10, "two reports", || (s3_failed(s).len() == 2).then_some(()));
+    let failed = s3_failed(s).join("\n");
     assert!(failed.contains("tester is a test partner: its files go under AS2/send/edinode/tester/test/"), "{failed}");
     assert!(failed.contains("acme is not a test partner"), "{failed}");
     let log = std::fs::read_to_string(&node.log).unwrap();
@@ -411,10 +414,10 @@ fn a_file_in_the_wrong_place_for_its_partner_is_reported_and_moved_to_failed() {
     let moved = find_under(&s3.dir.path().join(&s3.bucket).join("as2gateway/edinode"));
     assert!(moved.iter().any(|k| k.starts_with("tester/test/failed/") && k.ends_with("/oops.edi")), "{moved:?}");
     assert!(moved.iter().any(|k| k.starts_with("acme/failed/") && k.ends_with("/test/x.edi")), "{moved:?}");
-    assert!(!exists(&s3, "AS2/send/edinode/tester/oops.edi") && !exists(&s3, "AS2/send/edinode/acme/test/x.edi"));
+    assert!(!exists(s3, "AS2/send/edinode/tester/oops.edi") && !exists(s3, "AS2/send/edinode/acme/test/x.edi"));
     std::thread::sleep(Duration::from_secs(1));
     assert!(got.lock().unwrap().is_empty(), "nothing sent");
-    assert_eq!(s3_failed(&s).len(), 2);
+    assert_eq!(s3_failed(s).len(), 2);
 }
 
 #[test]

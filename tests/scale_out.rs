@@ -80,7 +80,7 @@ impl Net {
 
 /// The document of message `i`: 2 MiB for every fifth of the first 250, else 1 KiB of X12.
 fn document(i: usize) -> (String, Vec<u8>) {
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         let data: Vec<u8> = (0..LARGE_BYTES).map(|b| ((b * 31 + i * 7) % 251) as u8).collect();
         (format!("big-{i}.bin"), data)
     } else {

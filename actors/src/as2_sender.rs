@@ -17,8 +17,7 @@
 
 use crate::{event, queues, Actor, ActorError, NodeContext, Out};
 use edinode_proto::envelope::{self, Send};
-use edinode_proto::mdn::Mic;
-use edinode_proto::mdn_parse::{self, Awaited, MdnVerdict, Refusal};
+use edinode_proto::mdn::{self, Awaited, MdnVerdict, Mic, Refusal};
 use edinode_proto::outbound::{self, Document, MdnRequest, OutboundIds};
 use edinode_proto::profile::{HttpProfile, OnMdnTimeout, Partner};
 use edinode_proto::unwrap::mic::AltMic;
@@ -284,7 +283,7 @@ impl Actor for As2Sender {
                 Ok(conclude(cx, &s, true, &format!("accepted by {url} ({code}); no MDN requested"), None).await)
             }
             MdnRequest::Sync { .. } => {
-                let parsed = mdn_parse::parse(&headers, &rbody, &partner.verify_certs, &cx.limits.mime);
+                let parsed = mdn::parse(&headers, &rbody, &partner.verify_certs, &cx.limits.mime);
                 let awaited = Awaited {
                     message_id: &s.message_id,
                     mic: &built.mic,
@@ -293,7 +292,7 @@ impl Actor for As2Sender {
                     alternatives: &built.mic_alternatives,
                     strict_mic: partner.outbound.strict_mic,
                 };
-                match mdn_parse::judge(parsed.as_ref(), &awaited) {
+                match mdn::judge(parsed.as_ref(), &awaited) {
                     MdnVerdict::Refused(r) => {
                         // The partner answered, but nothing in the answer can be trusted. Sending
                         // again would only give the partner a duplicate: the message fails.
@@ -359,10 +358,10 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
     let from = get("as2-from").map(|v| edinode_proto::headers::parse_as2_name(v).unwrap_or_default()).unwrap_or_default();
     let to = get("as2-to").map(|v| edinode_proto::headers::parse_as2_name(v).unwrap_or_default()).unwrap_or_default();
     let claimed = cx.directory.partner(&to, &from).ok_or_else(|| format!("MDN from unknown partner {from} to {to}"))?;
-    let mut parsed = mdn_parse::parse(headers, body, &claimed.verify_certs, &cx.limits.mime);
+    let mut parsed = mdn::parse(headers, body, &claimed.verify_certs, &cx.limits.mime);
     let original = match &parsed {
         Ok(p) => p.original_message_id.clone(),
-        Err(mdn_parse::MdnError::SignatureInvalid { unverified: Some(p), .. }) => p.original_message_id.clone(),
+        Err(mdn::MdnError::SignatureInvalid { unverified: Some(p), .. }) => p.original_message_id.clone(),
         Err(e) => return Err(format!("unreadable MDN: {e}")),
     }
     .ok_or("the MDN has no Original-Message-ID")?;
@@ -375,7 +374,7 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
     // must verify against the certificates of the partner the message went to.
     let (partner, _) = cx.directory.partner_by_name(&wait.partner).ok_or_else(|| format!("partner {} of message {original} is no longer configured", wait.partner))?;
     if partner.name != claimed.name {
-        parsed = mdn_parse::parse(headers, body, &partner.verify_certs, &cx.limits.mime);
+        parsed = mdn::parse(headers, body, &partner.verify_certs, &cx.limits.mime);
     }
     let awaited = Awaited {
         message_id: &wait.message_id,
@@ -385,7 +384,7 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
         alternatives: &wait.mic_alternatives,
         strict_mic: partner.outbound.strict_mic,
     };
-    let verdict = mdn_parse::judge(parsed.as_ref(), &awaited);
+    let verdict = mdn::judge(parsed.as_ref(), &awaited);
     if !matches!(verdict, MdnVerdict::Refused(_)) && !claim_outcome(cx, &wait).await? {
         return Err(format!("message {original} is already settled"));
     }

@@ -14,7 +14,7 @@ pub struct As4Submitter {
 /// A submission as read from the queue: parsed, or why it could not be.
 #[derive(Debug, serde::Deserialize)]
 pub enum Queued {
-    Submission(Submission),
+    Submission(Box<Submission>),
     Unreadable(String),
 }
 
@@ -26,14 +26,14 @@ impl Actor for As4Submitter {
 
     fn decode(body: &[u8], _headers: &[(String, String)]) -> Result<Queued, String> {
         Ok(match Submission::from_json(body) {
-            Ok(s) => Queued::Submission(s),
+            Ok(s) => Queued::Submission(Box::new(s)),
             Err(e) => Queued::Unreadable(e),
         })
     }
 
     async fn handle(&self, cx: &NodeContext, input: Queued) -> Result<Vec<Out>, ActorError> {
         let s = match input {
-            Queued::Submission(s) => s,
+            Queued::Submission(s) => *s,
             Queued::Unreadable(reason) => return Ok(vec![Out::Dead { reason }]),
         };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_millis() as i64).unwrap_or(0);

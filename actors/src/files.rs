@@ -39,10 +39,8 @@ pub fn link_no_clobber(tmp: &Path, path: &Path, fsync: bool) -> std::io::Result<
     match std::fs::hard_link(tmp, path) {
         Ok(()) => {
             let _ = std::fs::remove_file(tmp);
-            if fsync {
-                if let Some(d) = path.parent() {
-                    sync_dir(d)?;
-                }
+            if fsync && let Some(d) = path.parent() {
+                sync_dir(d)?;
             }
             Ok(true)
         }
@@ -188,10 +186,10 @@ pub fn inbox_id(inbox: &Path) -> std::io::Result<String> {
 
 fn read_or_make_inbox_id(inbox: &Path) -> std::io::Result<String> {
     let path = inbox.join(".edinode-inbox-id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        if !id.trim().is_empty() {
-            return Ok(id.trim().to_string());
-        }
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
     }
     std::fs::create_dir_all(inbox)?;
     let tmp = inbox_temp_dir(inbox);

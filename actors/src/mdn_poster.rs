@@ -53,10 +53,8 @@ impl MdnPoster {
                 if addrs.is_empty() {
                     return Err(ActorError::Transient(format!("{host} resolves to no address")));
                 }
-                if !private_ok {
-                    if let Some(a) = addrs.iter().find(|a| is_internal(a.ip())) {
-                        return Err(ActorError::Permanent(format!("asynchronous MDN to {} withheld: {host} resolves to the internal address {}", m.url, a.ip())));
-                    }
+                if !private_ok && let Some(a) = addrs.iter().find(|a| is_internal(a.ip())) {
+                    return Err(ActorError::Permanent(format!("asynchronous MDN to {} withheld: {host} resolves to the internal address {}", m.url, a.ip())));
                 }
                 // Connect to exactly the addresses checked (no second, different lookup).
                 b.resolve_to_addrs(&host, &addrs)

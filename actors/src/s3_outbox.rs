@@ -159,7 +159,7 @@ enum Moved {
     /// Copied to failed/, but the originals could not be deleted (reason).
     CopiedNotDeleted(String, String),
     /// Not copied (reason): left in place.
-    NotMoved(String),
+    LeftInPlace(String),
     /// A transient failure: try again at the next poll.
     Retry(String),
 }
@@ -211,7 +211,7 @@ pub async fn poll(cx: &NodeContext, station_name: &str, bucket: &StationBucket, 
                         tracing::error!(message = "S3 outbox file could not be queued; copied to failed/ but not removed from the outbox (reported once).", station = station_name, partner = %b.partner_as2, files = %keys, %reason, to = %to, %error);
                         (format!("{reason}; copied to {to}, but not removed from the outbox: {error}"), true)
                     }
-                    Moved::NotMoved(error) => {
+                    Moved::LeftInPlace(error) => {
                         tracing::error!(message = "S3 outbox file could not be queued nor moved to failed/; left in place (reported once).", station = station_name, partner = %b.partner_as2, files = %keys, %reason, %error);
                         (format!("{reason}; not moved to failed/ ({error}); left in place"), true)
                     }
@@ -247,7 +247,7 @@ async fn move_to_failed(bucket: &StationBucket, b: &Batch, failed: &str) -> Move
             return match e {
                 ObjectError::Other(d) => Moved::Retry(d),
                 // NotFound: the source went away meanwhile; say so rather than claim a move.
-                ObjectError::Denied(d) | ObjectError::NotFound(d) => Moved::NotMoved(d),
+                ObjectError::Denied(d) | ObjectError::NotFound(d) => Moved::LeftInPlace(d),
             };
         }
         copied.push(to);

@@ -24,7 +24,7 @@ use crate::headers::{As2Request, parse_as2_name};
 use crate::mdn::{self, Mic};
 use crate::mime::{self, ContentType, Entity, Header, MimeLimits};
 use crate::unwrap::{self, Step};
-use crate::{cms, mdn_parse, outbound};
+use crate::{cms, outbound};
 
 /// A throwaway RSA-2048 key: public knowledge, for fuzzing and its tests only. Never configure
 /// it anywhere.
@@ -268,17 +268,17 @@ pub fn cms(data: &[u8]) {
 pub fn mdn(data: &[u8]) {
     let limits = MimeLimits::default();
     let trusted = trusted();
-    let whole = mdn_parse::parse(&[], data, &trusted, &limits);
+    let whole = mdn::parse(&[], data, &trusted, &limits);
     check(&whole);
     let (head, body) = split_head(data);
     let headers = http_headers(head);
     if !headers.is_empty() {
-        let split = mdn_parse::parse(&headers, body, &trusted, &limits);
+        let split = mdn::parse(&headers, body, &trusted, &limits);
         check(&split);
     }
 }
 
-fn check(parsed: &Result<mdn_parse::ParsedMdn, mdn_parse::MdnError>) {
+fn check(parsed: &Result<mdn::ParsedMdn, mdn::MdnError>) {
     match parsed {
         Ok(p) => {
             let _ = p.answers("<fuzz@edinode>");

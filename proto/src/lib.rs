@@ -5,10 +5,13 @@
 //! - [`headers`]: the AS2 request headers as typed values.
 //! - [`cms`]: CMS layers: encrypt/decrypt, sign/verify, compress/decompress.
 //! - [`unwrap`]: one unwrapping step at a time, the MIC, and the delivered documents.
-//! - [`mdn`]: building MDNs.
+//! - [`outbound`]: building an outbound AS2 message and the MIC its MDN has to return.
+//! - [`mdn`]: MDNs: building ours, parsing a partner's, judging it against what we sent.
 //! - [`error`]: error types and the one table mapping failures to dispositions.
 //! - [`profile`]: stations and partners with their keys loaded.
 //! - [`envelope`]: the typed messages that travel between actors.
+//! - [`as4`]: AS4 (ebMS 3.0) signals, user messages and WS-Security for the pull sender.
+//! - `fuzzing` and `testing` (hidden): fuzz entry points, and keys for tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alg;
@@ -19,8 +22,8 @@ pub mod error;
 #[doc(hidden)] pub mod fuzzing;
 pub mod headers;
 pub mod mdn;
-pub mod mdn_parse;
 pub mod mime;
 pub mod outbound;
 pub mod profile;
+#[doc(hidden)] pub mod testing;
 pub mod unwrap;

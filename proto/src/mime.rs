@@ -306,10 +306,8 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str, limits: &MimeLimits) 
         }
         let before = if pos >= 2 && body[pos - 2] == b'\r' {
             pos - 2
-        } else if pos >= 1 {
-            pos - 1
         } else {
-            0
+            pos.saturating_sub(1)
         };
         let after = pos + d.len();
         let is_close = body[after..].starts_with(b"--");
@@ -363,25 +361,12 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str, limits: &MimeLimits) 
     Ok(parts)
 }
 
+/// The first occurrence of `needle` in `hay` (None for an empty needle).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    let first = needle[0];
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        match hay[i..hay.len() - needle.len() + 1].iter().position(|&b| b == first) {
-            Some(p) => {
-                let at = i + p;
-                if &hay[at..at + needle.len()] == needle {
-                    return Some(at);
-                }
-                i = at + 1;
-            }
-            None => return None,
-        }
-    }
-    None
+    memchr::memmem::find(hay, needle)
 }
 
 /// Where the body starts when `raw` begins with a header block: one or more fields, each a name,

@@ -188,7 +188,7 @@ pub struct VerifiedEntity {
 
 fn cms_to_processing(err: CmsError) -> ProcessingError {
     match err {
-        CmsError::SignatureInvalid(m) if m.to_ascii_lowercase().contains("digest") => ProcessingError::Integrity(m),
+        CmsError::ContentAltered(m) => ProcessingError::Integrity(m),
         CmsError::SignatureInvalid(m) | CmsError::UnknownSigner(m) => ProcessingError::Authentication(m),
         CmsError::Malformed(m) => ProcessingError::Authentication(format!("unreadable signature: {m}")),
         other => ProcessingError::Authentication(other.to_string()),
@@ -217,7 +217,7 @@ pub fn verify(raw: &[u8], trusted: &[X509], mic_alg: Option<DigestAlg>, limits: 
             return Err(ProcessingError::Authentication(format!("unsupported signature type {}", sig_ct.mime)));
         }
         let sig = sig_entity.decoded_body().map_err(|err| ProcessingError::Authentication(err.to_string()))?;
-        verify_with_line_end_tolerance(&sig, parts[0], trusted, limits)?
+        verify_detached_entity(&sig, parts[0], trusted, limits).map_err(cms_to_processing)?
     } else {
         let der = e.decoded_body_ref().map_err(|err| ProcessingError::Authentication(err.to_string()))?;
         let (content, v) = cms::verify_embedded(&der, trusted).map_err(cms_to_processing)?;
@@ -225,7 +225,7 @@ pub fn verify(raw: &[u8], trusted: &[X509], mic_alg: Option<DigestAlg>, limits: 
     };
     let alg = mic_alg.unwrap_or(verified.digest);
     let mic = compute_mic(&inner, alg);
-    let thumb = verified.signer.digest(openssl::hash::MessageDigest::sha1()).map(|d| hex::encode(d)).unwrap_or_default();
+    let thumb = verified.signer.digest(openssl::hash::MessageDigest::sha1()).map(hex::encode).unwrap_or_default();
     Ok(VerifiedEntity {
         inner: as_entity(inner, limits),
         digest: verified.digest,
@@ -235,19 +235,20 @@ pub fn verify(raw: &[u8], trusted: &[X509], mic_alg: Option<DigestAlg>, limits: 
     })
 }
 
-/// Verify over the bytes as received; when that fails on the digest only, try the two forms a
-/// store-and-forward hop may have turned CRLF into LF in: headers restored to CRLF (what the
-/// sender signs for a binary part), then everything in CRLF. The content (and so the MIC) is
-/// the form that verified.
-fn verify_with_line_end_tolerance(sig: &[u8], signed: &[u8], trusted: &[X509], limits: &MimeLimits) -> Result<(Vec<u8>, cms::Verified), ProcessingError> {
+/// Verifies a detached signature over `signed` (a MIME entity, headers included) as received;
+/// when that fails on a bad signature or an altered content and the entity has bare LFs, tries
+/// the two forms a store-and-forward hop may have turned CRLF into LF in: headers restored to
+/// CRLF (what the sender signs for a binary part), then everything in CRLF. Returns the bytes
+/// that verified, so the MIC is taken over them. The one signature check for messages and MDNs.
+pub fn verify_detached_entity(sig: &[u8], signed: &[u8], trusted: &[X509], limits: &MimeLimits) -> Result<(Vec<u8>, cms::Verified), CmsError> {
     let first = match cms::verify_detached(sig, signed, trusted) {
         Ok(v) => return Ok((signed.to_vec(), v)),
         Err(e) => e,
     };
-    let digest_only = matches!(&first, CmsError::SignatureInvalid(_));
-    let has_bare_lf = signed.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') || signed.first() == Some(&b'\n');
+    let digest_only = matches!(&first, CmsError::SignatureInvalid(_) | CmsError::ContentAltered(_));
+    let has_bare_lf = signed.first() == Some(&b'\n') || signed.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r');
     if digest_only && has_bare_lf {
-        let mut candidates = Vec::new();
+        let mut candidates = Vec::with_capacity(2);
         if let Ok(e) = Entity::parse(signed, limits) {
             let head_len = signed.len() - e.body.len();
             let mut c = mime::canonicalize_crlf(&signed[..head_len]);
@@ -261,7 +262,7 @@ fn verify_with_line_end_tolerance(sig: &[u8], signed: &[u8], trusted: &[X509], l
             }
         }
     }
-    Err(cms_to_processing(first))
+    Err(first)
 }
 
 /// A MIC over exactly these bytes.
@@ -373,7 +374,7 @@ mod tests {
     #[test]
     fn signed_encrypted_with_a_date_first_inner_entity_is_verified() {
         use crate::alg::{ContentCipher, KeyTransport};
-        use crate::outbound::tests::{alice, bob};
+        use crate::testing::{alice, bob};
         let l = MimeLimits::default();
         let (akey, acert) = alice();
         let (bkey, bcert) = bob();
@@ -401,7 +402,7 @@ mod tests {
 
     #[test]
     fn layers_are_never_payloads() {
-        use crate::outbound::tests::bob;
+        use crate::testing::bob;
         let l = MimeLimits::default();
         let (_, bcert) = bob();
         let der = cms::encrypt(b"x", bcert, crate::alg::ContentCipher::Aes128Cbc, crate::alg::KeyTransport::RsaPkcs1v15).unwrap();

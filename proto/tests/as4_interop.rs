@@ -17,28 +17,10 @@ use edinode_proto::as4::signal;
 use edinode_proto::as4::user_message::{Part, Party, Property, ResponseIds, Service, UserMessage, build_pull_response};
 use edinode_proto::as4::wssec::{SecurityIds, SigningKey, thumbprint};
 use edinode_proto::as4::{Limits, package};
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
-use openssl::x509::{X509, X509NameBuilder};
 
 fn key(cn: &str) -> SigningKey {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    SigningKey { key, cert: b.build() }
+    let (key, cert) = edinode_proto::testing::self_signed(cn, 1).unwrap();
+    SigningKey { key, cert }
 }
 
 const VERIFY_RESPONSE: &str = r#"

@@ -110,7 +110,7 @@ fn seeds_open_all_the_way() {
                 assert_eq!(layers.len(), name.split('_').filter(|w| ["signed", "encrypted", "compressed"].contains(w)).count() + 1, "{name}: {layers:?}");
             }
             "mdn" => {
-                let p = edinode_proto::mdn_parse::parse(&[], &bytes, &trusted, &limits).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let p = edinode_proto::mdn::parse(&[], &bytes, &trusted, &limits).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(p.signed, name.ends_with("signed"), "{name}");
                 assert!(p.answers("<fuzz@edinode>"), "{name}");
             }

@@ -17,10 +17,10 @@ struct Inner {
 
 fn apply_status(e: &mut std::collections::BTreeMap<String, String>, status: &str, at: i64) {
     e.insert("updated_at".into(), at.to_string());
-    if let Some(rank) = edinode_actors::lifecycle_rank(status) {
-        if e.get("status").and_then(|s| edinode_actors::lifecycle_rank(s)).is_none_or(|r| rank >= r) {
-            e.insert("status".into(), status.to_string());
-        }
+    if let Some(rank) = edinode_actors::lifecycle_rank(status)
+        && e.get("status").and_then(|s| edinode_actors::lifecycle_rank(s)).is_none_or(|r| rank >= r)
+    {
+        e.insert("status".into(), status.to_string());
     }
 }
 
@@ -87,10 +87,8 @@ impl LocalState {
             }
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        if fsync {
-            if let Some(d) = path.parent() {
-                edinode_actors::files::sync_dir(d)?;
-            }
+        if fsync && let Some(d) = path.parent() {
+            edinode_actors::files::sync_dir(d)?;
         }
         Ok(LocalState { inner: Mutex::new(inner), log: Mutex::new(log), fsync })
     }
@@ -179,10 +177,10 @@ impl StateStore for LocalState {
         let exp = now + (ttl_secs as i64) * 1000;
         {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((v, e)) = g.keys.get(key) {
-                if *e > now {
-                    return Ok(v.clone());
-                }
+            if let Some((v, e)) = g.keys.get(key)
+                && *e > now
+            {
+                return Ok(v.clone());
             }
             g.keys.insert(key.to_string(), (value.to_string(), exp));
         }

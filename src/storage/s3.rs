@@ -316,24 +316,6 @@ fn encode_key(key: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_source_keys_are_percent_encoded() {
-        assert_eq!(encode_key("AS2/send/st 1/p+ä.edi"), "AS2/send/st%201/p%2B%C3%A4.edi");
-    }
-
-    #[test]
-    fn check_failure_reads_as_a_sentence() {
-        let f = failure("PutObject", "s3:PutObject", "as2gateway/x/.probe", S3Error::AccessDenied("AccessDenied: no".into()));
-        assert_eq!(f.to_string(), "s3:PutObject denied for PutObject on as2gateway/x/.probe: AccessDenied: no");
-        let f = failure("ListObjectsV2", "s3:ListBucket", "AS2/send/x/", S3Error::Other("NoSuchBucket".into()));
-        assert_eq!(f.to_string(), "ListObjectsV2 on AS2/send/x/ failed (needs s3:ListBucket): NoSuchBucket");
-    }
-}
-
 /// The node-side error as the actors see it: the operation and key, and whether it was refused.
 fn object_error(what: String, e: S3Error) -> edinode_actors::ObjectError {
     use edinode_actors::ObjectError;
@@ -368,5 +350,23 @@ impl edinode_actors::ObjectStore for S3Store {
     }
     async fn ping(&self, prefix: &str) -> Result<(), edinode_actors::ObjectError> {
         self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(1).send().await.map(|_| ()).map_err(|e| object_error(format!("ListObjectsV2 {prefix}"), map_err(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_keys_are_percent_encoded() {
+        assert_eq!(encode_key("AS2/send/st 1/p+ä.edi"), "AS2/send/st%201/p%2B%C3%A4.edi");
+    }
+
+    #[test]
+    fn check_failure_reads_as_a_sentence() {
+        let f = failure("PutObject", "s3:PutObject", "as2gateway/x/.probe", S3Error::AccessDenied("AccessDenied: no".into()));
+        assert_eq!(f.to_string(), "s3:PutObject denied for PutObject on as2gateway/x/.probe: AccessDenied: no");
+        let f = failure("ListObjectsV2", "s3:ListBucket", "AS2/send/x/", S3Error::Other("NoSuchBucket".into()));
+        assert_eq!(f.to_string(), "ListObjectsV2 on AS2/send/x/ failed (needs s3:ListBucket): NoSuchBucket");
     }
 }

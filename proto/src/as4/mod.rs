@@ -332,42 +332,17 @@ pub enum BuildError {
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::{X509, X509NameBuilder};
-
     use super::wssec::SigningKey;
 
     /// The AS4.NET signed PullRequest (see shared/fixtures/README.md).
     pub fn fixture(name: &str) -> Vec<u8> {
-        let dir = std::env::var("EDINODE_FIXTURES")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures").into());
-        let path = format!("{dir}/as4/{name}");
-        std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("fixture {path} missing ({e}); set EDINODE_FIXTURES to the shared fixtures dir")
-        })
+        crate::testing::fixture("as4", name)
     }
 
     /// A throwaway self-signed RSA key and certificate.
     pub fn signing_key(cn: &str) -> SigningKey {
-        let rsa = Rsa::generate(2048).unwrap();
-        let key = PKey::from_rsa(rsa).unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", cn).unwrap();
-        let name = name.build();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap()).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(365).unwrap()).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        SigningKey { key, cert: b.build() }
+        let (key, cert) = crate::testing::self_signed(cn, 7).unwrap();
+        SigningKey { key, cert }
     }
 }
 

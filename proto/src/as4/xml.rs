@@ -38,7 +38,7 @@ pub(crate) fn prescan<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, A
     let mut depth = 0usize;
     let mut declarations = 0usize;
     let mut i = 0usize;
-    while let Some(off) = memchr(b'<', &b[i..]) {
+    while let Some(off) = memchr::memchr(b'<', &b[i..]) {
         i += off;
         let rest = &b[i..];
         if rest.starts_with(b"<!--") {
@@ -96,14 +96,9 @@ pub(crate) fn prescan<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, A
 
 fn skip_past(b: &[u8], from: usize, end: &[u8]) -> Result<usize, As4Error> {
     let hay = b.get(from..).unwrap_or_default();
-    hay.windows(end.len())
-        .position(|w| w == end)
+    memchr::memmem::find(hay, end)
         .map(|p| from + p + end.len())
         .ok_or_else(|| As4Error::Malformed("unterminated markup".into()))
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&c| c == needle)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,18 +4,11 @@
 //! Inputs that vary (our Message-ID, the boundaries, the date) come in as arguments so builds are
 //! reproducible. Header values are never folded.
 
+use super::Mic;
 use crate::alg::{DigestAlg, MicSpelling};
 use crate::error::Disposition;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
-
-/// A MIC as reported in Received-Content-MIC.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Mic {
-    /// Base64 digest.
-    pub digest: String,
-    pub alg: DigestAlg,
-}
 
 /// What goes into one MDN.
 #[derive(Debug, Clone)]

@@ -1,0 +1,73 @@
+//! Keys and certificates for tests (proto's own, proto/tests, actors and the node's tests):
+//! self-signed RSA identities with a fixed validity, so tests never read the clock for them.
+//! Not part of the API.
+
+use std::sync::OnceLock;
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::{X509, X509Builder, X509NameBuilder};
+
+/// A private key and its self-signed certificate.
+pub type Identity = (PKey<Private>, X509);
+
+/// A fresh 2048-bit RSA key with a self-signed SHA-256 certificate for `CN=cn`, valid
+/// 2024-01-01 .. 2034-01-01.
+pub fn self_signed(cn: &str, serial: u32) -> Result<Identity, ErrorStack> {
+    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", cn)?;
+    let name = name.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = BigNum::from_u32(serial)?.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(&key)?;
+    let (not_before, not_after) = (Asn1Time::from_unix(1_704_067_200)?, Asn1Time::from_unix(2_019_686_400)?);
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok((key, b.build()))
+}
+
+#[allow(clippy::expect_used)] // test helper: a key that cannot be generated ends the test
+fn cached(cell: &'static OnceLock<Identity>, cn: &str, serial: u32) -> &'static Identity {
+    cell.get_or_init(|| self_signed(cn, serial).expect("generate a test identity"))
+}
+
+/// Our station (signs outbound messages and MDNs in the tests).
+pub fn alice() -> &'static Identity {
+    static ID: OnceLock<Identity> = OnceLock::new();
+    cached(&ID, "alice", 1)
+}
+
+/// The partner (decrypts).
+pub fn bob() -> &'static Identity {
+    static ID: OnceLock<Identity> = OnceLock::new();
+    cached(&ID, "bob", 2)
+}
+
+/// Someone nobody trusts.
+pub fn carol() -> &'static Identity {
+    static ID: OnceLock<Identity> = OnceLock::new();
+    cached(&ID, "carol", 3)
+}
+
+/// A third-party capture from the shared fixtures directory (`EDINODE_FIXTURES`, by default
+/// `../shared/fixtures` beside the workspace), e.g. `fixture("as2", "mecas2_signed.as2")`.
+/// Panics with a hint when it is missing.
+pub fn fixture(kind: &str, name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("EDINODE_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures").into());
+    let path = dir.join(kind).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("fixture {} missing ({e}); set EDINODE_FIXTURES to the shared fixtures directory", path.display())
+    })
+}
