@@ -72,10 +72,10 @@ fn mdn_listener() -> (String, Recorded) {
                 if h == "\r\n" || h.is_empty() {
                     break;
                 }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap();
-                    }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap();
                 }
             }
             let mut body = vec![0u8; len];

@@ -98,17 +98,6 @@ async fn deliver_once(cx: &NodeContext, dir: &Path, id: &str, index: usize, file
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn candidate_names_are_distinct_and_keep_the_file_name() {
-        let names: Vec<String> = super::candidates("0123456789abcdef", 2, "po.edi").take(6).collect();
-        assert_eq!(names[..3], ["po.edi", "0123456789ab_po.edi", "0123456789ab_2_po.edi"]);
-        assert!(names.iter().all(|n| n.ends_with("po.edi")));
-        let set: std::collections::HashSet<_> = names.iter().collect();
-        assert_eq!(set.len(), names.len());
-    }
-}
 
 #[async_trait::async_trait]
 impl Actor for Deliverer {
@@ -179,5 +168,17 @@ impl Actor for Deliverer {
         let keys = if ctx.raw.is_some() { Vec::new() } else { vec![ctx.raw_key.clone()] };
         outs.push(Out::DropBlobs { prefixes, keys });
         Ok(outs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn candidate_names_are_distinct_and_keep_the_file_name() {
+        let names: Vec<String> = super::candidates("0123456789abcdef", 2, "po.edi").take(6).collect();
+        assert_eq!(names[..3], ["po.edi", "0123456789ab_po.edi", "0123456789ab_2_po.edi"]);
+        assert!(names.iter().all(|n| n.ends_with("po.edi")));
+        let set: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(set.len(), names.len());
     }
 }

@@ -104,10 +104,8 @@ impl Unnamed {
                 if let Unnamed::Named(tmp) = self {
                     let _ = std::fs::remove_file(tmp);
                 }
-                if fsync {
-                    if let Some(d) = path.parent() {
-                        sync_dir(d)?;
-                    }
+                if fsync && let Some(d) = path.parent() {
+                    sync_dir(d)?;
                 }
                 Ok(true)
             }

@@ -84,9 +84,8 @@ impl QueueLog {
             remove_segment(&self.dir, seg, &mut g);
             return Ok(());
         }
-        if !g.acks.contains_key(&seg) {
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{seg:016}.acks")))?;
-            g.acks.insert(seg, f);
+        if let std::collections::hash_map::Entry::Vacant(e) = g.acks.entry(seg) {
+            e.insert(std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{seg:016}.acks")))?);
         }
         if let Some(f) = g.acks.get_mut(&seg) {
             f.write_all(&seq.to_le_bytes())?;
@@ -282,10 +281,10 @@ impl Transport for LocalTransport {
 
     async fn publish_exchange(&self, exchange: &str, _rk: &str, _message_id: &str, _headers: &[(String, String)], body: &[u8]) -> anyhow::Result<()> {
         // No bus in embedded mode: documents are in the inbox directory, events in the events log.
-        if let Some(log) = self.events.as_ref().filter(|_| exchange == edinode_actors::queues::EVENTS_EXCHANGE) {
-            if let Err(error) = log.append(body) {
-                tracing::warn!(message = "Could not write an event to the events log.", %error);
-            }
+        if let Some(log) = self.events.as_ref().filter(|_| exchange == edinode_actors::queues::EVENTS_EXCHANGE)
+            && let Err(error) = log.append(body)
+        {
+            tracing::warn!(message = "Could not write an event to the events log.", %error);
         }
         Ok(())
     }

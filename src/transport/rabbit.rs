@@ -83,10 +83,11 @@ impl RabbitTransport {
     /// The publishing channel (confirm mode), reconnecting if the broker went away.
     async fn channel(&self) -> anyhow::Result<Channel> {
         let mut g = self.publisher.lock().await;
-        if let Some((conn, ch)) = g.as_ref() {
-            if conn.status().connected() && ch.status().connected() {
-                return Ok(ch.clone());
-            }
+        if let Some((conn, ch)) = g.as_ref()
+            && conn.status().connected()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
         }
         *g = None;
         self.declared.lock().await.clear();
