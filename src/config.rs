@@ -232,7 +232,7 @@ pub struct S3Config {
     pub outbound: bool,
     /// "subfolder" (inbox/<message>/<file>, default) or "prefix" (inbox/<message>_<file>).
     #[serde(default = "subfolder")]
-    pub folder_structure: String,
+    pub folder_structure: edinode_actors::FolderStructure,
     /// A file is picked up once its last modification is this old (seconds; default 15).
     #[serde(default = "fifteen")]
     pub pickup_age_secs: f64,
@@ -250,8 +250,8 @@ fn default_region() -> String {
 fn yes() -> bool {
     true
 }
-fn subfolder() -> String {
-    "subfolder".into()
+fn subfolder() -> edinode_actors::FolderStructure {
+    edinode_actors::FolderStructure::Subfolder
 }
 fn fifteen() -> f64 {
     15.0
@@ -629,4 +629,22 @@ pub fn actors(spec: &str) -> Result<Vec<String>, String> {
         .map(|a| a.trim().to_string())
         .map(|a| if ACTORS.contains(&a.as_str()) { Ok(a) } else { Err(format!("unknown actor {a} (known: {})", ACTORS.join(", "))) })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_section(extra: &str) -> Result<S3Config, config::ConfigError> {
+        let text = format!("bucket = \"b\"\n{extra}");
+        config::Config::builder().add_source(config::File::from_str(&text, config::FileFormat::Toml)).build()?.try_deserialize()
+    }
+
+    #[test]
+    fn folder_structure_is_one_of_two_words_and_a_typo_is_refused() {
+        assert_eq!(s3_section("").unwrap().folder_structure, edinode_actors::FolderStructure::Subfolder);
+        assert_eq!(s3_section("folder_structure = \"prefix\"").unwrap().folder_structure, edinode_actors::FolderStructure::Prefix);
+        let e = s3_section("folder_structure = \"prefx\"").err().expect("a typo must not mean subfolder").to_string();
+        assert!(e.contains("prefx") && e.contains("folder_structure"), "{e}");
+    }
 }

@@ -81,7 +81,7 @@ async fn buckets(settings: &Settings) -> (std::collections::HashMap<String, edin
                         store: Arc::new(store),
                         inbound: c.inbound,
                         outbound: c.outbound,
-                        folders: if c.folder_structure == "prefix" { edinode_actors::FolderStructure::Prefix } else { edinode_actors::FolderStructure::Subfolder },
+                        folders: c.folder_structure,
                         pickup_age_ms: (c.pickup_age_secs * 1000.0) as i64,
                         steady_ms: (c.steady_secs * 1000.0) as i64,
                         poll_ms: (c.poll_secs * 1000.0).max(50.0) as u64,

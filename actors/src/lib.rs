@@ -195,8 +195,10 @@ pub trait ObjectStore: Send + Sync {
     async fn ping(&self, prefix: &str) -> Result<(), ObjectError>;
 }
 
-/// How received files are named under `inbox/` so names never collide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How received files are named under `inbox/` so names never collide (`"subfolder"` or
+/// `"prefix"` in the configuration; anything else is refused when it loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FolderStructure {
     /// `inbox/<message>/<file>`
     Subfolder,
