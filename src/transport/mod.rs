@@ -101,5 +101,5 @@ fn envelope_id(body: &[u8]) -> Option<String> {
 
 /// Whether `hay` contains `needle`.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && edinode_proto::mime::find(hay, needle).is_some()
 }
