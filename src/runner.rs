@@ -66,13 +66,13 @@ async fn publish_with_dead(cx: &NodeContext, t: &dyn Transport, actor: &str, que
 
 /// Record a stage's statuses and its "handled" marker in one step (retried like any status
 /// write); false when the marker could not be written.
-async fn settle(cx: &NodeContext, actor: &str, records: &[StatusRecord], done: &str) -> bool {
+async fn settle(cx: &NodeContext, actor: &str, records: &[StatusRecord], done: &str, value: &str) -> bool {
     let mut last = String::new();
     for wait in [0u64, 50, 200] {
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
-        match cx.state.settle(records, Some((done, DONE_TTL_SECS))).await {
+        match cx.state.settle(records, Some((done, value, DONE_TTL_SECS))).await {
             Ok(()) => return true,
             Err(e) => last = e,
         }
@@ -80,6 +80,28 @@ async fn settle(cx: &NodeContext, actor: &str, records: &[StatusRecord], done: &
     cx.metrics.state_write_failures.with_label_values(&["status"]).inc();
     tracing::warn!(message = "Could not record a finished input and its statuses; a redelivery would repeat it.", actor, error = %last);
     false
+}
+
+/// The done marker's value: the blobs to drop once the input is handled (JSON `[prefixes, keys]`,
+/// "1" when none), so a redelivery that finds the marker drops them too (a crash between
+/// writing the marker and dropping the blobs leaves nothing behind).
+fn drops_value(drops: &[Out]) -> String {
+    let (mut prefixes, mut keys) = (Vec::new(), Vec::new());
+    for o in drops {
+        if let Out::DropBlobs { prefixes: p, keys: k } = o {
+            prefixes.extend(p.iter().cloned());
+            keys.extend(k.iter().cloned());
+        }
+    }
+    if prefixes.is_empty() && keys.is_empty() { "1".into() } else { serde_json::json!([prefixes, keys]).to_string() }
+}
+
+/// The blobs a done marker's value names ([`drops_value`]); none for "1" or anything else.
+fn drops_of(value: &str) -> Vec<Out> {
+    match serde_json::from_str::<(Vec<String>, Vec<String>)>(value) {
+        Ok((prefixes, keys)) => vec![Out::DropBlobs { prefixes, keys }],
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Best effort: a blob left behind is removed by the sweeper.
@@ -150,8 +172,9 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
     if d.redelivered {
         // Handled before and its outputs published, but the acknowledgement was lost (a crash,
         // a broker restart): do not start a second chain or repeat an effect.
-        if let Ok(Some(_)) = cx.state.get(&done).await {
+        if let Ok(Some(value)) = cx.state.get(&done).await {
             tracing::info!(message = "Redelivered input already handled; acknowledging it.", actor = A::NAME);
+            drop_blobs(cx, drops_of(&value)).await;
             finish(d, true).await;
             return;
         }
@@ -181,7 +204,7 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
                         _ => None,
                     })
                     .collect();
-                if settle(cx, A::NAME, &records, &done).await {
+                if settle(cx, A::NAME, &records, &done, &drops_value(&drops)).await {
                     drop_blobs(cx, drops).await;
                 }
                 true
@@ -231,6 +254,21 @@ pub fn spawn<A: Actor>(actor: A, cx: NodeContext, t: Arc<dyn Transport>, mut rx:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_done_marker_names_the_blobs_a_redelivery_still_drops() {
+        let drops = [Out::DropBlobs { prefixes: vec!["work/a/".into()], keys: vec!["raw/a".into()] }, Out::DropBlobs { prefixes: vec![], keys: vec!["raw/b".into()] }];
+        let v = drops_value(&drops);
+        match drops_of(&v).as_slice() {
+            [Out::DropBlobs { prefixes, keys }] => {
+                assert_eq!(prefixes, &["work/a/"]);
+                assert_eq!(keys, &["raw/a", "raw/b"]);
+            }
+            other => panic!("{} outputs", other.len()),
+        }
+        assert_eq!(drops_value(&[]), "1");
+        assert!(drops_of("1").is_empty(), "markers written before this change name nothing");
+    }
     use crate::storage::{FsBlobStore, LocalState};
     use crate::transport::local::LocalTransport;
     use std::sync::Mutex;

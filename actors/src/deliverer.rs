@@ -120,7 +120,19 @@ impl Actor for Deliverer {
         let mut outs = Vec::new();
         let mut names = Vec::new();
         for (i, p) in payloads.iter().enumerate() {
-            let data = cx.load(&p.data).await?;
+            let data = match cx.load(&p.data).await {
+                Ok(d) => d,
+                // The same documents handed over twice (a stage before this one redone after a
+                // crash) while the first hand-over already finished and dropped the working
+                // copies: delivered, nothing left to do for this one.
+                Err(e) => match cx.state.get(&format!("delivered:{}:{i}", ctx.id)).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(message = "Document already delivered and its working copy gone; a repeated hand-over, skipped.", id = %ctx.id, index = i);
+                        continue;
+                    }
+                    _ => return Err(e),
+                },
+            };
             let name = deliver_once(cx, &dir, &ctx.id, i, &p.filename, &data).await?;
             let path = dir.join(&name);
             let mut headers = vec![

@@ -342,14 +342,14 @@ pub trait StateStore: Send + Sync {
         self.record(id, status, detail).await
     }
     /// What a stage leaves when it is done with an input: status records, then `done` (a key
-    /// set to "1" if absent, with its TTL). One round trip (or one log write) where the store
+    /// set to a value if absent, with its TTL). One round trip (or one log write) where the store
     /// can; the records land before the key.
-    async fn settle(&self, records: &[StatusRecord], done: Option<(&str, u64)>) -> Result<(), String> {
+    async fn settle(&self, records: &[StatusRecord], done: Option<(&str, &str, u64)>) -> Result<(), String> {
         for r in records {
             self.record(&r.id, &r.status, &r.detail).await?;
         }
-        if let Some((key, ttl)) = done {
-            self.set_once(key, "1", ttl).await?;
+        if let Some((key, value, ttl)) = done {
+            self.set_once(key, value, ttl).await?;
         }
         Ok(())
     }

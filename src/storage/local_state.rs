@@ -143,7 +143,7 @@ impl StateStore for LocalState {
         self.append(serde_json::json!({"t": "s", "id": id, "at": at, "status": status, "detail": detail}))
     }
 
-    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, u64)>) -> Result<(), String> {
+    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, &str, u64)>) -> Result<(), String> {
         let at = crate::storage::now_ms();
         let mut entries = Vec::with_capacity(records.len() + 1);
         {
@@ -153,12 +153,12 @@ impl StateStore for LocalState {
                 apply_status(g.summaries.entry(r.id.clone()).or_default(), &r.status, at);
                 entries.push(serde_json::json!({"t": "s", "id": r.id, "at": at, "status": r.status, "detail": r.detail}));
             }
-            if let Some((key, ttl)) = done {
+            if let Some((key, value, ttl)) = done {
                 let live = g.keys.get(key).is_some_and(|(_, e)| *e > at);
                 if !live {
                     let exp = at + (ttl as i64) * 1000;
-                    g.keys.insert(key.to_string(), ("1".to_string(), exp));
-                    entries.push(serde_json::json!({"t": "k", "k": key, "v": "1", "exp": exp}));
+                    g.keys.insert(key.to_string(), (value.to_string(), exp));
+                    entries.push(serde_json::json!({"t": "k", "k": key, "v": value, "exp": exp}));
                 }
             }
         }

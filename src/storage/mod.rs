@@ -173,7 +173,7 @@ pub(crate) async fn check_settle(store: &dyn edinode_actors::StateStore, tag: &s
     let (m1, m2, done) = (format!("{tag}-m1"), format!("{tag}-m2"), format!("done:{tag}"));
     let rec = |id: &str, status: &str| StatusRecord { id: id.to_string(), status: status.to_string(), detail: format!("{status} detail") };
     store.record(&m1, "delivered", "first").await.unwrap();
-    store.settle(&[rec(&m1, "processed"), rec(&m2, "decrypted"), rec(&m2, "delivered")], Some((&done, 60))).await.unwrap();
+    store.settle(&[rec(&m1, "processed"), rec(&m2, "decrypted"), rec(&m2, "delivered")], Some((&done, "1", 60))).await.unwrap();
     let s1 = store.summary(&m1).await.unwrap().unwrap();
     assert_eq!(s1.get("status").map(String::as_str), Some("delivered"), "a lower rank does not move the summary back");
     assert_eq!(store.history(&m1).await.unwrap().len(), 2);
@@ -188,7 +188,7 @@ pub(crate) async fn check_settle(store: &dyn edinode_actors::StateStore, tag: &s
     assert_eq!((s3.get("direction").map(String::as_str), s3.get("status").map(String::as_str)), (Some("inbound"), Some("received")));
     assert!(store.list(1_699_999_999_000, 1_700_000_001_000, 10).await.unwrap().contains(&m3), "in the time index");
     // Only the marker, already set: nothing changes.
-    store.settle(&[], Some((&done, 60))).await.unwrap();
+    store.settle(&[], Some((&done, "2", 60))).await.unwrap();
     assert_eq!(store.get(&done).await.unwrap().as_deref(), Some("1"));
     assert_eq!(store.history(&m2).await.unwrap().len(), 2);
 }

@@ -24,14 +24,14 @@ return 1
 "#;
 
 /// A stage's records and its "handled" marker in one call: each record as [`RECORD_STATUS`]
-/// does, then `SET done 1 NX EX ttl`.
-/// KEYS: done key (or none), then per record its history list and summary hash.
-/// ARGV: done?, done ttl, now, ttl, then per record: entry, status, rank.
+/// does, then `SET done value NX EX ttl`.
+/// KEYS: per record its history list and summary hash, then the done key (if any).
+/// ARGV: done?, done ttl, now, ttl, done value, then per record: entry, status, rank.
 const SETTLE: &str = r#"
 local n = (#KEYS - tonumber(ARGV[1])) / 2
 for i = 0, n - 1 do
   local hist, summary = KEYS[1 + i * 2], KEYS[2 + i * 2]
-  local entry, status, rank = ARGV[5 + i * 3], ARGV[6 + i * 3], tonumber(ARGV[7 + i * 3])
+  local entry, status, rank = ARGV[6 + i * 3], ARGV[7 + i * 3], tonumber(ARGV[8 + i * 3])
   redis.call('RPUSH', hist, entry)
   redis.call('EXPIRE', hist, ARGV[4])
   redis.call('HSET', summary, 'updated_at', ARGV[3])
@@ -44,7 +44,7 @@ for i = 0, n - 1 do
   redis.call('EXPIRE', summary, ARGV[4])
 end
 if ARGV[1] == '1' then
-  redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[2])
+  redis.call('SET', KEYS[#KEYS], ARGV[5], 'NX', 'EX', ARGV[2])
 end
 return 1
 "#;
@@ -131,7 +131,7 @@ impl StateStore for RedisState {
             .map_err(|e| e.to_string())
     }
 
-    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, u64)>) -> Result<(), String> {
+    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, &str, u64)>) -> Result<(), String> {
         if records.is_empty() && done.is_none() {
             return Ok(());
         }
@@ -139,13 +139,13 @@ impl StateStore for RedisState {
         let now = crate::storage::now_ms();
         let script = redis::Script::new(SETTLE);
         let mut inv = script.prepare_invoke();
-        inv.arg(if done.is_some() { "1" } else { "0" }).arg(done.map(|(_, ttl)| ttl.max(1)).unwrap_or(1)).arg(now).arg(STATUS_TTL_SECS);
+        inv.arg(if done.is_some() { "1" } else { "0" }).arg(done.map(|(_, _, ttl)| ttl.max(1)).unwrap_or(1)).arg(now).arg(STATUS_TTL_SECS).arg(done.map(|(_, v, _)| v).unwrap_or(""));
         for r in records {
             inv.key(self.key(&format!("status:{}", r.id))).key(self.key(&format!("msg:{}", r.id)));
             let entry = serde_json::json!({"at": now, "status": r.status, "detail": r.detail}).to_string();
             inv.arg(entry).arg(&r.status).arg(edinode_actors::lifecycle_rank(&r.status).map(i64::from).unwrap_or(-1));
         }
-        if let Some((key, _)) = done {
+        if let Some((key, _, _)) = done {
             inv.key(self.key(key));
         }
         inv.invoke_async::<i64>(&mut c).await.map(|_| ()).map_err(|e| e.to_string())
