@@ -644,7 +644,7 @@ mod tests {
     fn folder_structure_is_one_of_two_words_and_a_typo_is_refused() {
         assert_eq!(s3_section("").unwrap().folder_structure, edinode_actors::FolderStructure::Subfolder);
         assert_eq!(s3_section("folder_structure = \"prefix\"").unwrap().folder_structure, edinode_actors::FolderStructure::Prefix);
-        let e = s3_section("folder_structure = \"prefx\"").err().expect("a typo must not mean subfolder").to_string();
+        let e = s3_section("folder_structure = \"prefx\"").expect_err("a typo must not mean subfolder").to_string();
         assert!(e.contains("prefx") && e.contains("folder_structure"), "{e}");
     }
 }
