@@ -36,9 +36,18 @@ pub fn write_new(tmp: &Path, parts: &[&[u8]], fsync: bool) -> std::io::Result<()
 /// fails with AlreadyExists otherwise, atomically, also across hosts on NFS), then drop `tmp`.
 /// Ok(false): the name is taken.
 pub fn link_no_clobber(tmp: &Path, path: &Path, fsync: bool) -> std::io::Result<bool> {
-    match std::fs::hard_link(tmp, path) {
+    let named = linked(std::fs::hard_link(tmp, path), path, fsync)?;
+    if named {
+        let _ = std::fs::remove_file(tmp);
+    }
+    Ok(named)
+}
+
+/// The outcome of a hard link to `path`: Ok(true) named (its folder synced when `fsync`),
+/// Ok(false) the name is taken.
+fn linked(link: std::io::Result<()>, path: &Path, fsync: bool) -> std::io::Result<bool> {
+    match link {
         Ok(()) => {
-            let _ = std::fs::remove_file(tmp);
             if fsync && let Some(d) = path.parent() {
                 sync_dir(d)?;
             }
@@ -88,29 +97,16 @@ impl Unnamed {
     /// Give the file the name `path` only if nothing has that name yet (atomically, as
     /// [`link_no_clobber`]); the file keeps no other name. Ok(false): the name is taken.
     pub fn link(&self, path: &Path, fsync: bool) -> std::io::Result<bool> {
-        let linked = match self {
+        match self {
             Unnamed::Fd(f) => {
                 use std::os::unix::io::AsRawFd;
                 let from = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(std::io::Error::other)?;
                 let to = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
                 // SAFETY: two valid NUL-terminated paths; linkat does not keep them.
                 let rc = unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
-                if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                linked(if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }, path, fsync)
             }
-            Unnamed::Named(tmp) => std::fs::hard_link(tmp, path),
-        };
-        match linked {
-            Ok(()) => {
-                if let Unnamed::Named(tmp) = self {
-                    let _ = std::fs::remove_file(tmp);
-                }
-                if fsync && let Some(d) = path.parent() {
-                    sync_dir(d)?;
-                }
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
+            Unnamed::Named(tmp) => link_no_clobber(tmp, path, fsync),
         }
     }
 }
