@@ -64,24 +64,6 @@ async fn publish_with_dead(cx: &NodeContext, t: &dyn Transport, actor: &str, que
     Ok(drops)
 }
 
-/// Record a stage's statuses and its "handled" marker in one step (retried like any status
-/// write); false when the marker could not be written.
-async fn settle(cx: &NodeContext, actor: &str, records: &[StatusRecord], done: &str, value: &str) -> bool {
-    let mut last = String::new();
-    for wait in [0u64, 50, 200] {
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
-        match cx.state.settle(records, Some((done, value, DONE_TTL_SECS))).await {
-            Ok(()) => return true,
-            Err(e) => last = e,
-        }
-    }
-    cx.metrics.state_write_failures.with_label_values(&["status"]).inc();
-    tracing::warn!(message = "Could not record a finished input and its statuses; a redelivery would repeat it.", actor, error = %last);
-    false
-}
-
 /// The done marker's value: the blobs to drop once the input is handled (JSON `[prefixes, keys]`,
 /// "1" when none), so a redelivery that finds the marker drops them too (a crash between
 /// writing the marker and dropping the blobs leaves nothing behind).
@@ -204,8 +186,9 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
                         _ => None,
                     })
                     .collect();
-                if settle(cx, A::NAME, &records, &done, &drops_value(&drops)).await {
-                    drop_blobs(cx, drops).await;
+                match cx.settle(&records, (&done, &drops_value(&drops), DONE_TTL_SECS)).await {
+                    Ok(()) => drop_blobs(cx, drops).await,
+                    Err(error) => tracing::warn!(message = "Could not record a finished input and its statuses; a redelivery would repeat it.", actor = A::NAME, %error),
                 }
                 true
             }

@@ -465,45 +465,49 @@ impl NodeContext {
 
     /// Add summary fields; retried briefly, then logged and counted (never failing the stage).
     pub async fn annotate(&self, id: &str, fields: &[(&str, String)]) {
-        let mut last = None;
-        for wait in TRACKING_RETRIES {
-            match self.state.annotate(id, fields).await {
-                Ok(()) => return,
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        if let Err(error) = self.tracked("summary", || self.state.annotate(id, fields)).await {
+            tracing::warn!(message = "Failed to record message summary.", %error, id);
         }
-        self.metrics.state_write_failures.with_label_values(&["summary"]).inc();
-        tracing::warn!(message = "Failed to record message summary.", error = last.unwrap_or_default(), id);
     }
 
     /// Add summary fields and record a status together; retried briefly, then logged and
     /// counted (never failing the stage).
     pub async fn annotate_and_status(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) {
-        let mut last = None;
-        for wait in TRACKING_RETRIES {
-            match self.state.annotate_and_record(id, fields, status, detail).await {
-                Ok(()) => return,
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        if let Err(error) = self.tracked("status", || self.state.annotate_and_record(id, fields, status, detail)).await {
+            tracing::warn!(message = "Failed to record message summary and status.", %error, id, status);
         }
-        self.metrics.state_write_failures.with_label_values(&["status"]).inc();
-        tracing::warn!(message = "Failed to record message summary and status.", error = last.unwrap_or_default(), id, status);
     }
 
     /// Record a status; retried briefly, then logged and counted (never failing the stage).
     pub async fn status(&self, id: &str, status: &str, detail: &str) {
-        let mut last = None;
+        if let Err(error) = self.tracked("status", || self.state.record(id, status, detail)).await {
+            tracing::warn!(message = "Failed to record message status.", %error, id, status);
+        }
+    }
+
+    /// A stage's statuses and its "handled" marker ([`StateStore::settle`]), retried like any
+    /// tracking write; the last error when it could not be written (counted).
+    pub async fn settle(&self, records: &[StatusRecord], done: (&str, &str, u64)) -> Result<(), String> {
+        self.tracked("status", || self.state.settle(records, Some(done))).await
+    }
+
+    /// Run a tracking write, retried after each of [`TRACKING_RETRIES`]; a write that still
+    /// fails is counted under `kind` and its last error returned.
+    async fn tracked<'a, F, Fut>(&self, kind: &str, write: F) -> Result<(), String>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>> + 'a,
+    {
+        let mut last = String::new();
         for wait in TRACKING_RETRIES {
-            match self.state.record(id, status, detail).await {
-                Ok(()) => return,
-                Err(e) => last = Some(e),
+            match write().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
             }
             tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
-        self.metrics.state_write_failures.with_label_values(&["status"]).inc();
-        tracing::warn!(message = "Failed to record message status.", error = last.unwrap_or_default(), id, status);
+        self.metrics.state_write_failures.with_label_values(&[kind]).inc();
+        Err(last)
     }
 }
 
