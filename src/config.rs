@@ -123,6 +123,10 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
+fn default_stream_threshold() -> usize {
+    8 * 1024 * 1024
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
@@ -130,6 +134,8 @@ pub struct LimitSettings {
     pub max_mime_depth: u8,
     pub max_decompressed_bytes: usize,
     pub inline_threshold_bytes: usize,
+    #[serde(default = "default_stream_threshold")]
+    pub stream_threshold_bytes: usize,
     pub duplicate_retention_days: u64,
 }
 

@@ -128,6 +128,7 @@ pub async fn build(settings: Settings, src: &str, config_file: Option<std::path:
         max_depth: l.max_mime_depth,
         max_decompressed: l.max_decompressed_bytes,
         inline_threshold: l.inline_threshold_bytes,
+        stream_threshold: l.stream_threshold_bytes,
         duplicate_ttl_secs: l.duplicate_retention_days * 24 * 3600,
     };
     let (enabled, s3_refused) = buckets(&settings).await;

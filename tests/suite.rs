@@ -16,6 +16,7 @@ mod error_dispositions;
 mod first_run;
 mod fixtures_as2;
 mod inbound_more;
+mod large;
 mod interop_pyas2lib;
 mod ops;
 mod outbound;

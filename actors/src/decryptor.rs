@@ -19,6 +19,9 @@ impl Actor for Decryptor {
     async fn handle(&self, cx: &NodeContext, input: Decrypt) -> Result<Vec<Out>, ActorError> {
         let Decrypt { mut ctx, entity } = input;
         crate::describe(&ctx);
+        if cx.streams(&entity) {
+            return crate::streamed::decrypt(cx, ctx, entity).await;
+        }
         let bytes = cx.load(&entity).await?;
         let Some(station) = cx.directory.station_by_as2(&ctx.request.as2_to) else {
             return fail(ctx, &ProcessingError::Decryption("station no longer configured".into()));

@@ -39,9 +39,48 @@ fn candidates(id: &str, index: usize, filename: &str) -> impl Iterator<Item = St
 
 /// Give document `index` of reception `id` a file in `dir` that replaces nothing; returns its
 /// name. Inline file work: cheaper than the blocking pool for the usual small document.
-async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, filename: &str, data: &[u8]) -> Result<String, ActorError> {
+/// What a document is written from: bytes at hand, or a large stored blob read a piece at a
+/// time.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    Stored(&'a Blob),
+}
+
+/// How a file we wrote is recognised again (a redelivery finding its own earlier write).
+enum Check<'a> {
+    Bytes(&'a [u8]),
+    Digest { len: u64, sha256: Vec<u8> },
+}
+
+/// The document in a new unnamed file for `dir`.
+async fn write_file<'a>(cx: &NodeContext, dir: &Path, src: Source<'a>) -> Result<(files::Unnamed, Check<'a>), ActorError> {
     let tmp_dir = files::inbox_temp_dir(&cx.inbox);
-    let file = files::Unnamed::write(dir, &tmp_dir, &[data], cx.fsync).map_err(|e| ActorError::Transient(format!("write a file for {}: {e}", dir.display())))?;
+    let io = |e: std::io::Error| ActorError::Transient(format!("write a file for {}: {e}", dir.display()));
+    match src {
+        Source::Bytes(data) => Ok((files::Unnamed::write(dir, &tmp_dir, &[data], cx.fsync).map_err(io)?, Check::Bytes(data))),
+        Source::Stored(blob) => {
+            use std::io::Write;
+            let (file, mut handle) = files::Unnamed::create(dir, &tmp_dir).map_err(io)?;
+            let mut reader = cx.reader(blob).await?;
+            let mut h = openssl::hash::Hasher::new(openssl::hash::MessageDigest::sha256()).map_err(|e| ActorError::Permanent(e.to_string()))?;
+            let mut len = 0u64;
+            while let Some(chunk) = reader.next().await.map_err(ActorError::Transient)? {
+                handle.write_all(&chunk).map_err(io)?;
+                h.update(&chunk).map_err(|e| ActorError::Permanent(e.to_string()))?;
+                len += chunk.len() as u64;
+            }
+            if cx.fsync {
+                handle.sync_data().map_err(io)?;
+            }
+            let sha256 = h.finish().map_err(|e| ActorError::Permanent(e.to_string()))?.to_vec();
+            Ok((file, Check::Digest { len, sha256 }))
+        }
+    }
+}
+
+async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, filename: &str, src: Source<'_>) -> Result<String, ActorError> {
+    let (file, check) = write_file(cx, dir, src).await?;
     let me = format!("{id}:{index}");
     let owner_key = |name: &str| format!("inboxname:{}:{}", dir.display(), name);
     let result = async {
@@ -58,9 +97,11 @@ async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, f
             if file.link(&path, cx.fsync).map_err(|e| ActorError::Transient(format!("link {}: {e}", path.display())))? {
                 return Ok(name);
             }
-            // The name is ours in the state store but a file has it: our own earlier attempt
-            // (same bytes), or a file someone else put there.
-            if files::same_content(&path, data) {
+            let ours = match &check {
+                Check::Bytes(data) => files::same_content(&path, data),
+                Check::Digest { len, sha256 } => files::same_digest(&path, *len, sha256),
+            };
+            if ours {
                 return Ok(name);
             }
             tracing::warn!(message = "A file not written by this delivery has the claimed name; trying another.", name = %name, id);
@@ -74,7 +115,7 @@ async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, f
 
 /// [`claim_and_write`] unless another inbox already holds document `index` of reception `id`;
 /// returns the name it has (there or here).
-async fn deliver_once(cx: &NodeContext, dir: &Path, id: &str, index: usize, filename: &str, data: &[u8]) -> Result<String, ActorError> {
+async fn deliver_once(cx: &NodeContext, dir: &Path, id: &str, index: usize, filename: &str, src: Source<'_>) -> Result<String, ActorError> {
     let inbox = files::inbox_id(&cx.inbox).map_err(|e| ActorError::Transient(format!("inbox id in {}: {e}", cx.inbox.display())))?;
     let key = format!("delivered:{id}:{index}");
     let elsewhere = |v: &str| v.split_once('/').filter(|(other, _)| *other != inbox).map(|(_, name)| name.to_string());
@@ -82,7 +123,7 @@ async fn deliver_once(cx: &NodeContext, dir: &Path, id: &str, index: usize, file
         tracing::info!(message = "Document already delivered into another node's inbox; not writing it again.", id, name = %name);
         return Ok(name);
     }
-    let name = claim_and_write(cx, dir, id, index, filename, data).await?;
+    let name = claim_and_write(cx, dir, id, index, filename, src).await?;
     let mine = format!("{inbox}/{name}");
     let first = cx.state.set_once(&key, &mine, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)?;
     match elsewhere(&first) {
@@ -120,11 +161,11 @@ impl Actor for Deliverer {
         let mut outs = Vec::new();
         let mut names = Vec::new();
         for (i, p) in payloads.iter().enumerate() {
-            let data = match cx.load(&p.data).await {
+            // A large document streams from its blob into the file; a small one is loaded.
+            let streamed = cx.streams(&p.data);
+            let opened = if streamed { cx.reader(&p.data).await.map(|_| Vec::new()) } else { cx.load(&p.data).await };
+            let data = match opened {
                 Ok(d) => d,
-                // The same documents handed over twice (a stage before this one redone after a
-                // crash) while the first hand-over already finished and dropped the working
-                // copies: delivered, nothing left to do for this one.
                 Err(e) => match cx.state.get(&format!("delivered:{}:{i}", ctx.id)).await {
                     Ok(Some(_)) => {
                         tracing::info!(message = "Document already delivered and its working copy gone; a repeated hand-over, skipped.", id = %ctx.id, index = i);
@@ -133,7 +174,11 @@ impl Actor for Deliverer {
                     _ => return Err(e),
                 },
             };
-            let name = deliver_once(cx, &dir, &ctx.id, i, &p.filename, &data).await?;
+            let (src, size) = match &p.data {
+                Blob::Stored { len, .. } if streamed => (Source::Stored(&p.data), *len),
+                _ => (Source::Bytes(&data), data.len() as u64),
+            };
+            let name = deliver_once(cx, &dir, &ctx.id, i, &p.filename, src).await?;
             let path = dir.join(&name);
             let mut headers = vec![
                 ("as2-from".to_string(), ctx.request.as2_from.clone()),
@@ -143,10 +188,9 @@ impl Actor for Deliverer {
                 ("content-type".to_string(), p.content_type.clone()),
                 ("station".to_string(), ctx.station.clone()),
                 ("partner".to_string(), ctx.partner.clone()),
-                ("size".to_string(), data.len().to_string()),
+                ("size".to_string(), size.to_string()),
             ];
             if let Some(b) = cx.buckets.get(&ctx.station).filter(|b| b.inbound) {
-                // as2gateway/<station>/<partner>/[test/]inbox/<message>/<file> (or <message>_<file>)
                 let station_as2 = &ctx.request.as2_to;
                 let test = cx.directory.partner(station_as2, &ctx.request.as2_from).is_some_and(|p| p.test);
                 let msg = safe_component(ctx.request.bare_message_id());
@@ -155,17 +199,16 @@ impl Actor for Deliverer {
                     crate::FolderStructure::Prefix => format!("{msg}_{name}"),
                 };
                 let key = format!("as2gateway/{}/{}/{}inbox/{file}", station_as2, ctx.request.as2_from, if test { "test/" } else { "" });
-                b.store.put(&key, data.clone()).await.map_err(|e| ActorError::Transient(e.to_string()))?;
+                let put = if streamed { b.store.put_file(&key, &path).await } else { b.store.put(&key, data.clone()).await };
+                put.map_err(|e| ActorError::Transient(e.to_string()))?;
                 headers.push(("s3-key".to_string(), key));
             }
-            let body = if data.len() <= cx.limits.inline_threshold {
+            let body = if !streamed && data.len() <= cx.limits.inline_threshold {
                 data
             } else {
-                // Large documents are referenced, not copied onto the bus.
                 headers.push(("path".to_string(), path.display().to_string()));
                 Vec::new()
             };
-            // One message id per document of a reception, whatever is redelivered.
             let message_id = format!("{}.{}", ctx.id, i);
             outs.push(Out::Publish { exchange: queues::INBOUND_EXCHANGE, routing_key: format!("{}.{}", ctx.station, ctx.partner), message_id, headers, body });
             names.push(name);

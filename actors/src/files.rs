@@ -70,18 +70,26 @@ pub enum Unnamed {
 impl Unnamed {
     /// Write `parts` into a new unnamed file for directory `dir` (or a named one in `tmp_dir`).
     pub fn write(dir: &Path, tmp_dir: &Path, parts: &[&[u8]], fsync: bool) -> std::io::Result<Unnamed> {
+        let (u, mut f) = Unnamed::create(dir, tmp_dir)?;
+        for p in parts {
+            f.write_all(p)?;
+        }
+        if fsync {
+            f.sync_data()?;
+        }
+        Ok(u)
+    }
+
+    /// A new, empty unnamed file for directory `dir` (or a named one in `tmp_dir`), and a
+    /// handle to fill it (then sync it, when durability asks for that, before linking).
+    pub fn create(dir: &Path, tmp_dir: &Path) -> std::io::Result<(Unnamed, std::fs::File)> {
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::fs::OpenOptionsExt;
             match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(0o666).open(dir) {
-                Ok(mut f) => {
-                    for p in parts {
-                        f.write_all(p)?;
-                    }
-                    if fsync {
-                        f.sync_data()?;
-                    }
-                    return Ok(Unnamed::Fd(f));
+                Ok(f) => {
+                    let handle = f.try_clone()?;
+                    return Ok((Unnamed::Fd(f), handle));
                 }
                 // Not supported here (EOPNOTSUPP, EISDIR or EINVAL by file system and kernel).
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)) => {}
@@ -90,8 +98,8 @@ impl Unnamed {
         }
         std::fs::create_dir_all(tmp_dir)?;
         let tmp = tmp_dir.join(temp_name("part-"));
-        write_new(&tmp, parts, fsync)?;
-        Ok(Unnamed::Named(tmp))
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok((Unnamed::Named(tmp), f))
     }
 
     /// Give the file the name `path` only if nothing has that name yet (atomically, as
@@ -122,6 +130,29 @@ impl Drop for Unnamed {
 /// Whether the file at `path` holds exactly `data` (to recognise our own earlier write).
 pub fn same_content(path: &Path, data: &[u8]) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.len() == data.len() as u64) && std::fs::read(path).is_ok_and(|d| d == data)
+}
+
+/// Whether the file at `path` has `len` bytes with this SHA-256 (a large document, read a piece
+/// at a time).
+pub fn same_digest(path: &Path, len: u64, sha256: &[u8]) -> bool {
+    use std::io::Read;
+    if !std::fs::metadata(path).is_ok_and(|m| m.len() == len) {
+        return false;
+    }
+    let (Ok(mut f), Ok(mut h)) = (std::fs::File::open(path), openssl::hash::Hasher::new(openssl::hash::MessageDigest::sha256())) else { return false };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if h.update(&buf[..n]).is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    h.finish().is_ok_and(|d| &d[..] == sha256)
 }
 
 /// Remove temporary files older than `older_than` from `dir` (left by a process killed while

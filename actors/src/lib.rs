@@ -29,10 +29,13 @@ pub mod mime_unwrapper;
 pub mod outbound_intake;
 pub mod pull_sender;
 pub mod runtime;
+pub mod streamed;
 pub mod s3_outbox;
 pub mod verifier;
 
 use edinode_proto::envelope::{self, Blob, Inbound};
+use edinode_proto::error::ProcessingError;
+use edinode_proto::stream::Codec;
 use edinode_proto::mime::MimeLimits;
 use edinode_proto::profile::Directory;
 use serde::Serialize;
@@ -130,12 +133,34 @@ impl<S: BlobStore + ?Sized> BlobWriter for CollectingWriter<'_, S> {
     }
 }
 
+/// A blob read piece by piece (a large message streams through a stage).
+#[async_trait::async_trait]
+pub trait BlobReader: Send {
+    /// The next piece (about [`edinode_proto::stream::CHUNK`] bytes), or None at the end.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// The fallback reader: the whole blob, handed out in pieces.
+struct WholeReader(std::collections::VecDeque<Vec<u8>>);
+
+#[async_trait::async_trait]
+impl BlobReader for WholeReader {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.pop_front())
+    }
+}
+
 /// Shared blob storage for raw requests and large bodies (a directory, later S3).
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync {
     /// Start writing a blob piece by piece (stores that can stream override this).
     async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, String> {
         Ok(Box::new(CollectingWriter { store: self, key: key.to_string(), data: Vec::new() }))
+    }
+    /// Read a blob piece by piece (stores that can stream override this).
+    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn BlobReader + 'a>, String> {
+        let data = self.get(key).await?;
+        Ok(Box::new(WholeReader(data.chunks(edinode_proto::stream::CHUNK).map(<[u8]>::to_vec).collect())))
     }
     async fn put(&self, key: &str, data: &[u8]) -> Result<(), String>;
     /// Store the concatenation of `parts` without building it in memory first.
@@ -186,6 +211,11 @@ pub enum ObjectError {
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), ObjectError>;
+    /// Store a file's content (a large document, streamed by stores that can).
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), ObjectError> {
+        let data = tokio::fs::read(path).await.map_err(|e| ObjectError::Other(format!("read {}: {e}", path.display())))?;
+        self.put(key, data).await
+    }
     async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError>;
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectError>;
     /// Deleting a missing key succeeds.
@@ -363,6 +393,8 @@ pub struct Limits {
     pub max_decompressed: usize,
     /// Bodies larger than this travel as blob references.
     pub inline_threshold: usize,
+    /// Stored entities larger than this stream through the stages instead of being loaded.
+    pub stream_threshold: usize,
     pub duplicate_ttl_secs: u64,
 }
 
@@ -373,6 +405,7 @@ impl Default for Limits {
             max_depth: 8,
             max_decompressed: 512 * 1024 * 1024,
             inline_threshold: 1024 * 1024,
+            stream_threshold: 8 * 1024 * 1024,
             duplicate_ttl_secs: 30 * 24 * 3600,
         }
     }
@@ -440,6 +473,72 @@ impl NodeContext {
             Blob::Inline(b) => Ok(b.clone()),
             Blob::Stored { key, .. } => self.blobs.get(key).await.map_err(ActorError::Transient),
         }
+    }
+
+    /// Whether a blob is large enough to stream through a stage instead of being loaded.
+    pub fn streams(&self, blob: &Blob) -> bool {
+        matches!(blob, Blob::Stored { len, .. } if *len > self.limits.stream_threshold as u64)
+    }
+
+    /// A blob read piece by piece.
+    pub async fn reader(&self, blob: &Blob) -> Result<Box<dyn BlobReader + '_>, ActorError> {
+        match blob {
+            Blob::Inline(b) => Ok(Box::new(WholeReader(b.chunks(edinode_proto::stream::CHUNK).map(<[u8]>::to_vec).collect()))),
+            Blob::Stored { key, .. } => self.blobs.reader(key).await.map_err(ActorError::Transient),
+        }
+    }
+
+    /// The first `n` bytes of a blob (what classifying it needs).
+    pub async fn head(&self, blob: &Blob, n: usize) -> Result<Vec<u8>, ActorError> {
+        let mut r = self.reader(blob).await?;
+        let mut out = Vec::new();
+        while out.len() < n {
+            match r.next().await.map_err(ActorError::Transient)? {
+                Some(c) => out.extend_from_slice(&c),
+                None => break,
+            }
+        }
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Stream `input` through `codec` on the CPU pool into the blob `work/<id>/<hint>`, a piece
+    /// at a time: memory stays at a few pieces whatever the size. `Ok(Err(e))`: the codec
+    /// refused the content (nothing is stored); the codec comes back for what it learnt (a MIC).
+    pub async fn stream_through<C: Codec + 'static>(&self, ctx: &Inbound, input: &Blob, hint: &str, codec: C) -> Result<Result<(C, Blob), ProcessingError>, ActorError> {
+        let key = format!("work/{}/{hint}", ctx.id);
+        let mut reader = self.reader(input).await?;
+        let mut writer = self.blobs.writer(&key).await.map_err(ActorError::Transient)?;
+        let mut codec = codec;
+        let mut ended = false;
+        loop {
+            let chunk = if codec.pending() {
+                Some(Vec::new())
+            } else if ended {
+                break;
+            } else {
+                reader.next().await.map_err(ActorError::Transient)?
+            };
+            ended |= chunk.is_none();
+            let (c, result) = self
+                .cpu
+                .run(move || {
+                    let mut out = Vec::new();
+                    let r = match chunk {
+                        Some(d) => codec.push(&d, &mut out),
+                        None => codec.finish(&mut out),
+                    };
+                    (codec, r.map(|()| out))
+                })
+                .await?;
+            codec = c;
+            match result {
+                Ok(out) => writer.write(&out).await.map_err(ActorError::Transient)?,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let len = writer.finish().await.map_err(ActorError::Transient)?;
+        Ok(Ok((codec, Blob::Stored { key, len })))
     }
 
     /// Keep bytes inline when small, else store them under a key derived from `hint`.

@@ -38,18 +38,53 @@ pub fn unsigned_mic_alg(ctx: &Inbound) -> DigestAlg {
     requested_mic_alg(ctx).unwrap_or(DigestAlg::Sha1)
 }
 
-/// No layer is left: policy, duplicates, the documents to the Deliverer, the outcome to the
-/// MdnSender.
-async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<Vec<Out>, ActorError> {
+/// What the partner agreement requires of the message's security (checked once no layer is
+/// left).
+pub(crate) fn check_policy(cx: &NodeContext, ctx: &Inbound) -> Result<(), ProcessingError> {
     let Some(partner) = cx.directory.partner(&ctx.request.as2_to, &ctx.request.as2_from) else {
-        return fail(ctx, &ProcessingError::Unexpected("partner no longer configured".into()));
+        return Err(ProcessingError::Unexpected("partner no longer configured".into()));
     };
     let policy = &partner.policy;
     if policy.require_signed && ctx.security.signer.is_none() {
-        return fail(ctx, &ProcessingError::InsufficientSecurity("the partner agreement requires signed messages".into()));
+        return Err(ProcessingError::InsufficientSecurity("the partner agreement requires signed messages".into()));
     }
     if policy.require_encrypted && !ctx.security.encrypted {
-        return fail(ctx, &ProcessingError::InsufficientSecurity("the partner agreement requires encrypted messages".into()));
+        return Err(ProcessingError::InsufficientSecurity("the partner agreement requires encrypted messages".into()));
+    }
+    Ok(())
+}
+
+/// The duplicate check: Some(outs) concludes a message seen before (a warning MDN, nothing
+/// delivered).
+pub(crate) async fn duplicate(cx: &NodeContext, ctx: &Inbound) -> Result<Option<Vec<Out>>, ActorError> {
+    let key = format!("dup:{}:{}:{}", ctx.request.as2_to, ctx.request.as2_from, ctx.request.message_id);
+    match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)? {
+        Claim::Duplicate { first } => {
+            tracing::info!(message = "Duplicate message; not delivered again.", id = %ctx.id, first = %first, message_id = %ctx.request.message_id);
+            Ok(Some(vec![Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude {
+                ctx: ctx.clone(),
+                disposition: Disposition::Warning(Disposition::DUPLICATE.into()),
+                reason: Some(format!("duplicate of reception {first}")),
+            }))?]))
+        }
+        Claim::New | Claim::Own => Ok(None),
+    }
+}
+
+/// The documents to the Deliverer, the outcome to the MdnSender.
+pub(crate) fn conclude(ctx: Inbound, payloads: Vec<Payload>) -> Result<Vec<Out>, ActorError> {
+    Ok(vec![
+        // The Deliverer does not need the raw capture (a delivered message drops it).
+        Out::send(queues::DELIVERER, &Deliver { ctx: Inbound { raw: None, ..ctx.clone() }, payloads })?,
+        Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude { ctx, disposition: Disposition::Processed, reason: None }))?,
+    ])
+}
+
+/// No layer is left: policy, duplicates, the documents to the Deliverer, the outcome to the
+/// MdnSender.
+async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<Vec<Out>, ActorError> {
+    if let Err(e) = check_policy(cx, &ctx) {
+        return fail(ctx, &e);
     }
     if ctx.security.mic.is_none() {
         // Not reached (the outermost layer sets a MIC); the content MIC is the safe answer.
@@ -59,17 +94,8 @@ async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<V
         Ok(d) => d,
         Err(e) => return fail(ctx, &e),
     };
-    let key = format!("dup:{}:{}:{}", ctx.request.as2_to, ctx.request.as2_from, ctx.request.message_id);
-    match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)? {
-        Claim::Duplicate { first } => {
-            tracing::info!(message = "Duplicate message; not delivered again.", id = %ctx.id, first = %first, message_id = %ctx.request.message_id);
-            return Ok(vec![Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude {
-                ctx,
-                disposition: Disposition::Warning(Disposition::DUPLICATE.into()),
-                reason: Some(format!("duplicate of reception {first}")),
-            }))?]);
-        }
-        Claim::New | Claim::Own => {}
+    if let Some(outs) = duplicate(cx, &ctx).await? {
+        return Ok(outs);
     }
     let bare = ctx.request.bare_message_id().to_string();
     let n = docs.len();
@@ -79,11 +105,7 @@ async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<V
         let data = cx.blob(&ctx, &format!("doc{i}"), d.data).await?;
         payloads.push(Payload { filename, content_type: d.content_type, data });
     }
-    Ok(vec![
-        // The Deliverer does not need the raw capture (a delivered message drops it).
-        Out::send(queues::DELIVERER, &Deliver { ctx: Inbound { raw: None, ..ctx.clone() }, payloads })?,
-        Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude { ctx, disposition: Disposition::Processed, reason: None }))?,
-    ])
+    conclude(ctx, payloads)
 }
 
 /// A file name for a document that came without one: from the Message-ID, made safe.
@@ -108,6 +130,9 @@ impl Actor for MimeUnwrapper {
     async fn handle(&self, cx: &NodeContext, input: Unwrap) -> Result<Vec<Out>, ActorError> {
         let Unwrap { ctx, entity } = input;
         crate::describe(&ctx);
+        if cx.streams(&entity) {
+            return crate::streamed::open(cx, ctx, entity).await;
+        }
         let bytes = cx.load(&entity).await?;
         route(cx, ctx, bytes, Some(entity)).await
     }
@@ -144,19 +169,42 @@ pub async fn route(cx: &NodeContext, mut ctx: Inbound, mut bytes: Vec<u8>, mut b
                 return Ok(vec![hand_off(ctx, current, &step)?]);
             }
             Step::Decompress => {
-                blob = None;
-                let (max, limits) = (cx.limits.max_decompressed, cx.limits.mime);
+                let stored = blob.take();
+                // In memory up to a few times the streaming threshold; beyond, it streams.
+                let cap = cx.limits.max_decompressed.min(cx.limits.stream_threshold.saturating_mul(4));
+                let limits = cx.limits.mime;
                 // Compressed first, not encrypted: an unsigned message's MIC is over the
                 // compressed data as received.
                 let mic_alg = ctx.security.unsigned_mic_due().then(|| unsigned_mic_alg(&ctx));
-                let (opened, mic) = cx.cpu.run(move || (unwrap::decompress(&bytes, max, &limits), mic_alg.map(|a| mic::content_mic(&bytes, a, &limits)))).await?;
+                let (opened, mic, bytes_back) = cx
+                    .cpu
+                    .run(move || {
+                        let opened = unwrap::decompress_within(&bytes, cap, &limits);
+                        let mic = matches!(opened, Ok(Some(_))).then(|| mic_alg.map(|a| mic::content_mic(&bytes, a, &limits))).flatten();
+                        (opened, mic, bytes)
+                    })
+                    .await?;
+                let opened = match opened {
+                    Ok(Some(b)) => b,
+                    Ok(None) if cap < cx.limits.max_decompressed => {
+                        let entity = match stored {
+                            Some(b @ Blob::Stored { .. }) => b,
+                            _ => {
+                                let key = format!("work/{}/stream-{}-compressed", ctx.id, ctx.security.depth);
+                                let len = bytes_back.len() as u64;
+                                cx.blobs.put(&key, &bytes_back).await.map_err(ActorError::Transient)?;
+                                Blob::Stored { key, len }
+                            }
+                        };
+                        return crate::streamed::open(cx, ctx, entity).await;
+                    }
+                    Ok(None) => return fail(ctx, &ProcessingError::Decompression(format!("decompressed data exceeds the limit of {} bytes", cx.limits.max_decompressed))),
+                    Err(e) => return fail(ctx, &e),
+                };
                 if mic.is_some() {
                     ctx.security.mic = mic;
                 }
-                bytes = match opened {
-                    Ok(b) => b,
-                    Err(e) => return fail(ctx, &e),
-                };
+                bytes = opened;
                 ctx.security.compressed = true;
                 ctx.security.depth += 1;
             }

@@ -20,6 +20,9 @@ impl Actor for Verifier {
     async fn handle(&self, cx: &NodeContext, input: Verify) -> Result<Vec<Out>, ActorError> {
         let Verify { mut ctx, entity } = input;
         crate::describe(&ctx);
+        if cx.streams(&entity) {
+            return crate::streamed::verify(cx, ctx, entity).await;
+        }
         let bytes = cx.load(&entity).await?;
         let Some(partner) = cx.directory.partner(&ctx.request.as2_to, &ctx.request.as2_from) else {
             return fail(ctx, &ProcessingError::Authentication("partner no longer configured".into()));

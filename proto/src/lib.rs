@@ -26,4 +26,5 @@ pub mod mime;
 pub mod outbound;
 pub mod profile;
 #[doc(hidden)] pub mod testing;
+pub mod stream;
 pub mod unwrap;

@@ -43,7 +43,7 @@ pub struct Entity<'a> {
 }
 
 /// Find the end of the header block: returns (header_len, body_start).
-fn header_end(raw: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn header_end(raw: &[u8]) -> Option<(usize, usize)> {
     // An entity may have no headers at all: it then starts with the blank line.
     if raw.starts_with(b"\r\n") {
         return Some((0, 2));

@@ -165,6 +165,18 @@ pub fn decrypt_layer(mut raw: Vec<u8>, keys: &[(PKey<Private>, X509)], mic_alg: 
     Ok(Decrypted { entity: as_entity(plain, limits), mic })
 }
 
+/// [`decompress`] in memory up to `cap` bytes of output: Ok(None) when there is more (the node
+/// then streams it to the blob store instead).
+pub fn decompress_within(raw: &[u8], cap: usize, limits: &MimeLimits) -> Result<Option<Vec<u8>>, ProcessingError> {
+    let e = Entity::parse(raw, limits)?;
+    let der = e.decoded_body_ref().map_err(|err| ProcessingError::Decompression(err.to_string()))?;
+    match cms::decompress(&der, cap) {
+        Ok(plain) => Ok(Some(as_entity(plain, limits))),
+        Err(CmsError::TooLarge { .. }) => Ok(None),
+        Err(err) => Err(ProcessingError::Decompression(err.to_string())),
+    }
+}
+
 /// Decompress a compressed entity; the output may not exceed `max_output` bytes.
 pub fn decompress(raw: &[u8], max_output: usize, limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
     let e = Entity::parse(raw, limits)?;
@@ -186,7 +198,7 @@ pub struct VerifiedEntity {
     pub mic: Mic,
 }
 
-fn cms_to_processing(err: CmsError) -> ProcessingError {
+pub(crate) fn cms_to_processing(err: CmsError) -> ProcessingError {
     match err {
         CmsError::ContentAltered(m) => ProcessingError::Integrity(m),
         CmsError::SignatureInvalid(m) | CmsError::UnknownSigner(m) => ProcessingError::Authentication(m),

@@ -16,7 +16,7 @@
 use super::s3::{map_err, S3Error, S3Settings, S3Store};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
-use edinode_actors::{BlobStore, BlobWriter};
+use edinode_actors::{BlobReader, BlobStore, BlobWriter};
 
 /// Part size of multipart uploads (S3's minimum is 5 MiB for all parts but the last).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -203,8 +203,35 @@ fn described(op: &str, key: &str, e: S3Error) -> String {
     }
 }
 
+/// An object's body read as it arrives, handed out in pieces of about a CHUNK.
+struct S3BlobReader {
+    body: ByteStream,
+    key: String,
+}
+
+#[async_trait::async_trait]
+impl BlobReader for S3BlobReader {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let mut buf = Vec::new();
+        while buf.len() < edinode_proto::stream::CHUNK {
+            match self.body.next().await {
+                Some(Ok(b)) => buf.extend_from_slice(&b),
+                Some(Err(e)) => return Err(format!("GetObject {}: reading the body: {e}", self.key)),
+                None => break,
+            }
+        }
+        Ok((!buf.is_empty()).then_some(buf))
+    }
+}
+
 #[async_trait::async_trait]
 impl BlobStore for S3BlobStore {
+    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn BlobReader + 'a>, String> {
+        let object = self.object(key)?;
+        let out = self.store.client().get_object().bucket(self.store.bucket()).key(&object).send().await.map_err(|e| format!("GetObject {object}: {}", map_err(e)))?;
+        Ok(Box::new(S3BlobReader { body: out.body, key: object }))
+    }
+
     async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, String> {
         Ok(Box::new(S3BlobWriter {
             client: self.store.client().clone(),

@@ -15,7 +15,7 @@ pub mod sweep;
 pub use local_state::LocalState;
 pub use redis_state::RedisState;
 
-use edinode_actors::{files, BlobStore, BlobWriter};
+use edinode_actors::{files, BlobReader, BlobStore, BlobWriter};
 use std::path::{Path, PathBuf};
 
 pub struct FsBlobStore {
@@ -96,8 +96,38 @@ impl BlobWriter for FsBlobWriter<'_> {
     }
 }
 
+/// A blob file read a piece at a time.
+struct FsBlobReader {
+    file: tokio::fs::File,
+    path: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl BlobReader for FsBlobReader {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; edinode_proto::stream::CHUNK];
+        let mut n = 0;
+        while n < buf.len() {
+            let got = self.file.read(&mut buf[n..]).await.map_err(|e| format!("read {}: {e}", self.path.display()))?;
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
+        buf.truncate(n);
+        Ok((n > 0).then_some(buf))
+    }
+}
+
 #[async_trait::async_trait]
 impl BlobStore for FsBlobStore {
+    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn BlobReader + 'a>, String> {
+        let path = self.path(key)?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| format!("open {}: {e}", path.display()))?;
+        Ok(Box::new(FsBlobReader { file, path }))
+    }
+
     async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, String> {
         let path = self.path(key)?;
         let tmp = self.temp();

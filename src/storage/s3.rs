@@ -331,6 +331,13 @@ impl edinode_actors::ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), edinode_actors::ObjectError> {
         S3Store::put(self, key, data).await.map_err(|e| object_error(format!("PutObject {key}"), e))
     }
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), edinode_actors::ObjectError> {
+        // One PUT streamed from the file (up to 5 GiB): the same single s3:PutObject the
+        // least-privilege policy allows for small documents.
+        let body = ByteStream::from_path(path).await.map_err(|e| edinode_actors::ObjectError::Other(format!("read {}: {e}", path.display())))?;
+        self.client.put_object().bucket(&self.bucket).key(key).body(body).send().await.map_err(|e| object_error(format!("PutObject {key}"), map_err(e)))?;
+        Ok(())
+    }
     async fn get(&self, key: &str) -> Result<Vec<u8>, edinode_actors::ObjectError> {
         S3Store::get(self, key).await.map_err(|e| object_error(format!("GetObject {key}"), e))
     }

@@ -24,17 +24,6 @@ impl Header {
     pub fn is_universal(&self, constructed: bool, tag: u32) -> bool {
         self.class == 0 && self.constructed == constructed && self.tag == tag
     }
-
-    /// The bytes after the header (for an indefinite length: up to the end of the input).
-    pub fn content_start<'a>(&self, input: &'a [u8]) -> Result<&'a [u8], String> {
-        let rest = input.get(self.header_len..).ok_or("truncated")?;
-        match self.len {
-            Some(n) => rest
-                .get(..n)
-                .ok_or_else(|| "length beyond input".to_string()),
-            None => Ok(rest),
-        }
-    }
 }
 
 /// A complete element; `content` excludes the end-of-contents octets.
@@ -88,13 +77,26 @@ impl<'a> Children<'a> {
 }
 
 pub fn read_header(input: &[u8]) -> Result<Header, String> {
+    let h = read_header_prefix(input)?.ok_or("truncated header")?;
+    if let Some(n) = h.len
+        && n > input.len().saturating_sub(h.header_len)
+    {
+        return Err("length beyond input".into());
+    }
+    Ok(h)
+}
+
+/// The header at the start of `input`, which may hold only a prefix of the element (a stream
+/// read so far): `None` when the header itself is not complete yet. The length is not checked
+/// against the input.
+pub fn read_header_prefix(input: &[u8]) -> Result<Option<Header>, String> {
     let mut pos = 0usize;
-    let mut byte = |what: &str| -> Result<u8, String> {
-        let b = *input.get(pos).ok_or_else(|| format!("truncated {what}"))?;
+    let mut byte = || -> Option<u8> {
+        let b = *input.get(pos)?;
         pos += 1;
-        Ok(b)
+        Some(b)
     };
-    let b0 = byte("tag")?;
+    let Some(b0) = byte() else { return Ok(None) };
     let class = b0 >> 6;
     let constructed = b0 & 0x20 != 0;
     let mut tag = u32::from(b0 & 0x1f);
@@ -102,7 +104,7 @@ pub fn read_header(input: &[u8]) -> Result<Header, String> {
         tag = 0;
         let mut n = 0;
         loop {
-            let b = byte("tag")?;
+            let Some(b) = byte() else { return Ok(None) };
             n += 1;
             if n > 4 {
                 return Err("tag number too large".into());
@@ -113,7 +115,7 @@ pub fn read_header(input: &[u8]) -> Result<Header, String> {
             }
         }
     }
-    let lb = byte("length")?;
+    let Some(lb) = byte() else { return Ok(None) };
     let len = match lb {
         0..=0x7f => Some(usize::from(lb)),
         0x80 => {
@@ -130,24 +132,20 @@ pub fn read_header(input: &[u8]) -> Result<Header, String> {
             }
             let mut v: u64 = 0;
             for _ in 0..n {
-                v = (v << 8) | u64::from(byte("length")?);
+                let Some(b) = byte() else { return Ok(None) };
+                v = (v << 8) | u64::from(b);
             }
             Some(usize::try_from(v).map_err(|_| "length too large".to_string())?)
         }
     };
     let header_len = pos;
-    if let Some(n) = len
-        && n > input.len().saturating_sub(header_len)
-    {
-        return Err("length beyond input".into());
-    }
-    Ok(Header {
+    Ok(Some(Header {
         class,
         constructed,
         tag,
         len,
         header_len,
-    })
+    }))
 }
 
 /// Reads one complete element from the start of `input`; returns it and what follows.

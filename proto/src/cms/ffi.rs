@@ -24,6 +24,8 @@ pub const CMS_NOCERTS: c_uint = openssl_sys::CMS_NOCERTS;
 pub const CMS_BINARY: c_uint = openssl_sys::CMS_BINARY;
 pub const CMS_NOATTR: c_uint = openssl_sys::CMS_NOATTR;
 pub const CMS_KEY_PARAM: c_uint = openssl_sys::CMS_KEY_PARAM;
+/// pkcs9 messageDigest.
+const OID_MESSAGE_DIGEST: &str = "1.2.840.113549.1.9.4";
 /// RSA_PSS_SALTLEN_DIGEST: salt as long as the digest (RFC 4055's recommendation).
 const RSA_PSS_SALTLEN_DIGEST: c_int = -1;
 
@@ -74,6 +76,7 @@ unsafe extern "C" {
     ) -> c_int;
     fn CMS_signed_delete_attr(si: *mut CMS_SignerInfo, loc: c_int) -> *mut X509_ATTRIBUTE;
     fn CMS_signed_get_attr_count(si: *const CMS_SignerInfo) -> c_int;
+    fn CMS_signed_get0_data_by_OBJ(si: *mut CMS_SignerInfo, oid: *const ASN1_OBJECT, lastpos: c_int, type_: c_int) -> *mut c_void;
     fn CMS_signed_add1_attr_by_OBJ(
         si: *mut CMS_SignerInfo,
         obj: *const ASN1_OBJECT,
@@ -326,6 +329,28 @@ impl SignerInfo<'_> {
     pub fn has_signed_attributes(&self) -> bool {
         // SAFETY: read-only query on a live SignerInfo.
         unsafe { CMS_signed_get_attr_count(self.ptr) > 0 }
+    }
+
+    /// The messageDigest signed attribute's value (None without one).
+    pub fn message_digest(&self) -> Option<Vec<u8>> {
+        let oid = Obj::from_dotted(OID_MESSAGE_DIGEST).ok()?;
+        // SAFETY: a read of a signed attribute of a live SignerInfo; lastpos -3 asks for exactly
+        // one such attribute with one value, of type OCTET STRING (4). The string belongs to the
+        // SignerInfo and is copied before it could go away.
+        unsafe {
+            let v = CMS_signed_get0_data_by_OBJ(self.ptr, oid.0, -3, 4);
+            if v.is_null() {
+                let _ = ErrorStack::get();
+                return None;
+            }
+            let s = v.cast::<openssl_sys::ASN1_STRING>();
+            let len = usize::try_from(openssl_sys::ASN1_STRING_length(s)).unwrap_or(0);
+            let data = openssl_sys::ASN1_STRING_get0_data(s);
+            if data.is_null() {
+                return Some(Vec::new());
+            }
+            Some(std::slice::from_raw_parts(data, len).to_vec())
+        }
     }
 
     /// Deletes every CMSAlgorithmProtection signed attribute.

@@ -24,9 +24,9 @@ use openssl::x509::X509NameRef;
 
 pub use compressed::{compress, decompress};
 pub use enveloped::{decrypt, decrypt_owned, encrypt};
-pub use signed::{sign_detached, verify_detached, verify_embedded, SignOptions, Verified};
+pub use signed::{sign_detached, signer_digests, verify_detached, verify_detached_digests, verify_embedded, SignOptions, Verified};
 
-mod ber;
+pub(crate) mod ber;
 mod compressed;
 mod enveloped;
 mod ffi;
@@ -102,11 +102,15 @@ const DER_OID_ZLIB: &[u8] = &[
 /// Reads the outer ContentInfo's contentType. Accepts DER and BER (indefinite lengths); only
 /// the outer header and the OID are read.
 pub fn kind(der: &[u8]) -> Result<CmsKind, CmsError> {
-    let outer = ber::read_header(der).map_err(CmsError::Malformed)?;
+    // Only a prefix may be at hand (the head of a large stored entity): the outer length is not
+    // checked against it.
+    let outer = ber::read_header_prefix(der)
+        .map_err(CmsError::Malformed)?
+        .ok_or_else(|| CmsError::Malformed("truncated ContentInfo".into()))?;
     if !outer.is_universal(true, ber::TAG_SEQUENCE) {
         return Err(CmsError::Malformed("ContentInfo is not a SEQUENCE".into()));
     }
-    let body = outer.content_start(der).map_err(CmsError::Malformed)?;
+    let body = &der[outer.header_len..];
     let (oid, _) = ber::read(body, 1).map_err(CmsError::Malformed)?;
     if !oid.is_universal(false, ber::TAG_OID) {
         return Err(CmsError::Malformed(
@@ -171,4 +175,9 @@ mod der {
         out.extend_from_slice(content);
         out
     }
+}
+
+/// A certificate's subject, for messages.
+pub(crate) fn subject_string(cert: &openssl::x509::X509) -> String {
+    name_to_string(cert.subject_name())
 }

@@ -119,11 +119,15 @@ pub fn verify_embedded(der: &[u8], trusted: &[X509]) -> Result<(Vec<u8>, Verifie
     verify_inner(der, None, trusted)
 }
 
-fn verify_inner(
-    sig: &[u8],
-    detached: Option<&[u8]>,
-    trusted: &[X509],
-) -> Result<(Vec<u8>, Verified), CmsError> {
+/// A parsed signature, its signers checked against `trusted`.
+struct Checked {
+    cms: CmsContentInfo,
+    verified: Verified,
+    all_attributed: bool,
+    certs: Stack<X509>,
+}
+
+fn check_signers(sig: &[u8], trusted: &[X509]) -> Result<Checked, CmsError> {
     match kind(sig)? {
         CmsKind::Signed => {}
         other => {
@@ -137,13 +141,7 @@ fn verify_inner(
     let fixed = rfc4055::supply_params(sig, |s, d| trusted.iter().find_map(|c| rfc4055::pss_salt_length(s, c, d)))?;
     let sig = fixed.as_deref().unwrap_or(sig);
     check_digest_algorithms(sig)?;
-    let mut cms = parse(sig)?;
-    if detached.is_none() && !ffi::has_embedded_content(&cms) {
-        return Err(CmsError::Malformed(
-            "signed-data has no embedded content (detached signature)".into(),
-        ));
-    }
-
+    let cms = parse(sig)?;
     let infos = ffi::signer_infos(&cms)?;
     let mut first: Option<Verified> = None;
     let all_attributed = !infos.is_empty() && infos.iter().all(|si| si.has_signed_attributes());
@@ -176,14 +174,29 @@ fn verify_inner(
     drop(infos);
     let verified =
         first.ok_or_else(|| CmsError::Malformed("signed-data has no SignerInfo".into()))?;
-
     let mut certs = Stack::new().map_err(openssl_err)?;
     for t in trusted {
         certs.push(t.clone()).map_err(openssl_err)?;
     }
-    // NOINTERN: look the signer up only in `trusted`; NO_SIGNER_CERT_VERIFY: partner
-    // certificates are pinned, no chain building and no expiry check.
-    let flags = CMSOptions::BINARY | CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY;
+    Ok(Checked { cms, verified, all_attributed, certs })
+}
+
+// NOINTERN: look the signer up only in `trusted`; NO_SIGNER_CERT_VERIFY: partner certificates
+// are pinned, no chain building and no expiry check.
+const VERIFY_FLAGS: CMSOptions = CMSOptions::BINARY.union(CMSOptions::NOINTERN).union(CMSOptions::NO_SIGNER_CERT_VERIFY);
+
+fn verify_inner(
+    sig: &[u8],
+    detached: Option<&[u8]>,
+    trusted: &[X509],
+) -> Result<(Vec<u8>, Verified), CmsError> {
+    let Checked { mut cms, verified, all_attributed, certs } = check_signers(sig, trusted)?;
+    if detached.is_none() && !ffi::has_embedded_content(&cms) {
+        return Err(CmsError::Malformed(
+            "signed-data has no embedded content (detached signature)".into(),
+        ));
+    }
+    let flags = VERIFY_FLAGS;
     let mut content = Vec::new();
     let out = if detached.is_none() {
         Some(&mut content)
@@ -205,6 +218,46 @@ fn verify_inner(
         return Err(CmsError::SignatureInvalid(e.to_string()));
     }
     Ok((content, verified))
+}
+
+/// The digest algorithms of a signature's SignerInfos (what a streamed content must be hashed
+/// with for [`verify_detached_digests`]).
+pub fn signer_digests(sig: &[u8]) -> Result<Vec<DigestAlg>, CmsError> {
+    let fixed = rfc4055::supply_params(sig, |_, _| None)?;
+    let cms = parse(fixed.as_deref().unwrap_or(sig))?;
+    let mut out = Vec::new();
+    for si in ffi::signer_infos(&cms)? {
+        let (d, _) = si.algorithms()?;
+        let d = DigestAlg::from_oid(&d).ok_or_else(|| CmsError::Unsupported(format!("signature digest algorithm {d}")))?;
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Verifies a detached signature over a content that was hashed as it streamed past:
+/// `digests` holds the content's digest in each of [`signer_digests`]. The signature over the
+/// signed attributes is checked by OpenSSL; each SignerInfo's messageDigest must equal the
+/// content's digest. A signature without signed attributes covers the content itself and
+/// cannot be checked this way (Unsupported).
+pub fn verify_detached_digests(sig: &[u8], digests: &[(DigestAlg, Vec<u8>)], trusted: &[X509]) -> Result<Verified, CmsError> {
+    let Checked { mut cms, verified, all_attributed, certs } = check_signers(sig, trusted)?;
+    if !all_attributed {
+        return Err(CmsError::Unsupported("a signature without signed attributes over a large (streamed) message".into()));
+    }
+    cms.verify(Some(&certs), None, Some(&[]), None, VERIFY_FLAGS | CMSOptions::NO_CONTENT_VERIFY)
+        .map_err(|e| CmsError::SignatureInvalid(e.to_string()))?;
+    for si in ffi::signer_infos(&cms)? {
+        let (d, _) = si.algorithms()?;
+        let alg = DigestAlg::from_oid(&d).ok_or_else(|| CmsError::Unsupported(format!("signature digest algorithm {d}")))?;
+        let ours = digests.iter().find(|(a, _)| *a == alg).map(|(_, v)| v).ok_or_else(|| CmsError::Unsupported(format!("the content was not hashed with {alg:?}")))?;
+        let theirs = si.message_digest().ok_or_else(|| CmsError::Malformed("a SignerInfo without a messageDigest attribute".into()))?;
+        if ours.len() != theirs.len() || !openssl::memcmp::eq(ours, &theirs) {
+            return Err(CmsError::ContentAltered("content digest mismatch: the signed content was altered".into()));
+        }
+    }
+    Ok(verified)
 }
 
 /// SignedData.digestAlgorithms must be non-empty and hold only digests we know: OpenSSL 3.0's

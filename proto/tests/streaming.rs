@@ -1,0 +1,325 @@
+//! The streaming codecs (edinode_proto::stream) against the in-memory unwrapping: every
+//! sign/encrypt/compress combination, cut into chunks of every awkward size, opens to the same
+//! entities, documents and MIC; and broken input fails as it does in memory.
+
+use edinode_proto::alg::{ContentCipher, DigestAlg, KeyTransport};
+use edinode_proto::headers::As2Request;
+use edinode_proto::mdn::Mic;
+use edinode_proto::mime::{self, MimeLimits};
+use edinode_proto::outbound::*;
+use edinode_proto::stream::pipeline::{BodyMic, DecompressEntity, DecryptEntity, Documents};
+use edinode_proto::stream::signed::SignedSplit;
+use edinode_proto::stream::Codec;
+use edinode_proto::testing::{alice, bob, carol};
+use edinode_proto::unwrap::{self, Step};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+const IDS: OutboundIds<'static> = OutboundIds { message_id: "<20260101.1@edinode>", boundary_seed: "seed42", date: "Thu, 01 Jan 2026 00:00:00 +0000" };
+
+fn docs(big: bool) -> Vec<Document> {
+    let mut bin: Vec<u8> = (0..=255u8).cycle().take(if big { 3 << 20 } else { 3000 }).collect();
+    bin.extend_from_slice(b"\r\n------=_Rel_seed42\r\n------=_Sig_seed42--\r\n\n\r");
+    vec![
+        Document { filename: "a.edi".into(), content_type: "application/EDIFACT".into(), data: b"UNA:+.? 'UNB+UNOC:3+X+Y'\nUNZ+1+5'\n".to_vec() },
+        Document { filename: "image.bin".into(), content_type: "application/octet-stream".into(), data: bin },
+    ]
+}
+
+fn run(codec: &mut dyn Codec, input: &[u8], chunk: usize) -> Result<Vec<u8>, edinode_proto::error::ProcessingError> {
+    let mut out = Vec::new();
+    for c in input.chunks(chunk) {
+        codec.push(c, &mut out)?;
+        while codec.pending() {
+            codec.push(&[], &mut out)?;
+        }
+    }
+    codec.finish(&mut out)?;
+    Ok(out)
+}
+
+struct Opened {
+    docs: Vec<(Option<String>, String, Vec<u8>)>,
+    mic: Mic,
+    steps: Vec<Step>,
+}
+
+/// The in-memory way (as in proto/tests/outbound.rs and the actors).
+fn in_memory(entity: Vec<u8>, keys: &[(PKey<Private>, X509)], trusted: &[X509], requested: Option<DigestAlg>) -> Opened {
+    let limits = MimeLimits::default();
+    let mut entity = entity;
+    let mut security = edinode_proto::envelope::Security::default();
+    let mut steps = Vec::new();
+    let unsigned = requested.unwrap_or(DigestAlg::Sha1);
+    loop {
+        let step = unwrap::classify(&entity, &limits).unwrap();
+        steps.push(step.clone());
+        let mic_due = security.unsigned_mic_due().then_some(unsigned);
+        match step {
+            Step::Decrypt => {
+                let d = unwrap::decrypt_layer(entity, keys, mic_due, &limits).unwrap();
+                security.mic = d.mic.or(security.mic);
+                entity = d.entity;
+            }
+            Step::Verify => {
+                let v = unwrap::verify(&entity, trusted, requested, &limits).unwrap();
+                security.signed_by(v.signer_thumbprint.clone(), v.mic.clone());
+                entity = v.inner;
+            }
+            Step::Decompress => {
+                security.mic = mic_due.map(|a| unwrap::mic::content_mic(&entity, a, &limits)).or(security.mic);
+                entity = unwrap::decompress(&entity, 1 << 30, &limits).unwrap();
+            }
+            Step::Payload => {
+                security.mic = mic_due.map(|a| unwrap::mic::content_mic(&entity, a, &limits)).or(security.mic);
+                break;
+            }
+        }
+        security.depth += 1;
+    }
+    let docs = unwrap::documents(&entity, &limits).unwrap().into_iter().map(|d| (d.filename, d.content_type, d.data)).collect();
+    Opened { docs, mic: security.mic.unwrap(), steps }
+}
+
+/// The streaming way, `chunk` bytes at a time (classification from the entity's head only).
+fn streamed(entity: Vec<u8>, keys: &[(PKey<Private>, X509)], trusted: &[X509], requested: Option<DigestAlg>, chunk: usize) -> Opened {
+    let limits = MimeLimits::default();
+    let mut entity = entity;
+    let mut mic: Option<Mic> = None;
+    let mut signed = false;
+    let mut depth = 0;
+    let mut steps = Vec::new();
+    let unsigned = requested.unwrap_or(DigestAlg::Sha1);
+    loop {
+        let head = &entity[..entity.len().min(64 * 1024)];
+        let step = unwrap::classify(head, &limits).unwrap();
+        steps.push(step.clone());
+        let mic_due = (depth == 0 && mic.is_none()).then_some(unsigned);
+        let body_mic = |e: &[u8]| {
+            mic_due.map(|a| {
+                let mut m = BodyMic::new(a).unwrap();
+                for c in e.chunks(chunk) {
+                    m.update(c).unwrap();
+                }
+                m.mic().unwrap()
+            })
+        };
+        match step {
+            Step::Decrypt => {
+                let mut d = DecryptEntity::new(keys.to_vec(), mic_due, limits).unwrap();
+                entity = run(&mut d, &entity, chunk).unwrap();
+                if let Some(m) = d.mic().unwrap() {
+                    mic = Some(m);
+                }
+            }
+            Step::Verify => {
+                let ct = mime::Entity::parse(&entity, &limits).unwrap().content_type();
+                let algs: Vec<DigestAlg> = SignedSplit::declared_alg(&ct).into_iter().chain(requested).collect();
+                let mut s = SignedSplit::new(&algs, limits).unwrap();
+                let inner = run(&mut s, &entity, chunk).unwrap();
+                let mut parts = s.into_parts().unwrap();
+                let sig = parts.signature(&limits).unwrap();
+                for a in parts.missing(&sig).unwrap() {
+                    parts.add_digest(a, openssl::hash::hash(a.message_digest(), &inner).unwrap().to_vec());
+                }
+                let v = parts.verify(&sig, trusted, requested).unwrap();
+                if !signed {
+                    mic = Some(v.mic);
+                    signed = true;
+                }
+                entity = unwrap::as_entity(inner, &limits);
+            }
+            Step::Decompress => {
+                mic = body_mic(&entity).or(mic);
+                let mut d = DecompressEntity::new(1 << 30, None, limits).unwrap();
+                entity = run(&mut d, &entity, chunk).unwrap();
+            }
+            Step::Payload => {
+                mic = body_mic(&entity).or(mic);
+                break;
+            }
+        }
+        depth += 1;
+    }
+    let mut d = Documents::new(limits);
+    let mut pieces = Vec::new();
+    for c in entity.chunks(chunk) {
+        d.push(c, &mut pieces).unwrap();
+    }
+    d.finish(&mut pieces).unwrap();
+    let mut docs: Vec<(Option<String>, String, Vec<u8>)> = d.heads().iter().map(|h| (h.filename.clone(), h.content_type.clone(), Vec::new())).collect();
+    for (i, p) in pieces {
+        docs[i].2.extend_from_slice(&p);
+    }
+    Opened { docs, mic: mic.unwrap(), steps }
+}
+
+fn entity_of(built: &Built) -> (Vec<u8>, Option<DigestAlg>) {
+    let headers: Vec<mime::Header> = built.headers.iter().map(|(n, v)| mime::Header { name: n.clone(), value: v.clone() }).collect();
+    let request = As2Request::from_headers(&headers).unwrap();
+    (unwrap::entity_from_http(&headers, &built.body), request.mdn.as_ref().and_then(|m| m.preferred_micalg()))
+}
+
+#[test]
+fn streaming_opens_every_combination_like_the_in_memory_path() {
+    let (akey, acert) = alice();
+    let (bkey, bcert) = bob();
+    let keys = [(bkey.clone(), bcert.clone())];
+    let trusted = [acert.clone()];
+    let mut checked = 0;
+    for sign in [None, Some(DigestAlg::Sha256), Some(DigestAlg::Sha1)] {
+        for encrypt in [None, Some(ContentCipher::Aes256Cbc), Some(ContentCipher::Des3), Some(ContentCipher::Aes128Gcm)] {
+            for compression in [Compression::None, Compression::BeforeSigning, Compression::AfterSigning] {
+                for kt in [KeyTransport::RsaPkcs1v15, KeyTransport::RsaOaep] {
+                    if encrypt.is_none() && kt == KeyTransport::RsaOaep {
+                        continue;
+                    }
+                    let opts = OutboundOptions { sign, encrypt, compression, key_transport: kt, mdn: MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, ..Default::default() };
+                    let built = build("alice", "bob", &docs(false), &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
+                    let (entity, requested) = entity_of(&built);
+                    let want = in_memory(entity.clone(), &keys, &trusted, requested);
+                    // Byte by byte once per layering (slow in a debug build), then awkward sizes.
+                    let bytewise = kt == KeyTransport::RsaPkcs1v15 && encrypt != Some(ContentCipher::Des3) && sign != Some(DigestAlg::Sha1);
+                    let sizes: &[usize] = if bytewise { &[1, 7, 1000, 1 << 20] } else { &[3, 64, 1 << 20] };
+                    for &chunk in sizes {
+                        let got = streamed(entity.clone(), &keys, &trusted, requested, chunk);
+                        let what = format!("sign {sign:?} encrypt {encrypt:?} {compression:?} {kt:?} chunk {chunk}");
+                        assert_eq!(got.steps, want.steps, "{what}");
+                        assert_eq!(got.mic, want.mic, "{what}");
+                        assert_eq!(got.docs, want.docs, "{what}");
+                        assert_eq!(got.mic, built.mic, "{what}: the MIC the sender expects");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 150, "{checked}");
+}
+
+#[test]
+fn streaming_a_few_mib_in_mib_chunks_matches() {
+    let (akey, acert) = alice();
+    let (bkey, bcert) = bob();
+    let keys = [(bkey.clone(), bcert.clone())];
+    let opts = OutboundOptions { sign: Some(DigestAlg::Sha256), encrypt: Some(ContentCipher::Aes256Cbc), compression: Compression::BeforeSigning, mdn: MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, ..Default::default() };
+    let built = build("alice", "bob", &docs(true), &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
+    let (entity, requested) = entity_of(&built);
+    let want = in_memory(entity.clone(), &keys, &[acert.clone()], requested);
+    for chunk in [4093, 1 << 20] {
+        let got = streamed(entity.clone(), &keys, &[acert.clone()], requested, chunk);
+        assert_eq!(got.docs, want.docs);
+        assert_eq!(got.mic, built.mic);
+    }
+}
+
+fn built(opts: &OutboundOptions) -> (Vec<u8>, Option<DigestAlg>) {
+    let (akey, acert) = alice();
+    let (_, bcert) = bob();
+    entity_of(&build("alice", "bob", &docs(false), opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap())
+}
+
+#[test]
+fn streaming_refuses_what_the_in_memory_path_refuses() {
+    let limits = MimeLimits::default();
+    let (bkey, bcert) = bob();
+    let (ckey, ccert) = carol();
+    // Encrypted for bob, opened with carol's key: no RecipientInfo names her.
+    let (entity, _) = built(&OutboundOptions { encrypt: Some(ContentCipher::Aes256Cbc), ..Default::default() });
+    let mut d = DecryptEntity::new(vec![(ckey.clone(), ccert.clone())], None, limits).unwrap();
+    let e = run(&mut d, &entity, 4096).unwrap_err();
+    assert!(e.to_string().contains("no RecipientInfo"), "{e}");
+    // Truncated: a CBC stream cut short fails at the end, never yields a result.
+    let mut d = DecryptEntity::new(vec![(bkey.clone(), bcert.clone())], None, limits).unwrap();
+    let e = run(&mut d, &entity[..entity.len() - 40], 4096).unwrap_err();
+    assert!(matches!(e, edinode_proto::error::ProcessingError::Decryption(_)), "{e}");
+    // GCM with one content byte flipped: the tag check fails.
+    let (entity, _) = built(&OutboundOptions { encrypt: Some(ContentCipher::Aes128Gcm), ..Default::default() });
+    let mut bad = entity.clone();
+    let n = bad.len();
+    bad[n - 200] ^= 1;
+    let mut d = DecryptEntity::new(vec![(bkey.clone(), bcert.clone())], None, limits).unwrap();
+    assert!(run(&mut d, &bad, 4096).is_err());
+    // Signed by alice, checked against carol: unknown signer; content altered: integrity.
+    let (entity, requested) = built(&OutboundOptions { sign: Some(DigestAlg::Sha256), ..Default::default() });
+    let check = |entity: &[u8], trusted: &[X509]| {
+        let mut s = SignedSplit::new(&[DigestAlg::Sha256], limits).unwrap();
+        run(&mut s, entity, 100).unwrap();
+        let parts = s.into_parts().unwrap();
+        let sig = parts.signature(&limits).unwrap();
+        parts.verify(&sig, trusted, requested).map(|_| ())
+    };
+    let e = check(&entity, &[ccert.clone()]).unwrap_err();
+    assert!(matches!(e, edinode_proto::error::ProcessingError::Authentication(_)), "{e}");
+    let mut altered = entity.clone();
+    let at = mime::find(&altered, b"UNZ+1+5").unwrap();
+    altered[at] = b'V';
+    let e = check(&altered, &[alice().1.clone()]).unwrap_err();
+    assert!(matches!(e, edinode_proto::error::ProcessingError::Integrity(_)), "{e}");
+    assert!(check(&entity, &[alice().1.clone()]).is_ok());
+}
+
+#[test]
+fn streaming_decompression_stops_at_the_limit_with_bounded_output_per_call() {
+    let limits = MimeLimits::default();
+    // 64 MiB of zeros compress to about 64 KiB.
+    let zeros = vec![0u8; 64 << 20];
+    let der = edinode_proto::cms::compress(&zeros).unwrap();
+    let mut entity = b"Content-Type: application/pkcs7-mime; smime-type=compressed-data\r\nContent-Transfer-Encoding: binary\r\n\r\n".to_vec();
+    entity.extend_from_slice(&der);
+    let mut d = DecompressEntity::new(1 << 20, None, limits).unwrap();
+    let e = run(&mut d, &entity, 1 << 20).unwrap_err();
+    assert!(e.to_string().contains("exceeds the limit"), "{e}");
+    // Within a generous limit: no single call hands out more than a few MiB.
+    let mut d = DecompressEntity::new(1 << 30, None, limits).unwrap();
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    let mut most = 0usize;
+    for c in entity.chunks(1 << 20) {
+        d.push(c, &mut out).unwrap();
+        most = most.max(out.len());
+        total += out.len();
+        out.clear();
+        while d.pending() {
+            d.push(&[], &mut out).unwrap();
+            most = most.max(out.len());
+            total += out.len();
+            out.clear();
+        }
+    }
+    d.finish(&mut out).unwrap();
+    most = most.max(out.len());
+    total += out.len();
+    assert!(most <= 5 << 20, "one call produced {most} bytes");
+    assert!(total >= 64 << 20, "{total}");
+}
+
+/// The captured Mendelson messages (BER, indefinite lengths, chunked OCTET STRINGs) open the
+/// same way streamed as in memory.
+#[test]
+#[ignore = "needs the third-party captures in ../shared/fixtures (EDINODE_FIXTURES)"]
+fn streaming_opens_the_mendelson_captures() {
+    let dir = std::env::var("EDINODE_FIXTURES").unwrap_or_else(|_| "../../shared/fixtures".into());
+    let dir = std::path::Path::new(&dir).join("as2");
+    let pem = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    let key = PKey::private_key_from_pem_passphrase(&pem("cert_test.pem"), b"test").unwrap();
+    let cert = X509::from_pem(&pem("cert_test_public.pem")).unwrap();
+    let theirs = X509::from_pem(&pem("cert_mecas2_public.pem")).unwrap();
+    let keys = [(key, cert)];
+    // mecas2_signed.as2 lost its CRs on the way: only the in-memory path tries the CRLF forms.
+    for name in ["mecas2_compressed.as2", "mecas2_encrypted.as2", "mecas2_signed_encrypted.as2", "mecas2_compressed_signed_encrypted.as2"] {
+        let raw = std::fs::read(dir.join(name)).unwrap();
+        // The capture is the HTTP request: headers, blank line, body.
+        let limits = MimeLimits::default();
+        let e = mime::Entity::parse(&raw, &limits).unwrap();
+        let request = As2Request::from_headers(&e.headers).unwrap();
+        let requested = request.mdn.as_ref().and_then(|m| m.preferred_micalg());
+        let entity = unwrap::entity_from_http(&e.headers, e.body);
+        let want = in_memory(entity.clone(), &keys, &[theirs.clone()], requested);
+        for chunk in [1, 5, 4096] {
+            let got = streamed(entity.clone(), &keys, &[theirs.clone()], requested, chunk);
+            assert_eq!(got.docs, want.docs, "{name} chunk {chunk}");
+            assert_eq!(got.mic, want.mic, "{name} chunk {chunk}");
+        }
+    }
+}
