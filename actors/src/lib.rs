@@ -538,6 +538,11 @@ impl NodeContext {
             }
         }
         let len = writer.finish().await.map_err(ActorError::Transient)?;
+        let from = match input {
+            Blob::Inline(b) => b.len() as u64,
+            Blob::Stored { len, .. } => *len,
+        };
+        tracing::info!(message = "Large layer streamed.", id = %ctx.id, layer = hint, from_bytes = from, to_bytes = len);
         Ok(Ok((codec, Blob::Stored { key, len })))
     }
 

@@ -246,7 +246,7 @@ pub async fn verify(cx: &NodeContext, mut ctx: Inbound, entity: Blob) -> Result<
         Err(e) => return fail(ctx, &e),
     };
     let checked = async {
-        let mut parts = split.into_parts()?;
+        let parts = split.into_parts()?;
         let sig = parts.signature(&cx.limits.mime)?;
         Ok::<_, ProcessingError>((parts, sig))
     }

@@ -14,7 +14,45 @@ pub struct LargeResult {
     pub hwm_mib: f64,
     pub base_mib: f64,
     pub node_cpu_s: f64,
+    /// `openssl cms -decrypt` then `openssl cms -verify` on the same message, seconds.
+    pub openssl_s: Option<f64>,
     pub problem: Option<String>,
+}
+
+/// The OpenSSL command line on the same message: decrypt, then verify the signed entity it
+/// gives (what the issue measures the node against). None when a step fails.
+fn openssl_cli(dir: &std::path::Path, body: &[u8], keys: &Keys) -> Option<f64> {
+    use std::process::Command;
+    let der = dir.join("body.der");
+    let dec = dir.join("decrypted.eml");
+    std::fs::write(&der, body).ok()?;
+    let t = Instant::now();
+    let ok = Command::new("openssl")
+        .args(["cms", "-decrypt", "-binary", "-inform", "DER", "-in"])
+        .arg(&der)
+        .arg("-recip")
+        .arg(&keys.station.cert_pem)
+        .arg("-inkey")
+        .arg(&keys.station.key_pem)
+        .arg("-out")
+        .arg(&dec)
+        .status()
+        .ok()?
+        .success()
+        && Command::new("openssl")
+            .args(["cms", "-verify", "-binary", "-noverify", "-in"])
+            .arg(&dec)
+            .arg("-certfile")
+            .arg(&keys.client.cert_pem)
+            .args(["-out", "/dev/null"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success();
+    let secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&der);
+    let _ = std::fs::remove_file(&dec);
+    ok.then_some(secs)
 }
 
 pub fn run_large(cx: &Ctx, mib: usize) -> Result<LargeResult, String> {
@@ -27,6 +65,8 @@ pub fn run_large(cx: &Ctx, mib: usize) -> Result<LargeResult, String> {
     let msg = build_message(payload, keys);
     eprintln!("  built the {mib} MiB message ({} bytes on the wire) in {:.1} s", msg.body.len(), t.elapsed().as_secs_f64());
     let dir = tempfile::Builder::new().prefix("edinode-bench-large-").tempdir().map_err(|e| e.to_string())?;
+    let openssl_s = openssl_cli(dir.path(), &msg.body, keys);
+    eprintln!("  openssl cms -decrypt + -verify: {openssl_s:?} s");
     let config = write_config(dir.path(), keys, None, 600);
     let mut node = start_node(bin, &config, dir.path())?;
     let pid = node.pid();
@@ -91,27 +131,43 @@ pub fn run_large(cx: &Ctx, mib: usize) -> Result<LargeResult, String> {
         hwm_mib: hwm as f64 / 1024.0,
         base_mib: base as f64 / 1024.0,
         node_cpu_s: n1.saturating_sub(n0) as f64 / tck,
+        openssl_s,
         problem,
     })
 }
 
-pub fn bench(cx: &mut Ctx) -> Option<LargeResult> {
-    let mib = env_usize("BENCH_LARGE_MIB", 100);
-    if mib == 0 {
-        return None;
+/// BENCH_LARGE_MIB: sizes in MiB, comma-separated (0 or empty skips).
+pub fn bench(cx: &mut Ctx) -> Vec<LargeResult> {
+    let sizes: Vec<usize> = std::env::var("BENCH_LARGE_MIB").unwrap_or_else(|_| "100".into()).split(',').filter_map(|v| v.trim().parse().ok()).filter(|&m| m > 0).collect();
+    let mut out = Vec::new();
+    for mib in sizes {
+        eprintln!("large message: {mib} MiB, embedded mode");
+        if let Ok(r) = run_large(cx, mib).map_err(|e| cx.fail(format!("large message: {e}"))) {
+            out.push(r);
+        }
     }
-    eprintln!("large message: {mib} MiB, embedded mode");
-    run_large(cx, mib).map_err(|e| cx.fail(format!("large message: {e}"))).ok()
+    out
 }
 
-pub fn print(l: &LargeResult) {
+pub fn print(all: &[LargeResult]) {
+    if all.is_empty() {
+        return;
+    }
     println!();
-    println!("Large message: one {:.0} MiB random-bytes payload, signed + encrypted as above, signed synchronous MDN, embedded mode.", l.payload_mib);
+    println!("Large messages: random-bytes payload, signed sha256 + encrypted as above, signed synchronous MDN, embedded mode; OpenSSL CLI = `openssl cms -decrypt` then `openssl cms -verify` on the same message.");
     println!();
-    println!("| Payload | Body on the wire | Time s | Node peak RSS (VmHWM) MiB | Peak RSS / payload | Node RSS before MiB | Node CPU s | Result |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| Payload | Body on the wire | Time s | OpenSSL CLI s | Time / CLI | Node peak RSS (VmHWM) MiB | Peak RSS / payload | Node RSS before MiB | Node CPU s | Result |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for l in all {
+        row(l);
+    }
+}
+
+fn row(l: &LargeResult) {
+    let cli = l.openssl_s.map_or("failed".to_string(), |s| format!("{s:.1}"));
+    let ratio = l.openssl_s.map_or("-".to_string(), |s| format!("{:.2}x", l.secs / s));
     println!(
-        "| {:.0} MiB | {:.1} MiB | {:.1} | {:.0} | {:.2}x | {:.0} | {:.1} | {} |",
+        "| {:.0} MiB | {:.1} MiB | {:.1} | {cli} | {ratio} | {:.0} | {:.3}x | {:.0} | {:.1} | {} |",
         l.payload_mib,
         l.body_mib,
         l.secs,

@@ -41,7 +41,7 @@
 //! - BENCH_DJANGO_MESSAGES [600] and BENCH_DJANGO_WARMUP [50] for django (about 50 msg/s);
 //!   BENCH_DJANGO_VENV [$CARGO_TARGET_DIR/bench-django-venv], made by benches/django/setup.sh;
 //! - BENCH_FLOOR_ITERS [2000] iterations of the RSA floor;
-//! - BENCH_LARGE_MIB [100] (0 skips the large message);
+//! - BENCH_LARGE_MIB [100] sizes in MiB, comma-separated, e.g. 100,1024 (0 skips the large message);
 //! - BENCH_OUTBOUND_MESSAGES [1000] measured documents per outbound run (after
 //!   BENCH_OUTBOUND_WARMUP [50]), BENCH_S3_FILES [200] files per s3 run;
 //! - BENCH_PULLS [2000] measured PullRequests per pulls run (after BENCH_WARMUP),
@@ -126,7 +126,7 @@ fn main() {
         .map(|(_, m)| m)
         .collect();
     let received = inbound::bench(&mut cx, &receivers);
-    let large = if want("large") { large::bench(&mut cx) } else { None };
+    let large = if want("large") { large::bench(&mut cx) } else { Vec::new() };
     let pk = (want("outbound") || want("s3")).then(|| outbound::PairKeys { alpha: identity(&cx.keydir, "alpha"), beta: identity(&cx.keydir, "beta") });
     let sent = match &pk {
         Some(pk) if want("outbound") => outbound::bench(&mut cx, pk),
@@ -144,9 +144,7 @@ fn main() {
     println!("Machine: {cpus} CPUs shared by the client, the servers and the broker; load average at the start {load_start}, at the end {load_end}; node data on {fs}.");
     inbound::print(&cx, &received, rsa.as_ref());
     floor::print(&costs, rsa.as_ref());
-    if let Some(l) = &large {
-        large::print(l);
-    }
+    large::print(&large);
     if let Some(o) = &sent {
         outbound::print(&cx, o);
     }

@@ -205,9 +205,9 @@ fn streaming_a_few_mib_in_mib_chunks_matches() {
     let opts = OutboundOptions { sign: Some(DigestAlg::Sha256), encrypt: Some(ContentCipher::Aes256Cbc), compression: Compression::BeforeSigning, mdn: MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, ..Default::default() };
     let built = build("alice", "bob", &docs(true), &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
     let (entity, requested) = entity_of(&built);
-    let want = in_memory(entity.clone(), &keys, &[acert.clone()], requested);
+    let want = in_memory(entity.clone(), &keys, std::slice::from_ref(acert), requested);
     for chunk in [4093, 1 << 20] {
-        let got = streamed(entity.clone(), &keys, &[acert.clone()], requested, chunk);
+        let got = streamed(entity.clone(), &keys, std::slice::from_ref(acert), requested, chunk);
         assert_eq!(got.docs, want.docs);
         assert_eq!(got.mic, built.mic);
     }
@@ -249,7 +249,7 @@ fn streaming_refuses_what_the_in_memory_path_refuses() {
         let sig = parts.signature(&limits).unwrap();
         parts.verify(&sig, trusted, requested).map(|_| ())
     };
-    let e = check(&entity, &[ccert.clone()]).unwrap_err();
+    let e = check(&entity, std::slice::from_ref(ccert)).unwrap_err();
     assert!(matches!(e, edinode_proto::error::ProcessingError::Authentication(_)), "{e}");
     let mut altered = entity.clone();
     let at = mime::find(&altered, b"UNZ+1+5").unwrap();
@@ -315,9 +315,9 @@ fn streaming_opens_the_mendelson_captures() {
         let request = As2Request::from_headers(&e.headers).unwrap();
         let requested = request.mdn.as_ref().and_then(|m| m.preferred_micalg());
         let entity = unwrap::entity_from_http(&e.headers, e.body);
-        let want = in_memory(entity.clone(), &keys, &[theirs.clone()], requested);
+        let want = in_memory(entity.clone(), &keys, std::slice::from_ref(&theirs), requested);
         for chunk in [1, 5, 4096] {
-            let got = streamed(entity.clone(), &keys, &[theirs.clone()], requested, chunk);
+            let got = streamed(entity.clone(), &keys, std::slice::from_ref(&theirs), requested, chunk);
             assert_eq!(got.docs, want.docs, "{name} chunk {chunk}");
             assert_eq!(got.mic, want.mic, "{name} chunk {chunk}");
         }
