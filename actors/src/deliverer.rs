@@ -49,7 +49,7 @@ async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, f
             if tries > 64 {
                 break;
             }
-            let owner = cx.state.set_once(&owner_key(&name), &me, 30 * 24 * 3600).await.map_err(ActorError::Transient)?;
+            let owner = cx.state.set_once(&owner_key(&name), &me, 30 * 24 * 3600).await.map_err(ActorError::from)?;
             if owner != me {
                 tracing::info!(message = "File name taken in the inbox; trying another.", name = %name, id);
                 continue;
@@ -78,13 +78,13 @@ async fn deliver_once(cx: &NodeContext, dir: &Path, id: &str, index: usize, file
     let inbox = files::inbox_id(&cx.inbox).map_err(|e| ActorError::Transient(format!("inbox id in {}: {e}", cx.inbox.display())))?;
     let key = format!("delivered:{id}:{index}");
     let elsewhere = |v: &str| v.split_once('/').filter(|(other, _)| *other != inbox).map(|(_, name)| name.to_string());
-    if let Some(name) = cx.state.get(&key).await.map_err(ActorError::Transient)?.as_deref().and_then(elsewhere) {
+    if let Some(name) = cx.state.get(&key).await?.as_deref().and_then(elsewhere) {
         tracing::info!(message = "Document already delivered into another node's inbox; not writing it again.", id, name = %name);
         return Ok(name);
     }
     let name = claim_and_write(cx, dir, id, index, filename, data).await?;
     let mine = format!("{inbox}/{name}");
-    let first = cx.state.set_once(&key, &mine, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)?;
+    let first = cx.state.set_once(&key, &mine, cx.limits.duplicate_ttl_secs).await?;
     match elsewhere(&first) {
         None => Ok(name),
         Some(theirs) => {

@@ -60,7 +60,7 @@ async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<V
         Err(e) => return fail(ctx, &e),
     };
     let key = format!("dup:{}:{}:{}", ctx.request.as2_to, ctx.request.as2_from, ctx.request.message_id);
-    match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)? {
+    match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await? {
         Claim::Duplicate { first } => {
             tracing::info!(message = "Duplicate message; not delivered again.", id = %ctx.id, first = %first, message_id = %ctx.request.message_id);
             return Ok(vec![Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude {
@@ -69,7 +69,7 @@ async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<V
                 reason: Some(format!("duplicate of reception {first}")),
             }))?]);
         }
-        Claim::New | Claim::Own => {}
+        Claim::New => {}
     }
     let bare = ctx.request.bare_message_id().to_string();
     let n = docs.len();

@@ -34,7 +34,7 @@
 //! DTD, too large or too deep) gets HTTP 400 with the reason; a store failure gets 503 (the
 //! puller retries). Error signals are signed like the user messages when a station signs.
 
-use crate::NodeContext;
+use crate::{NodeContext, StorageError};
 use edinode_proto::as4::authz::{AuthorizationMap, Decision};
 use edinode_proto::as4::signal::{self, Incoming};
 use edinode_proto::as4::signals::{self, ErrorDetail, Signal, SignalIds};
@@ -115,6 +115,13 @@ pub struct Reply {
     pub outcome: &'static str,
 }
 
+impl Reply {
+    /// 503: the message store did not answer; the partner tries again.
+    fn unavailable() -> Reply {
+        Reply { status: 503, content_type: Some("text/plain; charset=utf-8".into()), body: b"the message store is unavailable; please retry\n".to_vec(), outcome: "unavailable" }
+    }
+}
+
 /// How a Receipt or an Error settles a user message.
 #[derive(Debug, Clone)]
 enum Settlement {
@@ -170,7 +177,7 @@ impl PullSender {
         // A message that cannot be built would block the head of its MPC at pull time.
         user_message::build_pull_response_with(&um, key, &response_ids(), &self.options()).map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let id = um.message_id.clone();
-        let unavailable = SubmitError::Unavailable;
+        let unavailable = |e: StorageError| SubmitError::Unavailable(e.to_string());
         if cx.state.get(&sub_key(&id)).await.map_err(unavailable)?.is_some() || cx.state.get(&done_key(&id)).await.map_err(unavailable)?.is_some() {
             return Err(SubmitError::Duplicate(id));
         }
@@ -256,7 +263,7 @@ impl PullSender {
             }
             Err(error) => {
                 tracing::error!(message = "Pull failed: the store is unavailable.", %error, mpc = %pull.mpc);
-                Reply { status: 503, content_type: Some("text/plain; charset=utf-8".into()), body: b"the message store is unavailable; please retry\n".to_vec(), outcome: "unavailable" }
+                Reply::unavailable()
             }
         }
     }
