@@ -7,6 +7,7 @@
 use crate::transport::{Publish, Transport};
 use actix_web::{web, HttpRequest, HttpResponse};
 use edinode_actors::http_receiver::{self, Answer, ReceivedBody, Refusal};
+use edinode_actors::as2_sender::{self, MdnNotSettled};
 use edinode_actors::{queues, NodeContext, Out};
 use edinode_proto::envelope::Reply;
 use edinode_proto::mime::Header;
@@ -148,17 +149,21 @@ async fn receive(headers: Vec<Header>, payload: web::Payload, st: web::Data<Http
     st.cx.metrics.bytes.with_label_values(&["inbound"]).inc_by(body.len());
     let ct = edinode_proto::mime::get(&headers, "content-type").unwrap_or("");
     if let ReceivedBody::Inline(b) = &body {
-        if edinode_actors::as2_sender::looks_like_mdn(ct, b) {
+        if as2_sender::looks_like_mdn(ct, b) {
             // An asynchronous MDN for a message we sent, from a partner we know.
             let pairs: Vec<(String, String)> = headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
-            return match edinode_actors::as2_sender::settle_async_mdn(&cx, &pairs, b).await {
+            return match as2_sender::settle_async_mdn(&cx, &pairs, b).await {
                 Ok(outs) => match crate::runner::publish_outs(st.transport.as_ref(), outs).await {
                     Ok(()) => text(200, "MDN received"),
                     Err(e) => text(503, &format!("MDN could not be recorded: {e}")),
                 },
-                Err(reason) => {
+                Err(MdnNotSettled::Refused(reason)) => {
                     tracing::warn!(message = "Asynchronous MDN refused.", %reason);
                     text(400, &reason)
+                }
+                Err(MdnNotSettled::Unavailable(error)) => {
+                    tracing::warn!(message = "Asynchronous MDN not settled: the state store is unavailable.", %error);
+                    text(503, "the MDN could not be recorded; please retry")
                 }
             };
         }
@@ -323,7 +328,7 @@ pub async fn list_messages(req: HttpRequest, q: web::Query<ListQuery>, st: web::
                 .collect();
             HttpResponse::Ok().json(serde_json::json!({"messages": out, "more": more}))
         }
-        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
     }
 }
 
@@ -338,7 +343,7 @@ pub async fn get_message(req: HttpRequest, path: web::Path<String>, st: web::Dat
             HttpResponse::Ok().json(serde_json::json!({"id": id, "summary": summary, "history": history}))
         }
         Ok(None) => HttpResponse::NotFound().json(serde_json::json!({"error": "no such message"})),
-        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
     }
 }
 

@@ -5,8 +5,9 @@
 //! - [`transport`]: durable queues (RabbitMQ or the embedded spool) and reply routing.
 //! - [`storage`]: blob store and state store adapters (Redis or local).
 //! - [`runner`]: runs an actor on its queue: ack after outputs are durable, retries, dead letters.
-//! - [`http`]: the partner-facing listener.
+//! - [`http`]: the partner-facing and admin listeners.
 //! - [`as4`]: AS4 pulling: `POST /as4`, `POST /api/as4/submit` and `edinode.as4.submit`.
+//! - [`intake`]: loops that consume no queue: MDN deadlines, S3 outbox pollers.
 //! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation.
 //! - [`node`]: wiring: the node context, the transport and the actors.
 //! - [`certs`]: the certificates of the configuration: expiry warnings, refusal, metric.

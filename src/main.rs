@@ -1,4 +1,6 @@
-//! `edinode`: run the node, check a configuration.
+//! `edinode`: run the node (`serve`), check a configuration (`check-config`), write a first one
+//! (`init`), and, through a running node's admin API, send files (`send`), track, resend and replay
+//! messages (`messages`); `s3 check` tries a station's bucket integration.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -17,7 +19,11 @@ struct Cli {
 enum Cmd {
     /// Run the node (all actors unless --actors says otherwise).
     Serve {
-        /// Comma-separated actors: http_receiver, mime_unwrapper, decryptor, verifier, mdn_sender, deliverer.
+        /// Comma-separated actors (default: node.actors, "all"): http_receiver (the partner
+        /// listener, with AS4 pulling), mime_unwrapper, decryptor, verifier, mdn_sender,
+        /// mdn_poster (runs with mdn_sender unless chosen alone), deliverer, as2_sender,
+        /// outbound_intake, mdn_monitor (asynchronous MDN deadlines), s3_outbox (station bucket
+        /// pick-up).
         #[arg(long)]
         actors: Option<String>,
         /// Listen address (overrides http.listen).

@@ -3,7 +3,7 @@
 //! and the summaries built from message summaries (per partner, AS4 queues per MPC).
 
 use crate::transport::Transport;
-use edinode_actors::{queues, NodeContext};
+use edinode_actors::{queues, NodeContext, StorageError};
 use std::collections::BTreeMap;
 
 /// A message summary as the state store keeps it (direction, station, partner, status, ...).
@@ -32,7 +32,7 @@ impl Filter {
 pub const SCAN: usize = 10_000;
 
 /// One page of messages, newest first: `(id, summary)`, and whether more match.
-pub async fn find(cx: &NodeContext, f: &Filter, offset: usize, limit: usize) -> Result<(Vec<(String, Summary)>, bool), String> {
+pub async fn find(cx: &NodeContext, f: &Filter, offset: usize, limit: usize) -> Result<(Vec<(String, Summary)>, bool), StorageError> {
     let ids = cx.state.list(f.since.unwrap_or(0), f.until.unwrap_or(i64::MAX), SCAN).await?;
     let mut out = Vec::new();
     let mut skipped = 0;
@@ -54,7 +54,7 @@ pub async fn find(cx: &NodeContext, f: &Filter, offset: usize, limit: usize) -> 
 }
 
 /// A message: its summary and status history `(at ms, status, detail)`, oldest first.
-pub async fn message(cx: &NodeContext, id: &str) -> Result<Option<(Summary, Vec<(i64, String, String)>)>, String> {
+pub async fn message(cx: &NodeContext, id: &str) -> Result<Option<(Summary, Vec<(i64, String, String)>)>, StorageError> {
     let Some(summary) = cx.state.summary(id).await? else { return Ok(None) };
     let history = cx.state.history(id).await.unwrap_or_default();
     Ok(Some((summary, history)))
@@ -117,7 +117,7 @@ pub enum ResendError {
 /// Send an outbound message again (same Message-ID); `by` goes in its history. Returns the
 /// Message-ID.
 pub async fn resend(cx: &NodeContext, t: &dyn Transport, id: &str, by: &str) -> Result<String, ResendError> {
-    let body = cx.blobs.get(&edinode_actors::as2_sender::send_key(id)).await.map_err(|_| ResendError::NotFound)?;
+    let body = cx.blobs.get(&edinode_actors::as2_sender::send_key(id)).await.map_err(|e| if e.is_not_found() { ResendError::NotFound } else { ResendError::Unavailable(e.to_string()) })?;
     let mut s = edinode_proto::envelope::decode::<edinode_proto::envelope::Send>(&body).map_err(|_| ResendError::Unreadable)?;
     if let Ok(Some(m)) = cx.state.summary(id).await
         && m.get("status").map(String::as_str) == Some("sent")
@@ -153,7 +153,7 @@ pub fn failed(status: &str) -> bool {
 }
 
 /// Throughput and failures per partner over the messages since `since_ms`.
-pub async fn per_partner(cx: &NodeContext, since_ms: i64) -> Result<BTreeMap<String, PartnerStats>, String> {
+pub async fn per_partner(cx: &NodeContext, since_ms: i64) -> Result<BTreeMap<String, PartnerStats>, StorageError> {
     let (rows, _) = find(cx, &Filter { since: Some(since_ms), ..Default::default() }, 0, SCAN).await?;
     let mut out: BTreeMap<String, PartnerStats> = BTreeMap::new();
     for (_, m) in rows {
@@ -172,7 +172,7 @@ pub async fn per_partner(cx: &NodeContext, since_ms: i64) -> Result<BTreeMap<Str
 }
 
 /// AS4 user messages per MPC: (waiting to be pulled, pulled and waiting for a receipt).
-pub async fn mpc_queues(cx: &NodeContext) -> Result<BTreeMap<String, (usize, usize)>, String> {
+pub async fn mpc_queues(cx: &NodeContext) -> Result<BTreeMap<String, (usize, usize)>, StorageError> {
     let (rows, _) = find(cx, &Filter { direction: Some("as4".into()), ..Default::default() }, 0, SCAN).await?;
     let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (_, m) in rows {

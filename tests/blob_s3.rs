@@ -35,6 +35,8 @@ async fn small_blobs_round_trip_under_the_prefix() {
     store.delete("raw/abc").await.unwrap();
     store.delete("raw/abc").await.unwrap();
     let missing = store.get("raw/abc").await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+    let missing = missing.to_string();
     assert!(missing.contains("edinode/raw/abc") && missing.contains("no such key"), "{missing}");
     assert!(store.put("../escape", b"x").await.is_err());
     assert_eq!(uploads_in_progress(&s3), 0, "no multipart upload for a small blob");

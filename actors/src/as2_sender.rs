@@ -15,7 +15,7 @@
 //! `mdn-refused` with the reason. A refused asynchronous MDN leaves the message waiting for a
 //! good one until its deadline; a refused synchronous one fails the message with that reason.
 
-use crate::{event, queues, Actor, ActorError, NodeContext, Out};
+use crate::{event, queues, Actor, ActorError, NodeContext, Out, StorageError};
 use edinode_proto::envelope::{self, Send};
 use edinode_proto::mdn::{self, Awaited, MdnVerdict, Mic, Refusal};
 use edinode_proto::outbound::{self, Document, MdnRequest, OutboundIds};
@@ -71,7 +71,7 @@ fn refused_key(message_id: &str) -> String {
 
 /// Claim the outcome of an awaited MDN: of racing MDNs and the deadline monitor, on any node,
 /// exactly one concludes the message (a delivered message is never failed by a late timeout).
-async fn claim_outcome(cx: &NodeContext, wait: &AwaitingMdn) -> Result<bool, String> {
+async fn claim_outcome(cx: &NodeContext, wait: &AwaitingMdn) -> Result<bool, StorageError> {
     let token = format!("{}/{}", cx.node_id, uuid::Uuid::new_v4());
     let key = format!("mdnoutcome:{}:{}", bare(&wait.message_id), wait.deadline_ms);
     let ttl = (wait.deadline_ms - now_ms()).max(0) as u64 / 1000 + 24 * 3600;
@@ -236,10 +236,10 @@ impl Actor for As2Sender {
             };
             let key = format!("mdnwait:{}", bare(&s.message_id));
             let v = serde_json::to_string(&wait).map_err(|e| ActorError::Permanent(e.to_string()))?;
-            cx.state.delete(&key).await.map_err(ActorError::Transient)?;
-            cx.state.delete(&refused_key(&s.message_id)).await.map_err(ActorError::Transient)?;
-            cx.state.set_once(&key, &v, partner.outbound.mdn_deadline_secs.max(1) * 4).await.map_err(ActorError::Transient)?;
-            cx.state.schedule(MDN_DEADLINES, bare(&s.message_id), deadline_ms).await.map_err(ActorError::Transient)?;
+            cx.state.delete(&key).await?;
+            cx.state.delete(&refused_key(&s.message_id)).await?;
+            cx.state.set_once(&key, &v, partner.outbound.mdn_deadline_secs.max(1) * 4).await?;
+            cx.state.schedule(MDN_DEADLINES, bare(&s.message_id), deadline_ms).await?;
             // Recorded before the POST too: the MDN may settle the message (and record `sent`)
             // before the POST returns, and the history must still read in order.
             cx.status(&s.id, "awaiting-mdn", &format!("MDN due within {} s of the POST to {url}", partner.outbound.mdn_deadline_secs)).await;
@@ -350,10 +350,34 @@ pub fn looks_like_mdn(content_type: &str, body: &[u8]) -> bool {
     false
 }
 
+/// Why an asynchronous MDN settled nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum MdnNotSettled {
+    /// Refused (unknown partner, unreadable, nobody waits for it, a refused verdict): the
+    /// reason for a 4xx answer.
+    #[error("{0}")]
+    Refused(String),
+    /// The state store failed: the partner should post it again.
+    #[error("{0}")]
+    Unavailable(#[from] StorageError),
+}
+
+impl From<String> for MdnNotSettled {
+    fn from(reason: String) -> MdnNotSettled {
+        MdnNotSettled::Refused(reason)
+    }
+}
+
+impl From<&str> for MdnNotSettled {
+    fn from(reason: &str) -> MdnNotSettled {
+        MdnNotSettled::Refused(reason.to_string())
+    }
+}
+
 /// Settle an asynchronous MDN that arrived at the HttpReceiver. Returns the outputs (events)
-/// or, for an MDN that settles nothing, the reason for the HTTP answer (a 4xx). A refused MDN
-/// that names a message waiting for its MDN is recorded on that message, which keeps waiting.
-pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], body: &[u8]) -> Result<Vec<Out>, String> {
+/// or why the MDN settles nothing. A refused MDN that names a message waiting for its MDN is
+/// recorded on that message, which keeps waiting.
+pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], body: &[u8]) -> Result<Vec<Out>, MdnNotSettled> {
     let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str());
     let from = get("as2-from").map(|v| edinode_proto::headers::parse_as2_name(v).unwrap_or_default()).unwrap_or_default();
     let to = get("as2-to").map(|v| edinode_proto::headers::parse_as2_name(v).unwrap_or_default()).unwrap_or_default();
@@ -362,13 +386,13 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
     let original = match &parsed {
         Ok(p) => p.original_message_id.clone(),
         Err(mdn::MdnError::SignatureInvalid { unverified: Some(p), .. }) => p.original_message_id.clone(),
-        Err(e) => return Err(format!("unreadable MDN: {e}")),
+        Err(e) => return Err(format!("unreadable MDN: {e}").into()),
     }
     .ok_or("the MDN has no Original-Message-ID")?;
     let key = format!("mdnwait:{}", bare(&original));
     let wait: AwaitingMdn = match cx.state.get(&key).await? {
-        Some(v) => serde_json::from_str(&v).map_err(|e| e.to_string())?,
-        None => return Err(format!("no message {original} is waiting for an MDN")),
+        Some(v) => serde_json::from_str(&v).map_err(|e| StorageError::invalid(format!("{key}: unreadable record")).with_source(e))?,
+        None => return Err(format!("no message {original} is waiting for an MDN").into()),
     };
     // Trust comes from the message we sent, not from the AS2 headers of whoever posts: the MDN
     // must verify against the certificates of the partner the message went to.
@@ -386,7 +410,7 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
     };
     let verdict = mdn::judge(parsed.as_ref(), &awaited);
     if !matches!(verdict, MdnVerdict::Refused(_)) && !claim_outcome(cx, &wait).await? {
-        return Err(format!("message {original} is already settled"));
+        return Err(format!("message {original} is already settled").into());
     }
     let s = Send { id: wait.id, station: wait.station, partner: wait.partner, message_id: wait.message_id, documents: vec![], created_at_ms: 0, source: String::new(), attempt: 0 };
     if let MdnVerdict::Refused(r) = &verdict {
@@ -396,7 +420,7 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
         let ttl = (wait.deadline_ms - now_ms()).max(0) as u64 / 1000 + 3600;
         let _ = cx.state.set_once(&refused_key(&original), &r.to_string(), ttl).await;
         // The reason never includes our MIC: the poster may be anyone.
-        return Err(format!("MDN refused: {r}"));
+        return Err(format!("MDN refused: {r}").into());
     }
     let _ = cx.state.unschedule(MDN_DEADLINES, bare(&original)).await;
     let _ = cx.state.delete(&key).await;
@@ -409,7 +433,7 @@ pub async fn settle_async_mdn(cx: &NodeContext, headers: &[(String, String)], bo
 
 /// Past-deadline asynchronous MDNs: fail or resend per partner policy. Safe with several nodes:
 /// each deadline is claimed once.
-pub async fn expire_mdn_deadlines(cx: &NodeContext) -> Result<Vec<Out>, String> {
+pub async fn expire_mdn_deadlines(cx: &NodeContext) -> Result<Vec<Out>, ActorError> {
     let mut outs = Vec::new();
     for mid in cx.state.due(MDN_DEADLINES, now_ms(), 100).await? {
         let key = format!("mdnwait:{mid}");
@@ -417,7 +441,7 @@ pub async fn expire_mdn_deadlines(cx: &NodeContext) -> Result<Vec<Out>, String> 
             let _ = cx.state.unschedule(MDN_DEADLINES, &mid).await;
             continue;
         };
-        let wait: AwaitingMdn = serde_json::from_str(&v).map_err(|e| e.to_string())?;
+        let wait: AwaitingMdn = serde_json::from_str(&v).map_err(|e| StorageError::invalid(format!("{key}: unreadable record")).with_source(e))?;
         if !claim_outcome(cx, &wait).await? {
             continue;
         }
@@ -433,7 +457,7 @@ pub async fn expire_mdn_deadlines(cx: &NodeContext) -> Result<Vec<Out>, String> 
             (OnMdnTimeout::Resend, Some(mut s)) => {
                 s.attempt = 0;
                 cx.status(&wait.id, "resent", &format!("no MDN before the deadline{refused}; sending again")).await;
-                outs.push(Out::send(queues::AS2_SENDER, &s).map_err(|e| e.to_string())?);
+                outs.push(Out::send(queues::AS2_SENDER, &s)?);
             }
             _ => {
                 let s = Send { id: wait.id, station: wait.station, partner: wait.partner, message_id: wait.message_id, documents: vec![], created_at_ms: 0, source: String::new(), attempt: 0 };
@@ -447,7 +471,7 @@ pub async fn expire_mdn_deadlines(cx: &NodeContext) -> Result<Vec<Out>, String> 
 /// Accept documents for sending: keep the Send (for retries and resends) and queue it.
 pub async fn submit(cx: &NodeContext, s: &Send) -> Result<Out, ActorError> {
     let body = envelope::encode(s).map_err(ActorError::Permanent)?;
-    cx.blobs.put(&send_key(&s.id), &body).await.map_err(ActorError::Transient)?;
+    cx.blobs.put(&send_key(&s.id), &body).await?;
     cx.annotate_and_status(
         &s.id,
         &[

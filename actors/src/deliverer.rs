@@ -65,7 +65,7 @@ async fn write_file<'a>(cx: &NodeContext, dir: &Path, src: Source<'a>) -> Result
             let mut reader = cx.reader(blob).await?;
             let mut h = openssl::hash::Hasher::new(openssl::hash::MessageDigest::sha256()).map_err(|e| ActorError::Permanent(e.to_string()))?;
             let mut len = 0u64;
-            while let Some(chunk) = reader.next().await.map_err(ActorError::Transient)? {
+            while let Some(chunk) = reader.next().await? {
                 handle.write_all(&chunk).map_err(io)?;
                 h.update(&chunk).map_err(|e| ActorError::Permanent(e.to_string()))?;
                 len += chunk.len() as u64;
@@ -88,7 +88,7 @@ async fn claim_and_write(cx: &NodeContext, dir: &Path, id: &str, index: usize, f
             if tries > 64 {
                 break;
             }
-            let owner = cx.state.set_once(&owner_key(&name), &me, 30 * 24 * 3600).await.map_err(ActorError::Transient)?;
+            let owner = cx.state.set_once(&owner_key(&name), &me, 30 * 24 * 3600).await.map_err(ActorError::from)?;
             if owner != me {
                 tracing::info!(message = "File name taken in the inbox; trying another.", name = %name, id);
                 continue;
@@ -119,13 +119,13 @@ async fn deliver_once(cx: &NodeContext, dir: &Path, id: &str, index: usize, file
     let inbox = files::inbox_id(&cx.inbox).map_err(|e| ActorError::Transient(format!("inbox id in {}: {e}", cx.inbox.display())))?;
     let key = format!("delivered:{id}:{index}");
     let elsewhere = |v: &str| v.split_once('/').filter(|(other, _)| *other != inbox).map(|(_, name)| name.to_string());
-    if let Some(name) = cx.state.get(&key).await.map_err(ActorError::Transient)?.as_deref().and_then(elsewhere) {
+    if let Some(name) = cx.state.get(&key).await?.as_deref().and_then(elsewhere) {
         tracing::info!(message = "Document already delivered into another node's inbox; not writing it again.", id, name = %name);
         return Ok(name);
     }
     let name = claim_and_write(cx, dir, id, index, filename, src).await?;
     let mine = format!("{inbox}/{name}");
-    let first = cx.state.set_once(&key, &mine, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)?;
+    let first = cx.state.set_once(&key, &mine, cx.limits.duplicate_ttl_secs).await?;
     match elsewhere(&first) {
         None => Ok(name),
         Some(theirs) => {

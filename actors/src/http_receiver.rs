@@ -8,7 +8,7 @@
 //! 3. [`accept`] stores the raw capture (without credentials) and returns the first typed message
 //!    for the MimeUnwrapper.
 
-use crate::{ActorError, BlobWriter, NodeContext, Out};
+use crate::{ActorError, BlobWriter, NodeContext, Out, StorageError};
 use edinode_proto::envelope::{Blob, Inbound, ReplyRoute, Security, Unwrap};
 use edinode_proto::headers::As2Request;
 use edinode_proto::mime::Header;
@@ -29,6 +29,21 @@ pub enum Refusal {
     Timeout(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+}
+
+impl From<StorageError> for Refusal {
+    fn from(e: StorageError) -> Refusal {
+        Refusal::Unavailable(e.to_string())
+    }
+}
+
+/// What fails before a request is accepted is storing it (or encoding its first hand-over).
+impl From<ActorError> for Refusal {
+    fn from(e: ActorError) -> Refusal {
+        match e {
+            ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),
+        }
+    }
 }
 
 impl Refusal {
@@ -167,13 +182,13 @@ impl<'a> BodySink<'a> {
             return Err(Refusal::TooLarge(self.max));
         }
         if let Some(w) = self.writer.as_mut() {
-            return w.write(chunk).await.map_err(Refusal::Unavailable);
+            return w.write(chunk).await.map_err(Refusal::from);
         }
         self.buf.extend_from_slice(chunk);
         if self.buf.len() > self.cx.limits.inline_threshold {
-            let mut w = self.cx.blobs.writer(&self.key).await.map_err(Refusal::Unavailable)?;
-            w.write(&self.entity_head).await.map_err(Refusal::Unavailable)?;
-            w.write(&std::mem::take(&mut self.buf)).await.map_err(Refusal::Unavailable)?;
+            let mut w = self.cx.blobs.writer(&self.key).await.map_err(Refusal::from)?;
+            w.write(&self.entity_head).await.map_err(Refusal::from)?;
+            w.write(&std::mem::take(&mut self.buf)).await.map_err(Refusal::from)?;
             self.writer = Some(w);
         }
         Ok(())
@@ -184,7 +199,7 @@ impl<'a> BodySink<'a> {
         match self.writer {
             None => Ok(ReceivedBody::Inline(self.buf)),
             Some(w) => {
-                let entity_len = w.finish().await.map_err(Refusal::Unavailable)?;
+                let entity_len = w.finish().await.map_err(Refusal::from)?;
                 Ok(ReceivedBody::Stored { key: self.key, entity_len, body_len: self.len as u64 })
             }
         }
@@ -227,18 +242,16 @@ pub async fn accept(cx: &NodeContext, ident: Identified, headers: &[Header], bod
             if raw_len <= RAW_INLINE_MAX {
                 ctx.raw = Some([head.as_slice(), &body].concat());
             } else {
-                cx.blobs.put_parts(&ctx.raw_key, &[&head, &body]).await.map_err(Refusal::Unavailable)?;
+                cx.blobs.put_parts(&ctx.raw_key, &[&head, &body]).await.map_err(Refusal::from)?;
             }
             let entity_head = unwrap::entity_from_http(headers, b"");
-            cx.blob_parts(&ctx, "layer0", &[&entity_head, &body]).await.map_err(|e| match e {
-                ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),
-            })?
+            cx.blob_parts(&ctx, "layer0", &[&entity_head, &body]).await.map_err(Refusal::from)?
         }
         ReceivedBody::Stored { key, entity_len, .. } => {
             // The body was written once, as the first entity; the capture keeps the head and
             // says where the body is.
             let note = format!("[body: {body_len} bytes, stored as the entity {key}]\r\n");
-            cx.blobs.put_parts(&ctx.raw_key, &[&head, note.as_bytes()]).await.map_err(Refusal::Unavailable)?;
+            cx.blobs.put_parts(&ctx.raw_key, &[&head, note.as_bytes()]).await.map_err(Refusal::from)?;
             Blob::Stored { key, len: entity_len }
         }
     };
@@ -267,9 +280,7 @@ pub async fn accept(cx: &NodeContext, ident: Identified, headers: &[Header], bod
         Some(step) => crate::mime_unwrapper::hand_off(ctx, entity, &step),
         None => Out::send(crate::queues::MIME_UNWRAPPER, &Unwrap { ctx, entity }),
     }
-    .map_err(|e| match e {
-        ActorError::Transient(m) | ActorError::Permanent(m) => Refusal::Unavailable(m),
-    })?;
+    .map_err(Refusal::from)?;
     Ok(Accepted { id, message_id, first, answer })
 }
 

@@ -74,7 +74,7 @@ impl Actor for MdnPoster {
         crate::describe(&m.ctx);
         // One MDN per reception: a second chain (or a redelivery) finds it already posted.
         let posted = format!("mdnposted:{}", m.ctx.id);
-        if cx.state.get(&posted).await.map_err(ActorError::Transient)?.is_some() {
+        if cx.state.get(&posted).await?.is_some() {
             tracing::info!(message = "Asynchronous MDN already posted for this reception.", id = %m.ctx.id);
             return Ok(vec![]);
         }

@@ -99,7 +99,7 @@ impl Actor for MdnSender {
                 let duplicate = matches!(&c.disposition, edinode_proto::error::Disposition::Warning(w) if w == edinode_proto::error::Disposition::DUPLICATE);
                 if let Some(raw) = c.ctx.raw.as_ref().filter(|_| c.disposition != edinode_proto::error::Disposition::Processed && !duplicate) {
                     // A failure's capture is kept for diagnosis (it travelled with the message).
-                    cx.blobs.put(&c.ctx.raw_key, raw).await.map_err(ActorError::Transient)?;
+                    cx.blobs.put(&c.ctx.raw_key, raw).await?;
                 }
                 let status = if c.disposition.is_positive() { "processed" } else { "failed" };
                 let detail = c.reason.clone().unwrap_or_else(|| c.disposition.field_value());

@@ -58,7 +58,7 @@ pub(crate) fn check_policy(cx: &NodeContext, ctx: &Inbound) -> Result<(), Proces
 /// delivered).
 pub(crate) async fn duplicate(cx: &NodeContext, ctx: &Inbound) -> Result<Option<Vec<Out>>, ActorError> {
     let key = format!("dup:{}:{}:{}", ctx.request.as2_to, ctx.request.as2_from, ctx.request.message_id);
-    match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await.map_err(ActorError::Transient)? {
+    match cx.state.claim(&key, &ctx.id, cx.limits.duplicate_ttl_secs).await? {
         Claim::Duplicate { first } => {
             tracing::info!(message = "Duplicate message; not delivered again.", id = %ctx.id, first = %first, message_id = %ctx.request.message_id);
             Ok(Some(vec![Out::send(queues::MDN_SENDER, &crate::mdn_sender::MdnSenderInput::Conclude(Conclude {
@@ -67,7 +67,7 @@ pub(crate) async fn duplicate(cx: &NodeContext, ctx: &Inbound) -> Result<Option<
                 reason: Some(format!("duplicate of reception {first}")),
             }))?]))
         }
-        Claim::New | Claim::Own => Ok(None),
+        Claim::New => Ok(None),
     }
 }
 
@@ -192,7 +192,7 @@ pub async fn route(cx: &NodeContext, mut ctx: Inbound, mut bytes: Vec<u8>, mut b
                             _ => {
                                 let key = format!("work/{}/stream-{}-compressed", ctx.id, ctx.security.depth);
                                 let len = bytes_back.len() as u64;
-                                cx.blobs.put(&key, &bytes_back).await.map_err(ActorError::Transient)?;
+                                cx.blobs.put(&key, &bytes_back).await?;
                                 Blob::Stored { key, len }
                             }
                         };

@@ -71,7 +71,7 @@ pub async fn new_send(cx: &NodeContext, station: &str, partner: &str, message_id
             edinode_proto::envelope::Blob::Inline(data)
         } else {
             let key = format!("outbound/{id}/doc{i}");
-            cx.blobs.put(&key, &data).await.map_err(ActorError::Transient)?;
+            cx.blobs.put(&key, &data).await?;
             edinode_proto::envelope::Blob::Stored { key, len: data.len() as u64 }
         };
         documents.push(Payload { filename, content_type, data: blob });

@@ -181,12 +181,12 @@ pub async fn poll(cx: &NodeContext, station_name: &str, bucket: &StationBucket, 
         let mid = batch_message_id(&root, &b, &cx.node_id);
         // Reported before, as it is: not again until it changes (a new ETag or time is a new id).
         let failed_key = format!("s3failed:{mid}");
-        if cx.state.get(&failed_key).await?.is_some() {
+        if cx.state.get(&failed_key).await.map_err(|e| e.to_string())?.is_some() {
             continue;
         }
         // A lease per batch (several nodes poll the same bucket).
         let lease = format!("s3lease:{station_name}:{mid}");
-        if cx.state.set_once(&lease, &cx.node_id, 120).await? != cx.node_id {
+        if cx.state.set_once(&lease, &cx.node_id, 120).await.map_err(|e| e.to_string())? != cx.node_id {
             continue;
         }
         let taken = match &b.misplaced {
@@ -223,7 +223,7 @@ pub async fn poll(cx: &NodeContext, station_name: &str, bucket: &StationBucket, 
                 };
                 if remember {
                     // Before the event: a crash in between reports nothing rather than twice.
-                    cx.state.set_once(&failed_key, &detail, FAILED_TTL_SECS).await?;
+                    cx.state.set_once(&failed_key, &detail, FAILED_TTL_SECS).await.map_err(|e| e.to_string())?;
                 }
                 outs.push(event("s3.failed", "", station_name, &b.partner_as2, &mid, &format!("{keys}: {detail}")));
             }
@@ -270,7 +270,7 @@ async fn take(cx: &NodeContext, station_name: &str, bucket: &StationBucket, b: &
         .find(|p| p.station == station_name && p.as2_id == b.partner_as2)
         .ok_or_else(|| NotTaken::Refused(format!("no partner {} for station {station_name}", b.partner_as2)))?;
     let queued_key = format!("s3queued:{mid}");
-    if cx.state.get(&queued_key).await.map_err(NotTaken::Transient)?.is_none() {
+    if cx.state.get(&queued_key).await.map_err(|e| NotTaken::Transient(e.to_string()))?.is_none() {
         let mut docs = Vec::new();
         for f in &b.files {
             let data = bucket.store.get(&f.key).await.map_err(from_object)?;
@@ -282,7 +282,7 @@ async fn take(cx: &NodeContext, station_name: &str, bucket: &StationBucket, b: &
         publish(vec![as2_sender::submit(cx, &send).await.map_err(from_actor)?]).await.map_err(NotTaken::Transient)?;
         // Recorded before the files are deleted: a crash in between finds the batch again
         // and only deletes it.
-        cx.state.set_once(&queued_key, &send.id, 30 * 24 * 3600).await.map_err(NotTaken::Transient)?;
+        cx.state.set_once(&queued_key, &send.id, 30 * 24 * 3600).await.map_err(|e| NotTaken::Transient(e.to_string()))?;
         tracing::info!(message = "S3 outbox batch queued.", station = station_name, partner = %partner.name, files = b.files.len(), id = %send.id);
     }
     for f in &b.files {

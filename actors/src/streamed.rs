@@ -107,7 +107,7 @@ async fn documents(cx: &NodeContext, mut ctx: Inbound, entity: &Blob) -> Result<
     let mut blobs: Vec<Blob> = Vec::new();
     let mut current: Option<(usize, String, Box<dyn BlobWriter + '_>)> = None;
     loop {
-        let chunk = reader.next().await.map_err(ActorError::Transient)?;
+        let chunk = reader.next().await?;
         let end = chunk.is_none();
         let (mut d, mut m) = (docs.take(), mic.take());
         let (d, m, pieces) = cx
@@ -135,7 +135,7 @@ async fn documents(cx: &NodeContext, mut ctx: Inbound, entity: &Blob) -> Result<
         for (i, data) in pieces {
             if current.as_ref().is_none_or(|(n, _, _)| *n != i) {
                 if let Some((_, key, w)) = current.take() {
-                    let len = w.finish().await.map_err(ActorError::Transient)?;
+                    let len = w.finish().await?;
                     blobs.push(Blob::Stored { key, len });
                 }
                 // Documents without a byte in between are empty.
@@ -143,11 +143,11 @@ async fn documents(cx: &NodeContext, mut ctx: Inbound, entity: &Blob) -> Result<
                     blobs.push(Blob::Inline(Vec::new()));
                 }
                 let key = format!("work/{}/doc{i}", ctx.id);
-                let w = cx.blobs.writer(&key).await.map_err(ActorError::Transient)?;
+                let w = cx.blobs.writer(&key).await?;
                 current = Some((i, key, w));
             }
             if let Some((_, _, w)) = current.as_mut() {
-                w.write(&data).await.map_err(ActorError::Transient)?;
+                w.write(&data).await?;
             }
         }
         if end {
@@ -155,7 +155,7 @@ async fn documents(cx: &NodeContext, mut ctx: Inbound, entity: &Blob) -> Result<
         }
     }
     if let Some((_, key, w)) = current.take() {
-        let len = w.finish().await.map_err(ActorError::Transient)?;
+        let len = w.finish().await?;
         blobs.push(Blob::Stored { key, len });
     }
     let heads = docs.as_ref().map(|d| d.heads().to_vec()).unwrap_or_default();
@@ -208,7 +208,7 @@ pub async fn decrypt(cx: &NodeContext, mut ctx: Inbound, entity: Blob) -> Result
 async fn digest(cx: &NodeContext, blob: &Blob, alg: DigestAlg) -> Result<Vec<u8>, ActorError> {
     let mut reader = cx.reader(blob).await?;
     let mut h = Some(openssl::hash::Hasher::new(alg.message_digest()).map_err(|e| ActorError::Permanent(e.to_string()))?);
-    while let Some(chunk) = reader.next().await.map_err(ActorError::Transient)? {
+    while let Some(chunk) = reader.next().await? {
         let mut hasher = h.take();
         h = cx.cpu.run(move || {
             if let Some(x) = hasher.as_mut() {

@@ -13,6 +13,8 @@ pub mod pages;
 
 use actix_web::{web, HttpResponse};
 use maud::{html, Markup, DOCTYPE};
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 
 const STYLE: &str = include_str!("style.css");
 
@@ -98,54 +100,29 @@ pub fn layout(title: &str, current: &str, csrf: &str, content: Markup) -> Markup
     }
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+const SHOWN: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+const INPUT: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]T[hour]:[minute]");
+const INPUT_IN: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]T[hour]:[minute][optional [:[second][optional [.[subsecond]]]]]");
 
-/// The civil date of a day number since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+fn utc(ms: i64) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
 /// Unix ms as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn fmt_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", s / 3600, s % 3600 / 60, s % 60)
+    utc(ms).and_then(|t| t.format(SHOWN).ok()).unwrap_or_default()
 }
 
 /// Unix ms as the value of an `<input type="datetime-local">` (UTC).
 pub fn input_time(ms: i64) -> String {
-    fmt_time(ms).get(..16).unwrap_or_default().replacen(' ', "T", 1)
+    utc(ms).and_then(|t| t.format(INPUT).ok()).unwrap_or_default()
 }
 
-/// An `<input type="datetime-local">` value (`YYYY-MM-DDTHH:MM[:SS]`, taken as UTC) as Unix ms.
+/// An `<input type="datetime-local">` value (`YYYY-MM-DDTHH:MM[:SS[.fff]]`, taken as UTC) as
+/// Unix ms.
 pub fn parse_input_time(v: &str) -> Option<i64> {
-    let (date, time) = v.trim().split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.splitn(3, ':').map(|p| p.parse::<f64>().ok());
-    let (h, min) = (t.next()??, t.next()??);
-    let s = t.next().flatten().unwrap_or(0.0);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    Some((days_from_civil(y, m, day) * 86_400 + (h as i64) * 3600 + (min as i64) * 60) * 1000 + (s * 1000.0) as i64)
+    let t = time::PrimitiveDateTime::parse(v.trim(), INPUT_IN).ok()?.assume_utc();
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 #[cfg(test)]

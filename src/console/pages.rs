@@ -71,7 +71,7 @@ pub async fn messages(req: HttpRequest, q: web::Query<MessagesQuery>, st: St, ss
     let page = q.page.unwrap_or(0);
     let (rows, more) = match tracking::find(&st.cx, &f, page * PAGE, PAGE).await {
         Ok(r) => r,
-        Err(e) => return unavailable(&s, &e),
+        Err(e) => return unavailable(&s, &e.to_string()),
     };
     let d = st.cx.directories.current();
     let stations: Vec<&String> = d.stations.keys().collect();
@@ -147,7 +147,7 @@ pub async fn message(req: HttpRequest, path: web::Path<String>, st: St, ss: Ss) 
     let (summary, history) = match tracking::message(&st.cx, &id).await {
         Ok(Some(v)) => v,
         Ok(None) => return page_response(StatusCode::NOT_FOUND, layout("Not found", "messages", &s.csrf, html! { h1 { "No such message" } p { code { (id) } } })),
-        Err(e) => return unavailable(&s, &e),
+        Err(e) => return unavailable(&s, &e.to_string()),
     };
     let docs = tracking::documents(&st.cx, &id).await;
     let status = summary.get("status").cloned().unwrap_or_default();
@@ -211,7 +211,11 @@ pub async fn raw(req: HttpRequest, path: web::Path<(String, String)>, st: St, ss
             .insert_header(("Content-Disposition", format!("attachment; filename=\"{}-{what}.txt\"", id.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>())))
             .insert_header(("X-Content-Type-Options", "nosniff"))
             .body(b),
-        Err(_) => HttpResponse::NotFound().body("no longer stored"),
+        Err(e) if e.is_not_found() => HttpResponse::NotFound().body("no longer stored"),
+        Err(error) => {
+            tracing::warn!(message = "Stored capture not readable.", %error, id);
+            HttpResponse::ServiceUnavailable().body("the blob store is unavailable; try again")
+        }
     }
 }
 
@@ -348,7 +352,7 @@ pub async fn queues(req: HttpRequest, st: St, ss: Ss) -> HttpResponse {
     let Some(s) = ss.signed(&req) else { return auth::to_login() };
     let mpcs = match tracking::mpc_queues(&st.cx).await {
         Ok(m) => m,
-        Err(e) => return unavailable(&s, &e),
+        Err(e) => return unavailable(&s, &e.to_string()),
     };
     let content = html! {
         h1 { "AS4 queues" }
@@ -369,7 +373,7 @@ pub async fn summary(req: HttpRequest, st: St, ss: Ss) -> HttpResponse {
     let since = crate::storage::now_ms() - 24 * 3600 * 1000;
     let stats = match tracking::per_partner(&st.cx, since).await {
         Ok(m) => m,
-        Err(e) => return unavailable(&s, &e),
+        Err(e) => return unavailable(&s, &e.to_string()),
     };
     let content = html! {
         h1 { "Summary" }

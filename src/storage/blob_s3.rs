@@ -16,7 +16,7 @@
 use super::s3::{map_err, S3Error, S3Settings, S3Store};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
-use edinode_actors::{BlobReader, BlobStore, BlobWriter};
+use edinode_actors::{BlobReader, BlobStore, BlobWriter, StorageError, StorageErrorKind};
 
 /// Part size of multipart uploads (S3's minimum is 5 MiB for all parts but the last).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -52,16 +52,16 @@ impl S3BlobStore {
     }
 
     /// The object key of a blob key.
-    fn object(&self, key: &str) -> Result<String, String> {
+    fn object(&self, key: &str) -> Result<String, StorageError> {
         super::check_key(key)?;
         Ok(format!("{}{key}", self.prefix))
     }
 
     /// Delete these objects (full keys), a batch a request; a missing key counts as deleted.
-    async fn delete_objects(&self, keys: &[String]) -> Result<(), String> {
+    async fn delete_objects(&self, keys: &[String]) -> Result<(), StorageError> {
         for batch in keys.chunks(DELETE_BATCH) {
-            let objects = batch.iter().map(|k| ObjectIdentifier::builder().key(k).build()).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-            let delete = Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| e.to_string())?;
+            let objects = batch.iter().map(|k| ObjectIdentifier::builder().key(k).build()).collect::<Result<Vec<_>, _>>().map_err(|e| StorageError::invalid("DeleteObjects").with_source(e))?;
+            let delete = Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| StorageError::invalid("DeleteObjects").with_source(e))?;
             let out = self
                 .store
                 .client()
@@ -70,9 +70,12 @@ impl S3BlobStore {
                 .delete(delete)
                 .send()
                 .await
-                .map_err(|e| format!("DeleteObjects ({} keys from {}): {}", batch.len(), batch[0], map_err(e)))?;
+                .map_err(|e| described("DeleteObjects", &format!("({} keys from {})", batch.len(), batch[0]), map_err(e)))?;
             if let Some(e) = out.errors().first() {
-                return Err(format!("DeleteObjects: {} of {} keys not deleted; first {}: {} {}", out.errors().len(), batch.len(), e.key().unwrap_or_default(), e.code().unwrap_or_default(), e.message().unwrap_or_default()));
+                return Err(StorageError::new(
+                    StorageErrorKind::Unavailable,
+                    format!("DeleteObjects: {} of {} keys not deleted; first {}: {} {}", out.errors().len(), batch.len(), e.key().unwrap_or_default(), e.code().unwrap_or_default(), e.message().unwrap_or_default()),
+                ));
             }
         }
         Ok(())
@@ -99,7 +102,7 @@ struct S3BlobWriter {
 
 impl S3BlobWriter {
     /// Send the first `part_size` bytes of the buffer as the next part.
-    async fn send_part(&mut self) -> Result<(), String> {
+    async fn send_part(&mut self) -> Result<(), StorageError> {
         if self.upload.is_none() {
             let out = self
                 .client
@@ -108,13 +111,13 @@ impl S3BlobWriter {
                 .key(&self.key)
                 .send()
                 .await
-                .map_err(|e| format!("CreateMultipartUpload {}: {}", self.key, map_err(e)))?;
-            let id = out.upload_id().ok_or_else(|| format!("CreateMultipartUpload {}: no upload id in the answer", self.key))?;
+                .map_err(|e| described("CreateMultipartUpload", &self.key, map_err(e)))?;
+            let id = out.upload_id().ok_or_else(|| StorageError::new(StorageErrorKind::Unavailable, format!("CreateMultipartUpload {}: no upload id in the answer", self.key)))?;
             self.upload = Some(Upload { id: id.to_string(), parts: Vec::new() });
         }
         let rest = if self.buf.len() > self.part_size { self.buf.split_off(self.part_size) } else { Vec::new() };
         let part = std::mem::replace(&mut self.buf, rest);
-        let Some(upload) = self.upload.as_mut() else { return Err("multipart upload missing".into()) };
+        let Some(upload) = self.upload.as_mut() else { return Err(StorageError::invalid("multipart upload missing")) };
         let number = upload.parts.len() as i32 + 1;
         let out = self
             .client
@@ -126,16 +129,16 @@ impl S3BlobWriter {
             .body(ByteStream::from(part))
             .send()
             .await
-            .map_err(|e| format!("UploadPart {} #{number}: {}", self.key, map_err(e)))?;
+            .map_err(|e| described("UploadPart", &format!("{} #{number}", self.key), map_err(e)))?;
         upload.parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build());
         Ok(())
     }
 
-    async fn complete(&mut self) -> Result<(), String> {
+    async fn complete(&mut self) -> Result<(), StorageError> {
         if !self.buf.is_empty() {
             self.send_part().await?;
         }
-        let Some(upload) = self.upload.as_ref() else { return Err("multipart upload missing".into()) };
+        let Some(upload) = self.upload.as_ref() else { return Err(StorageError::invalid("multipart upload missing")) };
         let parts = CompletedMultipartUpload::builder().set_parts(Some(upload.parts.clone())).build();
         self.client
             .complete_multipart_upload()
@@ -145,7 +148,7 @@ impl S3BlobWriter {
             .multipart_upload(parts)
             .send()
             .await
-            .map_err(|e| format!("CompleteMultipartUpload {}: {}", self.key, map_err(e)))?;
+            .map_err(|e| described("CompleteMultipartUpload", &self.key, map_err(e)))?;
         self.upload = None;
         Ok(())
     }
@@ -168,7 +171,7 @@ impl Drop for S3BlobWriter {
 
 #[async_trait::async_trait]
 impl BlobWriter for S3BlobWriter {
-    async fn write(&mut self, data: &[u8]) -> Result<(), String> {
+    async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.buf.extend_from_slice(data);
         self.len += data.len() as u64;
         while self.buf.len() >= self.part_size {
@@ -177,7 +180,7 @@ impl BlobWriter for S3BlobWriter {
         Ok(())
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<u64, String> {
+    async fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
         if self.upload.is_some() {
             // On failure, dropping `self` aborts the upload.
             self.complete().await?;
@@ -190,17 +193,18 @@ impl BlobWriter for S3BlobWriter {
                 .body(ByteStream::from(body))
                 .send()
                 .await
-                .map_err(|e| format!("PutObject {}: {}", self.key, map_err(e)))?;
+                .map_err(|e| described("PutObject", &self.key, map_err(e)))?;
         }
         Ok(self.len)
     }
 }
 
-fn described(op: &str, key: &str, e: S3Error) -> String {
-    match e {
-        S3Error::NotFound => format!("{op} {key}: no such key"),
-        e => format!("{op} {key}: {e}"),
-    }
+/// An S3 error as a storage error naming the operation and key: NoSuchKey is
+/// [`StorageErrorKind::NotFound`]; anything else, a refusal included (a policy or a clock
+/// fixed later), is worth trying again.
+fn described(op: &str, key: &str, e: S3Error) -> StorageError {
+    let kind = if e == S3Error::NotFound { StorageErrorKind::NotFound } else { StorageErrorKind::Unavailable };
+    StorageError::new(kind, format!("{op} {key}")).with_source(e)
 }
 
 /// An object's body read as it arrives, handed out in pieces of about a CHUNK.
@@ -211,12 +215,12 @@ struct S3BlobReader {
 
 #[async_trait::async_trait]
 impl BlobReader for S3BlobReader {
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, StorageError> {
         let mut buf = Vec::new();
         while buf.len() < edinode_proto::stream::CHUNK {
             match self.body.next().await {
                 Some(Ok(b)) => buf.extend_from_slice(&b),
-                Some(Err(e)) => return Err(format!("GetObject {}: reading the body: {e}", self.key)),
+                Some(Err(e)) => return Err(StorageError::unavailable(format!("GetObject {}: reading the body", self.key), e)),
                 None => break,
             }
         }
@@ -226,13 +230,13 @@ impl BlobReader for S3BlobReader {
 
 #[async_trait::async_trait]
 impl BlobStore for S3BlobStore {
-    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn BlobReader + 'a>, String> {
+    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn BlobReader + 'a>, StorageError> {
         let object = self.object(key)?;
-        let out = self.store.client().get_object().bucket(self.store.bucket()).key(&object).send().await.map_err(|e| format!("GetObject {object}: {}", map_err(e)))?;
+        let out = self.store.client().get_object().bucket(self.store.bucket()).key(&object).send().await.map_err(|e| described("GetObject", &object, map_err(e)))?;
         Ok(Box::new(S3BlobReader { body: out.body, key: object }))
     }
 
-    async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, String> {
+    async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, StorageError> {
         Ok(Box::new(S3BlobWriter {
             client: self.store.client().clone(),
             bucket: self.store.bucket().to_string(),
@@ -244,11 +248,11 @@ impl BlobStore for S3BlobStore {
         }))
     }
 
-    async fn put(&self, key: &str, data: &[u8]) -> Result<(), String> {
+    async fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
         self.put_parts(key, &[data]).await
     }
 
-    async fn put_parts(&self, key: &str, parts: &[&[u8]]) -> Result<(), String> {
+    async fn put_parts(&self, key: &str, parts: &[&[u8]]) -> Result<(), StorageError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len <= self.part_size {
             let object = self.object(key)?;
@@ -262,17 +266,17 @@ impl BlobStore for S3BlobStore {
         w.finish().await.map(|_| ())
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let object = self.object(key)?;
         self.store.get(&object).await.map_err(|e| described("GetObject", &object, e))
     }
 
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let object = self.object(key)?;
         self.store.delete(&object).await.map_err(|e| described("DeleteObject", &object, e))
     }
 
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), String> {
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         // `work/<id>/`: the trailing slash keeps `work/<id>0/` out.
         let prefix = format!("{}/", prefix.trim_end_matches('/'));
         let full = self.object(&prefix[..prefix.len() - 1]).map(|o| format!("{o}/"))?;
@@ -281,7 +285,7 @@ impl BlobStore for S3BlobStore {
         self.delete_objects(&keys).await
     }
 
-    async fn delete_older(&self, prefix: &str, before_ms: i64) -> Result<usize, String> {
+    async fn delete_older(&self, prefix: &str, before_ms: i64) -> Result<usize, StorageError> {
         super::check_key(prefix.trim_end_matches('/'))?;
         let full = format!("{}{prefix}", self.prefix);
         let listed = self.store.list(&full).await.map_err(|e| described("ListObjectsV2", &full, e))?;
@@ -290,8 +294,8 @@ impl BlobStore for S3BlobStore {
         Ok(old.len())
     }
 
-    async fn ping(&self) -> Result<(), String> {
+    async fn ping(&self) -> Result<(), StorageError> {
         let c = self.store.client();
-        c.list_objects_v2().bucket(self.store.bucket()).prefix(&self.prefix).max_keys(1).send().await.map(|_| ()).map_err(|e| format!("ListObjectsV2 {}: {}", self.prefix, map_err(e)))
+        c.list_objects_v2().bucket(self.store.bucket()).prefix(&self.prefix).max_keys(1).send().await.map(|_| ()).map_err(|e| described("ListObjectsV2", &self.prefix, map_err(e)))
     }
 }

@@ -1,7 +1,7 @@
 //! State for the embedded mode: in memory, persisted to an append-only JSON-lines file that is
 //! replayed on start (so duplicates are still recognised after kill -9). One process only.
 
-use edinode_actors::{Claim, StateStore};
+use edinode_actors::{StateStore, StorageError};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -93,7 +93,7 @@ impl LocalState {
         Ok(LocalState { inner: Mutex::new(inner), log: Mutex::new(log), fsync })
     }
 
-    fn append(&self, v: serde_json::Value) -> Result<(), String> {
+    fn append(&self, v: serde_json::Value) -> Result<(), StorageError> {
         self.append_all(&[v])
     }
 
@@ -110,16 +110,16 @@ impl LocalState {
     }
 
     /// Several entries in one write (and one sync).
-    fn append_all(&self, vs: &[serde_json::Value]) -> Result<(), String> {
+    fn append_all(&self, vs: &[serde_json::Value]) -> Result<(), StorageError> {
         let mut f = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let mut lines = String::new();
         for v in vs {
             lines.push_str(&v.to_string());
             lines.push('\n');
         }
-        f.write_all(lines.as_bytes()).map_err(|e| e.to_string())?;
+        f.write_all(lines.as_bytes()).map_err(|e| StorageError::io("append to the state log", e))?;
         if self.fsync {
-            f.sync_data().map_err(|e| e.to_string())?;
+            f.sync_data().map_err(|e| StorageError::io("sync the state log", e))?;
         }
         Ok(())
     }
@@ -127,12 +127,7 @@ impl LocalState {
 
 #[async_trait::async_trait]
 impl StateStore for LocalState {
-    async fn claim(&self, key: &str, id: &str, ttl_secs: u64) -> Result<Claim, String> {
-        let stored = self.set_once(key, id, ttl_secs).await?;
-        Ok(if stored == id { Claim::New } else { Claim::Duplicate { first: stored } })
-    }
-
-    async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), String> {
+    async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), StorageError> {
         let at = crate::storage::now_ms();
         {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -143,7 +138,7 @@ impl StateStore for LocalState {
         self.append(serde_json::json!({"t": "s", "id": id, "at": at, "status": status, "detail": detail}))
     }
 
-    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, &str, u64)>) -> Result<(), String> {
+    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, &str, u64)>) -> Result<(), StorageError> {
         let at = crate::storage::now_ms();
         let mut entries = Vec::with_capacity(records.len() + 1);
         {
@@ -168,11 +163,11 @@ impl StateStore for LocalState {
         self.append_all(&entries)
     }
 
-    async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String> {
+    async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, StorageError> {
         Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).status.get(id).cloned().unwrap_or_default())
     }
 
-    async fn set_once(&self, key: &str, value: &str, ttl_secs: u64) -> Result<String, String> {
+    async fn set_once(&self, key: &str, value: &str, ttl_secs: u64) -> Result<String, StorageError> {
         let now = crate::storage::now_ms();
         let exp = now + (ttl_secs as i64) * 1000;
         {
@@ -188,12 +183,12 @@ impl StateStore for LocalState {
         Ok(value.to_string())
     }
 
-    async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String> {
+    async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), StorageError> {
         let entry = self.apply_fields(id, fields);
         self.append(entry)
     }
 
-    async fn annotate_and_record(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) -> Result<(), String> {
+    async fn annotate_and_record(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) -> Result<(), StorageError> {
         let fields = self.apply_fields(id, fields);
         let at = crate::storage::now_ms();
         {
@@ -204,11 +199,11 @@ impl StateStore for LocalState {
         self.append_all(&[fields, serde_json::json!({"t": "s", "id": id, "at": at, "status": status, "detail": detail})])
     }
 
-    async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, String> {
+    async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, StorageError> {
         Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).summaries.get(id).cloned())
     }
 
-    async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, String> {
+    async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, StorageError> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<(i64, String)> = g
             .summaries
@@ -220,29 +215,29 @@ impl StateStore for LocalState {
         Ok(v.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, String> {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         let now = crate::storage::now_ms();
         Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).keys.get(key).filter(|(_, e)| *e > now).map(|(v, _)| v.clone()))
     }
 
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).keys.remove(key);
         self.append(serde_json::json!({"t": "d", "k": key}))
     }
 
-    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> Result<(), String> {
+    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> Result<(), StorageError> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).schedules.entry(set.to_string()).or_default().insert(member.to_string(), at_ms);
         self.append(serde_json::json!({"t": "z", "set": set, "m": member, "at": at_ms}))
     }
 
-    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> Result<Vec<String>, String> {
+    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> Result<Vec<String>, StorageError> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<(i64, String)> = g.schedules.get(set).map(|m| m.iter().filter(|(_, at)| **at <= now_ms).map(|(k, at)| (*at, k.clone())).collect()).unwrap_or_default();
         v.sort();
         Ok(v.into_iter().take(limit).map(|(_, k)| k).collect())
     }
 
-    async fn unschedule(&self, set: &str, member: &str) -> Result<(), String> {
+    async fn unschedule(&self, set: &str, member: &str) -> Result<(), StorageError> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).schedules.entry(set.to_string()).or_default().remove(member);
         self.append(serde_json::json!({"t": "z", "set": set, "m": member, "at": null}))
     }

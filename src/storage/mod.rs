@@ -15,7 +15,7 @@ pub mod sweep;
 pub use local_state::LocalState;
 pub use redis_state::RedisState;
 
-use edinode_actors::{files, BlobReader, BlobStore, BlobWriter};
+use edinode_actors::{files, BlobReader, BlobStore, BlobWriter, StorageError};
 use std::path::{Path, PathBuf};
 
 pub struct FsBlobStore {
@@ -32,7 +32,7 @@ impl FsBlobStore {
         Ok(FsBlobStore { root: root.to_path_buf(), fsync })
     }
 
-    fn path(&self, key: &str) -> Result<PathBuf, String> {
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
         check_key(key)?;
         Ok(self.root.join(key))
     }
@@ -43,12 +43,12 @@ impl FsBlobStore {
     }
 
     /// Move a finished temporary file to its key (replacing: a key has one writer).
-    fn publish(&self, tmp: &Path, path: &Path) -> Result<(), String> {
-        let parent = path.parent().ok_or("blob key without a folder")?;
-        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-        std::fs::rename(tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
+    fn publish(&self, tmp: &Path, path: &Path) -> Result<(), StorageError> {
+        let parent = path.parent().ok_or_else(|| StorageError::invalid("blob key without a folder"))?;
+        std::fs::create_dir_all(parent).map_err(|e| StorageError::io(format!("create {}", parent.display()), e))?;
+        std::fs::rename(tmp, path).map_err(|e| StorageError::io(format!("rename to {}", path.display()), e))?;
         if self.fsync {
-            files::sync_dir(parent).map_err(|e| format!("sync {}: {e}", parent.display()))?;
+            files::sync_dir(parent).map_err(|e| StorageError::io(format!("sync {}", parent.display()), e))?;
         }
         Ok(())
     }
@@ -73,19 +73,19 @@ impl Drop for FsBlobWriter<'_> {
 
 #[async_trait::async_trait]
 impl BlobWriter for FsBlobWriter<'_> {
-    async fn write(&mut self, data: &[u8]) -> Result<(), String> {
+    async fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
         use std::io::Write;
-        let f = self.file.as_mut().ok_or("blob already finished")?;
+        let f = self.file.as_mut().ok_or_else(|| StorageError::invalid("blob already finished"))?;
         // Inline: the HTTP workers hand over chunks of at most tens of KiB.
-        f.write_all(data).map_err(|e| format!("write {}: {e}", self.tmp.display()))?;
+        f.write_all(data).map_err(|e| StorageError::io(format!("write {}", self.tmp.display()), e))?;
         self.len += data.len() as u64;
         Ok(())
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<u64, String> {
-        let f = self.file.take().ok_or("blob already finished")?;
+    async fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
+        let f = self.file.take().ok_or_else(|| StorageError::invalid("blob already finished"))?;
         if self.store.fsync {
-            f.sync_data().map_err(|e| format!("sync {}: {e}", self.tmp.display()))?;
+            f.sync_data().map_err(|e| StorageError::io(format!("sync {}", self.tmp.display()), e))?;
         }
         drop(f);
         if let Err(e) = self.store.publish(&self.tmp, &self.path) {
@@ -104,12 +104,12 @@ struct FsBlobReader {
 
 #[async_trait::async_trait]
 impl BlobReader for FsBlobReader {
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, StorageError> {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; edinode_proto::stream::CHUNK];
         let mut n = 0;
         while n < buf.len() {
-            let got = self.file.read(&mut buf[n..]).await.map_err(|e| format!("read {}: {e}", self.path.display()))?;
+            let got = self.file.read(&mut buf[n..]).await.map_err(|e| StorageError::io(format!("read {}", self.path.display()), e))?;
             if got == 0 {
                 break;
             }
@@ -122,29 +122,29 @@ impl BlobReader for FsBlobReader {
 
 #[async_trait::async_trait]
 impl BlobStore for FsBlobStore {
-    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn BlobReader + 'a>, String> {
+    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn BlobReader + 'a>, StorageError> {
         let path = self.path(key)?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| format!("open {}: {e}", path.display()))?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| StorageError::io(format!("open {}", path.display()), e))?;
         Ok(Box::new(FsBlobReader { file, path }))
     }
 
-    async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, String> {
+    async fn writer<'a>(&'a self, key: &str) -> Result<Box<dyn BlobWriter + 'a>, StorageError> {
         let path = self.path(key)?;
         let tmp = self.temp();
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| StorageError::io(format!("create {}", tmp.display()), e))?;
         Ok(Box::new(FsBlobWriter { store: self, file: Some(file), tmp, path, len: 0 }))
     }
 
-    async fn put(&self, key: &str, data: &[u8]) -> Result<(), String> {
+    async fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
         self.put_parts(key, &[data]).await
     }
 
-    async fn put_parts(&self, key: &str, parts: &[&[u8]]) -> Result<(), String> {
+    async fn put_parts(&self, key: &str, parts: &[&[u8]]) -> Result<(), StorageError> {
         let path = self.path(key)?;
         // Written inline: a small file costs less than a hand-off to the blocking pool, and the
         // HTTP workers run on single-threaded runtimes where block_in_place is not allowed.
         let tmp = self.temp();
-        files::write_new(&tmp, parts, self.fsync).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        files::write_new(&tmp, parts, self.fsync).map_err(|e| StorageError::io(format!("write {}", tmp.display()), e))?;
         let r = self.publish(&tmp, &path);
         if r.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -152,41 +152,45 @@ impl BlobStore for FsBlobStore {
         r
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let path = self.path(key)?;
-        tokio::fs::read(&path).await.map_err(|e| format!("read {}: {e}", path.display()))
+        tokio::fs::read(&path).await.map_err(|e| StorageError::io(format!("read {}", path.display()), e))
     }
 
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path(key)?;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
+        gone(tokio::fs::remove_file(&path).await, || format!("remove {}", path.display()))
     }
 
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), String> {
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         let dir = self.path(prefix.trim_end_matches('/'))?;
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
+        gone(tokio::fs::remove_dir_all(&dir).await, || format!("remove {}", dir.display()))
     }
 
-    async fn delete_older(&self, prefix: &str, before_ms: i64) -> Result<usize, String> {
+    async fn delete_older(&self, prefix: &str, before_ms: i64) -> Result<usize, StorageError> {
         let dir = self.path(prefix.trim_end_matches('/'))?;
         let before = std::time::UNIX_EPOCH + std::time::Duration::from_millis(before_ms.max(0) as u64);
-        tokio::task::spawn_blocking(move || files::remove_older(&dir, before)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        let what = format!("sweep {}", dir.display());
+        tokio::task::spawn_blocking(move || files::remove_older(&dir, before))
+            .await
+            .map_err(|e| StorageError::unavailable(what.clone(), e))?
+            .map_err(|e| StorageError::io(what, e))
+    }
+}
+
+/// A removal's outcome: what was not there counts as removed.
+fn gone(r: std::io::Result<()>, what: impl FnOnce() -> String) -> Result<(), StorageError> {
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::io(what(), e)),
+        _ => Ok(()),
     }
 }
 
 /// A blob key is `/`-separated names, none empty or starting with a dot (the same keys work in a
 /// directory and in a bucket; `.tmp/` stays the directory store's own).
-pub(crate) fn check_key(key: &str) -> Result<(), String> {
+pub(crate) fn check_key(key: &str) -> Result<(), StorageError> {
     if key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with('.')) {
-        return Err(format!("invalid blob key {key}"));
+        return Err(StorageError::invalid(format!("invalid blob key {key}")));
     }
     Ok(())
 }

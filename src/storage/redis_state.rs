@@ -1,6 +1,6 @@
 //! Shared state in Redis: duplicate claims (`SET NX EX`), status history lists, name claims.
 
-use edinode_actors::{Claim, Persistence, StateStore};
+use edinode_actors::{Persistence, StateStore, StorageError};
 use redis::AsyncCommands;
 
 const STATUS_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -107,12 +107,7 @@ impl RedisState {
 
 #[async_trait::async_trait]
 impl StateStore for RedisState {
-    async fn claim(&self, key: &str, id: &str, ttl_secs: u64) -> Result<Claim, String> {
-        let stored = self.set_once(key, id, ttl_secs).await?;
-        Ok(if stored == id { Claim::New } else { Claim::Duplicate { first: stored } })
-    }
-
-    async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), String> {
+    async fn record(&self, id: &str, status: &str, detail: &str) -> Result<(), StorageError> {
         let mut c = self.conn.clone();
         let now = crate::storage::now_ms();
         let entry = serde_json::json!({"at": now, "status": status, "detail": detail}).to_string();
@@ -128,10 +123,10 @@ impl StateStore for RedisState {
             .invoke_async::<i64>(&mut c)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(failed("record status of", id))
     }
 
-    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, &str, u64)>) -> Result<(), String> {
+    async fn settle(&self, records: &[edinode_actors::StatusRecord], done: Option<(&str, &str, u64)>) -> Result<(), StorageError> {
         if records.is_empty() && done.is_none() {
             return Ok(());
         }
@@ -148,12 +143,12 @@ impl StateStore for RedisState {
         if let Some((key, _, _)) = done {
             inv.key(self.key(key));
         }
-        inv.invoke_async::<i64>(&mut c).await.map(|_| ()).map_err(|e| e.to_string())
+        inv.invoke_async::<i64>(&mut c).await.map(|_| ()).map_err(failed("settle", done.map(|(k, _, _)| k).unwrap_or("")))
     }
 
-    async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, String> {
+    async fn history(&self, id: &str) -> Result<Vec<(i64, String, String)>, StorageError> {
         let mut c = self.conn.clone();
-        let items: Vec<String> = c.lrange(self.key(&format!("status:{id}")), 0, -1).await.map_err(|e| e.to_string())?;
+        let items: Vec<String> = c.lrange(self.key(&format!("status:{id}")), 0, -1).await.map_err(failed("history of", id))?;
         Ok(items
             .iter()
             .filter_map(|s| serde_json::from_str::<serde_json::Value>(s).ok())
@@ -167,7 +162,7 @@ impl StateStore for RedisState {
             .collect())
     }
 
-    async fn set_once(&self, key: &str, value: &str, ttl_secs: u64) -> Result<String, String> {
+    async fn set_once(&self, key: &str, value: &str, ttl_secs: u64) -> Result<String, StorageError> {
         let mut c = self.conn.clone();
         let k = self.key(key);
         let set: Option<String> = redis::cmd("SET")
@@ -178,11 +173,11 @@ impl StateStore for RedisState {
             .arg(ttl_secs.max(1))
             .query_async(&mut c)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(failed("SET NX", key))?;
         if set.is_some() {
             return Ok(value.to_string());
         }
-        let existing: Option<String> = c.get(&k).await.map_err(|e| e.to_string())?;
+        let existing: Option<String> = c.get(&k).await.map_err(failed("SET NX", key))?;
         Ok(existing.unwrap_or_else(|| value.to_string()))
     }
 
@@ -199,12 +194,12 @@ impl StateStore for RedisState {
         }
     }
 
-    async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), String> {
+    async fn annotate(&self, id: &str, fields: &[(&str, String)]) -> Result<(), StorageError> {
         let mut c = self.conn.clone();
-        self.annotate_pipe(id, fields).query_async::<()>(&mut c).await.map_err(|e| e.to_string())
+        self.annotate_pipe(id, fields).query_async::<()>(&mut c).await.map_err(failed("annotate", id))
     }
 
-    async fn annotate_and_record(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) -> Result<(), String> {
+    async fn annotate_and_record(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) -> Result<(), StorageError> {
         let mut c = self.conn.clone();
         let now = crate::storage::now_ms();
         let entry = serde_json::json!({"at": now, "status": status, "detail": detail}).to_string();
@@ -212,16 +207,16 @@ impl StateStore for RedisState {
         let mut p = self.annotate_pipe(id, fields);
         // EVAL with the source (a few hundred bytes): no NOSCRIPT round trip inside a pipeline.
         p.cmd("EVAL").arg(RECORD_STATUS).arg(2).arg(self.key(&format!("status:{id}"))).arg(self.key(&format!("msg:{id}"))).arg(entry).arg(status).arg(rank).arg(now).arg(STATUS_TTL_SECS).ignore();
-        p.query_async::<()>(&mut c).await.map_err(|e| e.to_string())
+        p.query_async::<()>(&mut c).await.map_err(failed("annotate and record", id))
     }
 
-    async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, String> {
+    async fn summary(&self, id: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, StorageError> {
         let mut c = self.conn.clone();
-        let m: std::collections::BTreeMap<String, String> = c.hgetall(self.key(&format!("msg:{id}"))).await.map_err(|e| e.to_string())?;
+        let m: std::collections::BTreeMap<String, String> = c.hgetall(self.key(&format!("msg:{id}"))).await.map_err(failed("summary of", id))?;
         Ok(if m.is_empty() { None } else { Some(m) })
     }
 
-    async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, String> {
+    async fn list(&self, since_ms: i64, until_ms: i64, limit: usize) -> Result<Vec<String>, StorageError> {
         let mut c = self.conn.clone();
         redis::cmd("ZRANGE")
             .arg(self.key("index"))
@@ -234,33 +229,39 @@ impl StateStore for RedisState {
             .arg(limit)
             .query_async(&mut c)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(failed("ZRANGE", "index"))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, String> {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         let mut c = self.conn.clone();
-        c.get(self.key(key)).await.map_err(|e| e.to_string())
+        c.get(self.key(key)).await.map_err(failed("GET", key))
     }
 
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let mut c = self.conn.clone();
-        c.del::<_, ()>(self.key(key)).await.map_err(|e| e.to_string())
+        c.del::<_, ()>(self.key(key)).await.map_err(failed("DEL", key))
     }
 
-    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> Result<(), String> {
+    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> Result<(), StorageError> {
         let mut c = self.conn.clone();
-        c.zadd::<_, _, _, ()>(self.key(set), member, at_ms).await.map_err(|e| e.to_string())
+        c.zadd::<_, _, _, ()>(self.key(set), member, at_ms).await.map_err(failed("ZADD", set))
     }
 
-    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> Result<Vec<String>, String> {
+    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> Result<Vec<String>, StorageError> {
         let mut c = self.conn.clone();
-        redis::cmd("ZRANGE").arg(self.key(set)).arg("-inf").arg(now_ms).arg("BYSCORE").arg("LIMIT").arg(0).arg(limit).query_async(&mut c).await.map_err(|e| e.to_string())
+        redis::cmd("ZRANGE").arg(self.key(set)).arg("-inf").arg(now_ms).arg("BYSCORE").arg("LIMIT").arg(0).arg(limit).query_async(&mut c).await.map_err(failed("ZRANGE", set))
     }
 
-    async fn unschedule(&self, set: &str, member: &str) -> Result<(), String> {
+    async fn unschedule(&self, set: &str, member: &str) -> Result<(), StorageError> {
         let mut c = self.conn.clone();
-        c.zrem::<_, _, ()>(self.key(set), member).await.map_err(|e| e.to_string())
+        c.zrem::<_, _, ()>(self.key(set), member).await.map_err(failed("ZREM", set))
     }
+}
+
+/// A Redis error as a storage error naming the operation and key: a server or connection that
+/// failed, worth trying again.
+fn failed<'a>(op: &'a str, key: &'a str) -> impl FnOnce(redis::RedisError) -> StorageError + 'a {
+    move |e| StorageError::unavailable(format!("Redis {op} {key}"), e)
 }
 
 #[cfg(test)]

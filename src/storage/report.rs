@@ -16,7 +16,7 @@ pub fn backing_services(s: &Settings) -> Result<Vec<String>, String> {
         if s.blobs.backend == blobs::BlobBackend::S3 {
             let answer = match tokio::time::timeout(Duration::from_secs(5), async {
                 let store = super::blob_s3::S3BlobStore::new(&s.blobs.s3()?, &s.blobs.prefix).await.map_err(|e| e.to_string())?;
-                store.ping().await
+                store.ping().await.map_err(|e| e.to_string())
             })
             .await
             {

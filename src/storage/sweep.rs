@@ -6,7 +6,7 @@
 //! claims the hour in the state store first) sweeps, so a bucket is listed once an hour.
 
 use super::blobs::BlobSettings;
-use edinode_actors::{BlobStore, NodeContext, StateStore};
+use edinode_actors::{BlobStore, NodeContext, StateStore, StorageError};
 use std::time::Duration;
 
 const HOUR_MS: i64 = 3600 * 1000;
@@ -25,7 +25,7 @@ pub fn plan(s: &BlobSettings) -> Vec<(&'static str, i64)> {
 }
 
 /// Sweep at `now_ms` if this node claims the current hour; None when another node has it.
-pub async fn sweep_once(blobs: &dyn BlobStore, state: &dyn StateStore, node_id: &str, plan: &[(&'static str, i64)], now_ms: i64) -> Result<Option<Vec<(&'static str, usize)>>, String> {
+pub async fn sweep_once(blobs: &dyn BlobStore, state: &dyn StateStore, node_id: &str, plan: &[(&'static str, i64)], now_ms: i64) -> Result<Option<Vec<(&'static str, usize)>>, StorageError> {
     let hour = now_ms / HOUR_MS;
     if state.set_once(&format!("blobsweep:{hour}"), node_id, 2 * 3600).await? != node_id {
         return Ok(None);

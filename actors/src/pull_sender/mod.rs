@@ -34,7 +34,7 @@
 //! DTD, too large or too deep) gets HTTP 400 with the reason; a store failure gets 503 (the
 //! puller retries). Error signals are signed like the user messages when a station signs.
 
-use crate::NodeContext;
+use crate::{NodeContext, StorageError};
 use edinode_proto::as4::authz::{AuthorizationMap, Decision};
 use edinode_proto::as4::signal::{self, Incoming};
 use edinode_proto::as4::signals::{self, ErrorDetail, Signal, SignalIds};
@@ -115,6 +115,13 @@ pub struct Reply {
     pub outcome: &'static str,
 }
 
+impl Reply {
+    /// 503: the message store did not answer; the partner tries again.
+    fn unavailable() -> Reply {
+        Reply { status: 503, content_type: Some("text/plain; charset=utf-8".into()), body: b"the message store is unavailable; please retry\n".to_vec(), outcome: "unavailable" }
+    }
+}
+
 /// How a Receipt or an Error settles a user message.
 #[derive(Debug, Clone)]
 enum Settlement {
@@ -170,7 +177,7 @@ impl PullSender {
         // A message that cannot be built would block the head of its MPC at pull time.
         user_message::build_pull_response_with(&um, key, &response_ids(), &self.options()).map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let id = um.message_id.clone();
-        let unavailable = SubmitError::Unavailable;
+        let unavailable = |e: StorageError| SubmitError::Unavailable(e.to_string());
         if cx.state.get(&sub_key(&id)).await.map_err(unavailable)?.is_some() || cx.state.get(&done_key(&id)).await.map_err(unavailable)?.is_some() {
             return Err(SubmitError::Duplicate(id));
         }
@@ -256,7 +263,7 @@ impl PullSender {
             }
             Err(error) => {
                 tracing::error!(message = "Pull failed: the store is unavailable.", %error, mpc = %pull.mpc);
-                Reply { status: 503, content_type: Some("text/plain; charset=utf-8".into()), body: b"the message store is unavailable; please retry\n".to_vec(), outcome: "unavailable" }
+                Reply::unavailable()
             }
         }
     }
@@ -326,19 +333,9 @@ fn response_ids() -> ResponseIds {
     ResponseIds { boundary: format!("MIMEBoundary_{u}"), root_content_id: format!("soap.{u}@edinode"), security: security_ids() }
 }
 
-/// xsd:dateTime in UTC with milliseconds, e.g. `2024-05-01T12:00:00.000Z`.
+/// xsd:dateTime in UTC with milliseconds, e.g. `2024-05-01T12:00:00.000Z` (empty outside
+/// the years 0000 to 9999).
 pub fn xsd_datetime(unix_ms: i64) -> String {
-    let (secs, ms) = (unix_ms.div_euclid(1000), unix_ms.rem_euclid(1000));
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    const XSD: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000).ok().and_then(|t| t.format(XSD).ok()).unwrap_or_default()
 }

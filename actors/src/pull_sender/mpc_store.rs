@@ -20,13 +20,13 @@ impl PullSender {
         for (id, how) in todo {
             if let Err(error) = self.settle(cx, id, how, signer, map).await {
                 tracing::error!(message = "Could not settle a user message: the store is unavailable.", %error, message_id = id);
-                return Err(Reply { status: 503, content_type: Some("text/plain; charset=utf-8".into()), body: b"the message store is unavailable; please retry\n".to_vec(), outcome: "unavailable" });
+                return Err(Reply::unavailable());
             }
         }
         Ok(())
     }
 
-    pub(super) async fn settle(&self, cx: &NodeContext, id: &str, how: Settlement, signer: Option<&str>, map: &Result<Arc<AuthorizationMap>, String>) -> Result<(), String> {
+    pub(super) async fn settle(&self, cx: &NodeContext, id: &str, how: Settlement, signer: Option<&str>, map: &Result<Arc<AuthorizationMap>, String>) -> Result<(), StorageError> {
         let Some(mpc) = cx.state.get(&sub_key(id)).await? else {
             tracing::info!(message = "Receipt or Error for a message we do not know or settled before; ignored.", message_id = id);
             return Ok(());
@@ -65,7 +65,7 @@ impl PullSender {
     }
 
     /// The pull response for the oldest message of `mpc` (an expired lease first), or None.
-    pub(super) async fn pull(&self, cx: &NodeContext, mpc: &str, pull_id: &str, now_ms: i64) -> Result<Option<Reply>, String> {
+    pub(super) async fn pull(&self, cx: &NodeContext, mpc: &str, pull_id: &str, now_ms: i64) -> Result<Option<Reply>, StorageError> {
         let Some((_, key)) = &self.signer else { return Ok(None) };
         let pull_key = format!("as4:pull:{}", short_hash(&format!("{mpc}\n{pull_id}")));
         // A repeated PullRequest (its answer was lost) gets the message it already got.
@@ -102,7 +102,7 @@ impl PullSender {
 
     /// Claims the next message of `mpc`: an expired lease first, else the oldest queued one.
     /// Returns (message id, whether it is offered again).
-    pub(super) async fn take(&self, cx: &NodeContext, mpc: &str, now_ms: i64) -> Result<Option<(String, bool)>, String> {
+    pub(super) async fn take(&self, cx: &NodeContext, mpc: &str, now_ms: i64) -> Result<Option<(String, bool)>, StorageError> {
         let h = short_hash(mpc);
         let (inflight, queue) = (inflight_set(&h), queue_set(&h));
         for (set, reoffer, upto) in [(&inflight, true, now_ms), (&queue, false, i64::MAX)] {
@@ -145,7 +145,7 @@ impl PullSender {
     }
 
     /// Takes a message that can never be sent off its MPC.
-    pub(super) async fn fail(&self, cx: &NodeContext, id: &str, mpc: &str, reason: &str) -> Result<(), String> {
+    pub(super) async fn fail(&self, cx: &NodeContext, id: &str, mpc: &str, reason: &str) -> Result<(), StorageError> {
         cx.state.set_once(&done_key(id), "failed", cx.limits.duplicate_ttl_secs).await?;
         let h = short_hash(mpc);
         cx.state.unschedule(&inflight_set(&h), id).await?;

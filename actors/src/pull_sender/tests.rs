@@ -1,6 +1,6 @@
 use super::*;
 use super::authz::AUTHZ_CHECK_EVERY;
-use crate::{BlobStore, Claim, StateStore};
+use crate::{BlobStore, StateStore, StorageErrorKind};
 use edinode_proto::as4::user_message::parse_pulled;
 use edinode_proto::as4::wssec;
 use edinode_proto::as4::EbmsCode;
@@ -26,16 +26,13 @@ impl MemState {
 
 #[async_trait::async_trait]
 impl StateStore for MemState {
-    async fn claim(&self, _key: &str, _id: &str, _ttl: u64) -> Result<Claim, String> {
-        Ok(Claim::New)
-    }
-    async fn record(&self, _id: &str, _status: &str, _detail: &str) -> Result<(), String> {
+    async fn record(&self, _id: &str, _status: &str, _detail: &str) -> Result<(), StorageError> {
         Ok(())
     }
-    async fn history(&self, _id: &str) -> Result<Vec<(i64, String, String)>, String> {
+    async fn history(&self, _id: &str) -> Result<Vec<(i64, String, String)>, StorageError> {
         Ok(vec![])
     }
-    async fn set_once(&self, key: &str, value: &str, ttl: u64) -> Result<String, String> {
+    async fn set_once(&self, key: &str, value: &str, ttl: u64) -> Result<String, StorageError> {
         let now = self.now();
         let mut g = self.keys.lock().unwrap();
         if let Some((v, exp)) = g.get(key)
@@ -46,35 +43,35 @@ impl StateStore for MemState {
         g.insert(key.into(), (value.into(), now + ttl as i64 * 1000));
         Ok(value.into())
     }
-    async fn annotate(&self, _id: &str, _f: &[(&str, String)]) -> Result<(), String> {
+    async fn annotate(&self, _id: &str, _f: &[(&str, String)]) -> Result<(), StorageError> {
         Ok(())
     }
-    async fn summary(&self, _id: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+    async fn summary(&self, _id: &str) -> Result<Option<BTreeMap<String, String>>, StorageError> {
         Ok(None)
     }
-    async fn get(&self, key: &str) -> Result<Option<String>, String> {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         let now = self.now();
         Ok(self.keys.lock().unwrap().get(key).filter(|(_, e)| *e > now).map(|(v, _)| v.clone()))
     }
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.keys.lock().unwrap().remove(key);
         Ok(())
     }
-    async fn schedule(&self, set: &str, member: &str, at: i64) -> Result<(), String> {
+    async fn schedule(&self, set: &str, member: &str, at: i64) -> Result<(), StorageError> {
         self.sets.lock().unwrap().entry(set.into()).or_default().insert(member.into(), at);
         Ok(())
     }
-    async fn due(&self, set: &str, now: i64, limit: usize) -> Result<Vec<String>, String> {
+    async fn due(&self, set: &str, now: i64, limit: usize) -> Result<Vec<String>, StorageError> {
         let g = self.sets.lock().unwrap();
         let mut v: Vec<(i64, String)> = g.get(set).map(|m| m.iter().filter(|(_, a)| **a <= now).map(|(k, a)| (*a, k.clone())).collect()).unwrap_or_default();
         v.sort();
         Ok(v.into_iter().take(limit).map(|(_, k)| k).collect())
     }
-    async fn unschedule(&self, set: &str, member: &str) -> Result<(), String> {
+    async fn unschedule(&self, set: &str, member: &str) -> Result<(), StorageError> {
         self.sets.lock().unwrap().entry(set.into()).or_default().remove(member);
         Ok(())
     }
-    async fn list(&self, _s: i64, _u: i64, _l: usize) -> Result<Vec<String>, String> {
+    async fn list(&self, _s: i64, _u: i64, _l: usize) -> Result<Vec<String>, StorageError> {
         Ok(vec![])
     }
 }
@@ -84,18 +81,18 @@ struct MemBlobs(Mutex<HashMap<String, Vec<u8>>>);
 
 #[async_trait::async_trait]
 impl BlobStore for MemBlobs {
-    async fn put(&self, key: &str, data: &[u8]) -> Result<(), String> {
+    async fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
         self.0.lock().unwrap().insert(key.into(), data.to_vec());
         Ok(())
     }
-    async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
-        self.0.lock().unwrap().get(key).cloned().ok_or_else(|| format!("no blob {key}"))
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        self.0.lock().unwrap().get(key).cloned().ok_or_else(|| StorageError::new(StorageErrorKind::NotFound, format!("no blob {key}")))
     }
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.0.lock().unwrap().remove(key);
         Ok(())
     }
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), String> {
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         self.0.lock().unwrap().retain(|k, _| !k.starts_with(prefix));
         Ok(())
     }
