@@ -10,7 +10,13 @@
 //! - [`deliverer`]: writes documents to the inbox and publishes them on `edinode.inbound`.
 //! - [`outbound_intake`], [`as4_submitter`]: documents and user messages that enterprise
 //!   systems put on `edinode.outbound` and `edinode.as4.submit`.
+//! - [`s3_outbox`]: picks up files to send from a station's own bucket.
+//! - [`as2_sender`]: builds, POSTs and settles outbound AS2 messages (synchronous and
+//!   asynchronous MDNs, their deadlines).
+//! - [`pull_sender`]: the AS4 pull send agent (queues per MPC, leases, receipts).
 //! - [`runtime`]: the actix side: supervised stage actors and the CPU pool (SyncArbiter).
+//! - [`files`]: durable file writes shared by the stages that write files; [`metrics`]: the
+//!   Prometheus metrics.
 //!
 //! Shared by every actor (re-exported here): `context` ([`NodeContext`], [`DirectorySlot`],
 //! [`StationBucket`], the retried tracking writes), `ports` (the storage traits [`BlobStore`],

@@ -2,7 +2,10 @@
 //! [`blob_s3::S3BlobStore`] (the same in an S3-compatible bucket, for nodes that share no disk),
 //! chosen by [`blobs::BlobSettings`]; [`RedisState`] (duplicates, status, claims in Redis) and
 //! [`LocalState`] (the same in one process, persisted to an append-only file, for the embedded
-//! mode).
+//! mode). Each maps its own failures to [`edinode_actors::StorageError`] once.
+//!
+//! Also: [`s3`] (a station's own bucket and its access check), [`sweep`] (blobs past their
+//! retention), [`report`] (what `check-config` says about these services).
 
 pub mod blob_s3;
 pub mod blobs;
