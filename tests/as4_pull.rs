@@ -20,16 +20,10 @@ const FIXTURE_TP: &str = "5E320E3A1DDAC6606E12816B2744AE1EE2EE7BF5";
 const FIXTURE_MPC: &str = "http://example.holodeckb2b.org/mpc/2";
 const FIXTURE_PULL_ID: &str = "5be59681-51f1-4889-86d6-8d38e8294436@10.124.29.152";
 
-/// The venv with the AS4 client (as4_setup.sh is idempotent and locks).
+/// The venv with the AS4 client.
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("as4venv");
-        let st = Command::new("bash").arg(root.join("tests/peers/as4_setup.sh")).arg(&venv).stdin(Stdio::null()).status().unwrap();
-        assert!(st.success(), "as4 client setup failed");
-        venv.join("bin/python")
-    })
+    PY.get_or_init(|| peer_python("as4"))
 }
 
 /// Runs one as4client.py command; returns its JSON line.

@@ -288,13 +288,19 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
-/// The Python venv with pyas2lib (created once per target directory; setup.sh locks and is
-/// idempotent, so concurrent test processes are fine).
+/// The Python venv with pyas2lib.
 pub fn python() -> PathBuf {
+    peer_python("as2")
+}
+
+/// The python of the venv for a test peer (`as2`: pyas2lib, `as4`: the AS4 client), created
+/// once per target directory by tests/peers/setup.sh (it locks and is idempotent, so
+/// concurrent test processes are fine).
+pub fn peer_python(peer: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyvenv");
-    let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).stdin(Stdio::null()).status().unwrap();
-    assert!(st.success(), "python peer setup failed");
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{peer}-venv"));
+    let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).arg(peer).stdin(Stdio::null()).status().unwrap();
+    assert!(st.success(), "tests/peers/setup.sh {} {peer} failed", venv.display());
     venv.join("bin/python")
 }
 
