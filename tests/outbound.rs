@@ -188,26 +188,9 @@ fn two_nodes_exchange_both_ways_over_https() {
 
 /// A self-signed server certificate for 127.0.0.1 (PEM cert, PEM key).
 fn tls_identity(dir: &Path) -> (PathBuf, PathBuf) {
-    use openssl::x509::extension::SubjectAlternativeName;
-    let id = identity(dir, "tls-server");
-    let mut b = openssl::x509::X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "127.0.0.1").unwrap();
-    let name = name.build();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&id.key).unwrap();
-    b.set_serial_number(&openssl::bn::BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap()).unwrap();
-    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap()).unwrap();
-    let san = SubjectAlternativeName::new().ip("127.0.0.1").build(&b.x509v3_context(None, None)).unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&id.key, openssl::hash::MessageDigest::sha256()).unwrap();
-    let cert = b.build();
-    let cp = dir.join("tls.cert.pem");
-    std::fs::write(&cp, cert.to_pem().unwrap()).unwrap();
-    (cp, id.key_pem)
+    let now = unix_now();
+    let id = identity_of(dir, "tls", &TestCert::new("127.0.0.1", 7).valid(now, now + 30 * 86_400).ip("127.0.0.1"));
+    (id.cert_pem, id.key_pem)
 }
 
 /// A fake partner that answers every POST with `answer(headers, body)`.

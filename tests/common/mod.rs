@@ -4,12 +4,9 @@
 pub mod netns;
 pub mod s3server;
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::hash::MessageDigest;
+pub use edinode_proto::testing::TestCert;
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use openssl::x509::X509;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,33 +24,28 @@ pub struct Identity {
 }
 
 pub fn identity(dir: &Path, cn: &str) -> Identity {
-    identity_valid(dir, cn, &Asn1Time::days_from_now(0).unwrap(), &Asn1Time::days_from_now(365).unwrap())
+    let now = unix_now();
+    identity_valid(dir, cn, now, now + 365 * 86_400)
 }
 
-/// A key pair whose certificate is valid from `not_before` to `not_after` (e.g. one that
-/// expires soon, or has expired: `Asn1Time::from_unix`).
-pub fn identity_valid(dir: &Path, cn: &str, not_before: &openssl::asn1::Asn1TimeRef, not_after: &openssl::asn1::Asn1TimeRef) -> Identity {
-    let rsa = Rsa::generate(2048).unwrap();
-    let key = PKey::from_rsa(rsa).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let serial = BigNum::from_u32(rand_u32()).unwrap().to_asn1_integer().unwrap();
-    b.set_serial_number(&serial).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(not_before).unwrap();
-    b.set_not_after(not_after).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    let cert = b.build();
-    let key_pem = dir.join(format!("{cn}.key.pem"));
-    let cert_pem = dir.join(format!("{cn}.cert.pem"));
+/// A key pair whose certificate is valid from `not_before` to `not_after` (Unix seconds; e.g.
+/// one that expires soon, or has expired).
+pub fn identity_valid(dir: &Path, cn: &str, not_before: i64, not_after: i64) -> Identity {
+    identity_of(dir, cn, &TestCert::new(cn, rand_u32()).valid(not_before, not_after))
+}
+
+/// A key pair made as `cert` says, written as `dir/<name>.key.pem` and `dir/<name>.cert.pem`.
+pub fn identity_of(dir: &Path, name: &str, cert: &TestCert) -> Identity {
+    let (key, cert) = cert.build().unwrap();
+    let key_pem = dir.join(format!("{name}.key.pem"));
+    let cert_pem = dir.join(format!("{name}.cert.pem"));
     std::fs::write(&key_pem, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     std::fs::write(&cert_pem, cert.to_pem().unwrap()).unwrap();
     Identity { key, cert, key_pem, cert_pem }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 fn rand_u32() -> u32 {
