@@ -252,7 +252,7 @@ pub async fn readyz(st: web::Data<HttpState>) -> HttpResponse {
 }
 
 pub async fn metrics(st: web::Data<HttpState>) -> HttpResponse {
-    for q in [queues::MIME_UNWRAPPER, queues::DECRYPTOR, queues::VERIFIER, queues::MDN_SENDER, queues::DELIVERER, queues::DEAD] {
+    for q in [queues::MIME_UNWRAPPER, queues::DECRYPTOR, queues::VERIFIER, queues::MDN_SENDER, queues::MDN_POST, queues::DELIVERER, queues::OUTBOUND, queues::AS2_SENDER, queues::DEAD] {
         if let Some(n) = st.transport.depth(q).await {
             st.cx.metrics.queue_depth.with_label_values(&[q]).set(n as i64);
         }

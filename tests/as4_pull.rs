@@ -20,16 +20,10 @@ const FIXTURE_TP: &str = "5E320E3A1DDAC6606E12816B2744AE1EE2EE7BF5";
 const FIXTURE_MPC: &str = "http://example.holodeckb2b.org/mpc/2";
 const FIXTURE_PULL_ID: &str = "5be59681-51f1-4889-86d6-8d38e8294436@10.124.29.152";
 
-/// The venv with the AS4 client (as4_setup.sh is idempotent and locks).
+/// The venv with the AS4 client.
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("as4venv");
-        let st = Command::new("bash").arg(root.join("tests/peers/as4_setup.sh")).arg(&venv).stdin(Stdio::null()).status().unwrap();
-        assert!(st.success(), "as4 client setup failed");
-        venv.join("bin/python")
-    })
+    PY.get_or_init(|| peer_python("as4"))
 }
 
 /// Runs one as4client.py command; returns its JSON line.
@@ -58,10 +52,11 @@ fn map_xml(entries: &[(&str, &str)]) -> String {
     s
 }
 
-/// Writes the map and waits until the node may have noticed (it checks once a second).
-fn rewrite_map(path: &Path, xml: &str) {
+/// Writes the map, then waits until `in_force` (a look that changes nothing) says the node
+/// uses it: the node looks at the file at most once a second, on a request.
+fn rewrite_map(path: &Path, xml: &str, what: &str, mut in_force: impl FnMut() -> bool) {
     std::fs::write(path, xml).unwrap();
-    std::thread::sleep(Duration::from_millis(1300));
+    wait_for(30, what, || in_force().then_some(()));
 }
 
 struct Env {
@@ -287,9 +282,10 @@ fn third_party_client_pulls_oldest_first_per_mpc_under_the_authorization_map() {
     assert_eq!(huge.status().as_u16(), 413);
 
     // The map is reloaded when it changes; an empty map lets unsigned PullRequests in.
-    rewrite_map(&e.map, &map_xml(&[]));
-    let r = e.pull(&node, Some("urn:mpc:a"), None, json!({"receipts": ["a3@test"]}));
-    assert_eq!(error_code(&r), "EBMS:0006", "a3 receipted by an unsigned receipt once the map is empty");
+    // (Until then the unsigned receipt for a3 is not authorized, and ignored.)
+    rewrite_map(&e.map, &map_xml(&[]), "a3 receipted by an unsigned receipt once the map is empty", || {
+        error_code(&e.pull(&node, Some("urn:mpc:a"), None, json!({"receipts": ["a3@test"]}))) == "EBMS:0006"
+    });
     queue(&node, &simple("u1@test", Some("urn:mpc:unsigned")));
     let r = e.pull(&node, Some("urn:mpc:unsigned"), None, json!({}));
     assert_eq!(um_id(&r), "u1@test");
@@ -333,7 +329,8 @@ fn as4net_pull_request_is_signed_by_its_thumbprint() {
     assert_eq!(error_code(&r), "EBMS:0101");
 
     // The map no longer allows that thumbprint on the MPC: EBMS:0004.
-    rewrite_map(&e.map, &map_xml(&[("urn:other", FIXTURE_TP), (FIXTURE_MPC, &tp)]));
+    // (Nothing is offered on the MPC meanwhile: f2 is leased.)
+    rewrite_map(&e.map, &map_xml(&[("urn:other", FIXTURE_TP), (FIXTURE_MPC, &tp)]), "the fixture's thumbprint refused", || error_code(&raw(&node, &body, "application/soap+xml")) == "EBMS:0004");
     queue(&node, &simple("f3@test", Some(FIXTURE_MPC)));
     let r = raw(&node, &body, "application/soap+xml");
     assert_eq!(error_code(&r), "EBMS:0004");
@@ -358,7 +355,9 @@ fn post_error(node: &NodeProc, by: &Identity, ref_to: &str) -> u16 {
 /// Acceptance 3 (timeout): an unreceipted message comes back, a settled one never does.
 #[test]
 fn unreceipted_message_is_offered_again_settled_ones_never() {
-    let e = env(2);
+    // A receipt timeout of 4 s: the pulls before it (a Python process each) fit in it on a
+    // busy machine.
+    let e = env(4);
     let tp = thumbprint(&e.puller);
     std::fs::write(&e.map, map_xml(&[("urn:mpc:r", &tp)])).unwrap();
     let node = e.start();
@@ -378,16 +377,18 @@ fn unreceipted_message_is_offered_again_settled_ones_never() {
     assert_eq!(post_error(&node, &e.puller, "m3@test"), 200);
     // A stranger's receipt for m1 is ignored (not authorized on its MPC).
     client("receipt", &json!({"url": format!("{}/as4", node.url), "ref_to_message_id": "m1@test", "sign": true, "key_pem": e.stranger.key_pem, "cert_pem": e.stranger.cert_pem}));
-    if pulled_m1.elapsed() < Duration::from_millis(1800) {
+    if pulled_m1.elapsed() < Duration::from_millis(3800) {
         assert_eq!(error_code(&e.pull(&node, mpc, Some(&e.puller), json!({}))), "EBMS:0006", "m1 is leased");
     }
-    std::thread::sleep(Duration::from_millis(2300).saturating_sub(pulled_m1.elapsed()));
-    let r = e.pull(&node, mpc, Some(&e.puller), json!({"message_id": "pr-again@test"}));
+    // Nothing else is queued: pulling changes nothing until m1 comes back.
+    let r = wait_for(30, "m1 offered again after the receipt timeout", || Some(e.pull(&node, mpc, Some(&e.puller), json!({}))).filter(|r| r["kind"] == "user_message"));
     assert_eq!(um_id(&r), "m1@test", "m1 offered again after the receipt timeout");
+    assert!(pulled_m1.elapsed() >= Duration::from_secs(4), "m1 came back {:?} after it was pulled", pulled_m1.elapsed());
     assert_eq!(r["signature_verified"], true);
     let r = e.pull(&node, mpc, Some(&e.puller), json!({"receipts": ["m1@test"]}));
     assert_eq!(error_code(&r), "EBMS:0006");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Waiting out the receipt timeout (4 s) is the point: m1, settled, must not come back.
+    std::thread::sleep(Duration::from_millis(4500));
     let r = e.pull(&node, mpc, Some(&e.puller), json!({}));
     assert_eq!(error_code(&r), "EBMS:0006", "settled messages never come back");
 
@@ -415,6 +416,7 @@ fn restart_loses_no_queued_user_message() {
     queue(&node, &simple("k4@test", mpc));
     node.kill9();
     let node = e.start();
+    // Waiting out k1's lease (2 s) is the point: the expired lease comes first.
     std::thread::sleep(Duration::from_millis(2300).saturating_sub(pulled.elapsed()));
     let mut got = Vec::new();
     let mut receipts: Vec<String> = Vec::new();
@@ -491,7 +493,7 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
     let cfg = ConfigBuilder::new(e.dir.path())
         .rabbit(&prefix)
         .station("st", "AS4NODE", &e.node_id)
-        .raw(&format!("\n[as4]\nauthorization_map = \"{}\"\nreceipt_timeout_secs = 2\n", e.map.display()))
+        .raw(&format!("\n[as4]\nauthorization_map = \"{}\"\nreceipt_timeout_secs = 10\n", e.map.display()))
         .write(e.dir.path());
     std::fs::write(&e.map, map_xml(&[("urn:mpc:q", &thumbprint(&e.puller))])).unwrap();
     let start = |id: &str| start_node(&cfg, e.dir.path(), &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN), ("EDINODE__NODE__ID", id)]);
@@ -502,8 +504,7 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dead = rt.block_on(async {
         use lapin::options::*;
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
+        let (_conn, ch) = amqp_channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
         ch.queue_declare("edinode.as4.submit".into(), QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
         let mut bodies: Vec<Vec<u8>> = ["q1@test", "q2@test", "q3@test"].iter().map(|id| simple(id, Some("urn:mpc:q")).to_string().into_bytes()).collect();
@@ -512,19 +513,9 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
             let props = lapin::BasicProperties::default().with_delivery_mode(2);
             ch.basic_publish("".into(), "edinode.as4.submit".into(), BasicPublishOptions::default(), body, props).await.unwrap().await.unwrap();
         }
-        for _ in 0..100 {
-            if let Some(d) = ch.basic_get("edinode.dead".into(), BasicGetOptions { no_ack: true }).await.unwrap() {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the invalid submission was not dead-lettered");
+        next_message(&ch, "edinode.dead", 10).await
     });
-    let h = dead.delivery.properties.headers().clone().unwrap();
-    let header = |k: &str| match h.inner().get(k) {
-        Some(lapin::types::AMQPValue::LongString(v)) => String::from_utf8_lossy(v.as_bytes()).to_string(),
-        other => panic!("header {k}: {other:?}"),
-    };
+    let header = |k: &str| amqp_header(&dead, k);
     assert!(header("x-edinode-reason").contains("not a submission"), "{}", header("x-edinode-reason"));
     assert_eq!(header("x-edinode-queue"), "edinode.as4.submit");
     wait_for(30, "q3 queued", || statuses(&a, "q3@test").contains(&"queued".to_string()).then_some(()));
@@ -539,7 +530,9 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
     let (a, b) = (start("as4a"), start("as4b"));
     // Settle q2 through node a; q3 is next, then q1 after its lease ran out.
     assert_eq!(um_id(&e.pull(&a, mpc, Some(&e.puller), json!({"receipts": ["q2@test"]}))), "q3@test");
-    std::thread::sleep(Duration::from_millis(2300).saturating_sub(pulled.elapsed()));
+    // Waiting out q1's lease (10 s: two restarts of two nodes fit in it on a busy machine) is
+    // the point: it comes back once its lease ran out.
+    std::thread::sleep(Duration::from_millis(10_300).saturating_sub(pulled.elapsed()));
     assert_eq!(um_id(&e.pull(&b, mpc, Some(&e.puller), json!({"receipts": ["q3@test"]}))), "q1@test");
     assert_eq!(error_code(&e.pull(&a, mpc, Some(&e.puller), json!({"receipts": ["q1@test"]}))), "EBMS:0006");
     for id in ["q1@test", "q2@test", "q3@test"] {

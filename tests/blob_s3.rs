@@ -4,6 +4,7 @@
 //! message's working copies and nothing beside them.
 
 use crate::common::s3server;
+use crate::common::wait_for_async;
 
 use edinode::storage::blob_s3::S3BlobStore;
 use edinode_actors::BlobStore;
@@ -69,12 +70,8 @@ async fn a_writer_dropped_unfinished_leaves_nothing_behind() {
     w.write(&pattern(11 * MIB)).await.unwrap();
     assert!(uploads_in_progress(&s3) > 0);
     drop(w);
-    // The abort runs on the runtime; wait for it with a deadline.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while uploads_in_progress(&s3) > 0 {
-        assert!(std::time::Instant::now() < deadline, "the upload was not aborted");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // The abort runs on the runtime.
+    wait_for_async(10, "the upload aborted", || async { (uploads_in_progress(&s3) == 0).then_some(()) }).await;
     assert!(!s3.path("edinode/work/cut/layer0").exists());
     assert!(store.get("work/cut/layer0").await.is_err());
 

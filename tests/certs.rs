@@ -4,19 +4,12 @@
 //! every certificate of the configuration.
 
 use crate::common::*;
-use openssl::asn1::Asn1Time;
 use std::process::Command;
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
 
 /// A certificate valid until `days` from now (negative: expired that long ago).
 fn cert_until(dir: &std::path::Path, cn: &str, days: i64) -> Identity {
-    let from = Asn1Time::from_unix(now() - 400 * 86_400).unwrap();
     // An hour more, so the whole days left are `days` however long the test takes.
-    let to = Asn1Time::from_unix(now() + days * 86_400 + 3600).unwrap();
-    identity_valid(dir, cn, &from, &to)
+    identity_valid(dir, cn, unix_now() - 400 * 86_400, unix_now() + days * 86_400 + 3600)
 }
 
 #[test]

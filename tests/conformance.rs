@@ -44,10 +44,7 @@ fn admin_send_accepts_documents_up_to_max_send_bytes() {
     let url = http_listener(|_, _| (200, vec![], vec![]));
     let cfg = ConfigBuilder::new(tmp.path())
         .station("edinode", "edinode", &me)
-        .raw(&format!(
-            "\n[partners.acme]\nas2_id = \"acme\"\nstation = \"edinode\"\nverify_certs = [\"{}\"]\nurl = \"{url}\"\n[partners.acme.outbound]\nmdn = \"none\"\n",
-            acme.cert_pem.display()
-        ))
+        .acme_at(&acme.cert_pem, &url, "mdn = \"none\"")
         .write(tmp.path());
     // The default (128 MiB): 300 KiB (above actix's 256 KiB default) and 5 MiB are accepted.
     let node = start_node(&cfg, tmp.path(), &[], &[("EDINODE__ADMIN__TOKEN", TOKEN)]);
@@ -116,17 +113,19 @@ fn history_stays_in_order_when_the_async_mdn_overtakes_the_post() {
     });
     let cfg = ConfigBuilder::new(tmp.path())
         .station("edinode", "edinode", &me)
-        .raw(&format!(
-            "\n[partners.acme]\nas2_id = \"acme\"\nstation = \"edinode\"\nverify_certs = [\"{}\"]\nurl = \"{url}\"\n[partners.acme.outbound]\nsign = \"none\"\nmdn = \"async\"\nmdn_signed = false\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\n",
-            acme.cert_pem.display()
-        ))
+        .acme_at(&acme.cert_pem, &url, "sign = \"none\"\nmdn = \"async\"\nmdn_signed = false\nasync_mdn_url = \"http://127.0.0.1:9/as2\"")
         .write(tmp.path());
     let node = start_node(&cfg, tmp.path(), &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)]);
     *node_url.lock().unwrap() = node.as2_url();
     let (id, _) = admin_send(&node.url, TOKEN, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA*FAST~".to_vec())]);
     let m = wait_for(30, "sent", || Some(admin_message(&node.url, TOKEN, &id)).filter(|m| m["summary"]["status"] == "sent"));
-    // Let the sender finish its POST, then read the whole history.
-    std::thread::sleep(Duration::from_millis(500));
+    // The sender finishes its POST after the MDN arrived: wait for its record, then for the
+    // node to be idle (nothing more can be written), then read the whole history.
+    wait_until(30, "awaiting-mdn in the history", || {
+        let statuses: Vec<String> = history(&admin_message(&node.url, TOKEN, &id)).into_iter().map(|(s, _)| s).collect();
+        if statuses.iter().any(|s| s == "awaiting-mdn") { Ok(()) } else { Err(format!("{statuses:?}")) }
+    });
+    node.wait_idle();
     let statuses: Vec<String> = history(&admin_message(&node.url, TOKEN, &id)).into_iter().map(|(s, _)| s).collect();
     let at = |s: &str| statuses.iter().position(|x| x == s).unwrap_or_else(|| panic!("no {s} in {statuses:?} ({m})"));
     assert!(at("queued") < at("sending") && at("sending") < at("awaiting-mdn") && at("awaiting-mdn") < at("sent"), "{statuses:?}");

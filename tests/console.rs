@@ -6,7 +6,6 @@
 //! console is never served on the partner listener. Embedded mode (no RabbitMQ or Redis).
 
 use crate::common::*;
-use openssl::asn1::Asn1Time;
 use std::path::{Path, PathBuf};
 
 const TOKEN: &str = "console-test-token-3f9a";
@@ -47,8 +46,8 @@ fn the_console_in_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ours = identity(dir, "console-station");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let soon = identity_valid(dir, "console-soon", &Asn1Time::from_unix(now - 86_400).unwrap(), &Asn1Time::from_unix(now + 10 * 86_400 + 3600).unwrap());
+    let now = unix_now();
+    let soon = identity_valid(dir, "console-soon", now - 86_400, now + 10 * 86_400 + 3600);
     let port = free_port();
     let closed = free_port();
     let mut cfg = ConfigBuilder::new(dir).station("st", "console-st", &ours);

@@ -66,6 +66,12 @@ fn setup(dir: &Path, partner_extra: &str, extra: &[(&str, &str)]) -> (Identity, 
     (station, partner, cfg)
 }
 
+/// [`setup`], then the node.
+fn start(dir: &Path, partner_extra: &str, extra: &[(&str, &str)]) -> NodeProc {
+    let (_, _, cfg) = setup(dir, partner_extra, extra);
+    start_node(&cfg, dir, &[], &[])
+}
+
 fn history(node: &NodeProc, token: &str) -> Vec<serde_json::Value> {
     let admin = node.admin_url.clone().unwrap();
     let client = reqwest::blocking::Client::new();
@@ -84,15 +90,15 @@ fn async_mdn_to_an_address_the_partner_did_not_agree_is_refused_before_anything_
     let tmp = tempfile::tempdir().unwrap();
     let (url, hits) = tarpit();
     // The partner's own URL is elsewhere: by default only its host may receive MDNs.
-    let (_s, _p, cfg) = setup(tmp.path(), "url = \"https://as2.acme.example/as2\"", &[]);
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
+    let node = start(tmp.path(), "url = \"https://as2.acme.example/as2\"", &[]);
     // Unsigned, unencrypted, only claiming to be acme, asking for an MDN at our tarpit.
     let (mut hs, body) = request("acme", "edinode", "<ssrf-1@attacker>", Some("unsigned"), &plain_message("x.edi", b"ISA*ssrf~"));
     hs.push(("Receipt-Delivery-Option".into(), format!("{url}/steal")));
     let (st, text) = post(&node.as2_url(), &hs, body);
     assert_eq!(st, 400, "{text}");
     assert!(text.contains("Receipt-Delivery-Option"), "{text}");
-    std::thread::sleep(Duration::from_secs(2));
+    // Refused before anything was queued: once the node is idle, no POST of an MDN can follow.
+    node.wait_idle();
     assert_eq!(hits.load(Ordering::SeqCst), 0, "no connection to an address the partner did not agree");
     assert!(std::fs::read_dir(tmp.path().join("var/blobs/raw")).map(|d| d.count()).unwrap_or(0) == 0, "nothing stored for the refused request");
 }
@@ -103,8 +109,7 @@ fn a_host_name_that_resolves_to_loopback_gets_no_mdn_unless_allowed() {
     let (url, hits) = tarpit();
     let port = url.rsplit(':').next().unwrap().to_string();
     // The allow-list names a host (not an address) that resolves to loopback.
-    let (_s, _p, cfg) = setup(tmp.path(), "async_mdn_urls = [\"http://localhost:*/\"]", &[("[admin]", "token = \"t0ken\"")]);
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
+    let node = start(tmp.path(), "async_mdn_urls = [\"http://localhost:*/\"]", &[("[admin]", "token = \"t0ken\"")]);
     let (mut hs, body) = request("acme", "edinode", "<ssrf-2@attacker>", Some("unsigned"), &plain_message("x.edi", b"ISA*ssrf~"));
     hs.push(("Receipt-Delivery-Option".into(), format!("http://localhost:{port}/mdn")));
     let (st, _) = post(&node.as2_url(), &hs, body);
@@ -174,9 +179,8 @@ fn raw_post(addr: &str, head: &str, len: usize) -> String {
 #[test]
 fn large_bodies_from_unknown_senders_are_refused_without_being_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_s, _p, cfg) = setup(tmp.path(), "", &[]);
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
-    let addr = node.url.trim_start_matches("http://").to_string();
+    let node = start(tmp.path(), "", &[]);
+    let addr = node.addr();
     let before = peak_rss(node.child.id());
     let len = 400 * 1024 * 1024;
     let threads: Vec<_> = (0..6)
@@ -210,9 +214,8 @@ fn large_bodies_from_unknown_senders_are_refused_without_being_read() {
 #[test]
 fn a_body_over_the_limit_is_refused_and_nothing_is_left_behind() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_s, _p, cfg) = setup(tmp.path(), "", &[("[http]", "max_body_bytes = 3000000")]);
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
-    let addr = node.url.trim_start_matches("http://").to_string();
+    let node = start(tmp.path(), "", &[("[http]", "max_body_bytes = 3000000")]);
+    let addr = node.addr();
     // Declared too large: refused before any byte of the body.
     let head = "POST /as2 HTTP/1.1\r\nHost: x\r\nAS2-From: acme\r\nAS2-To: edinode\r\nMessage-ID: <l-1@x>\r\nContent-Type: application/edi-x12\r\nContent-Length: 5000000\r\n\r\n";
     assert!(raw_post(&addr, head, 0).contains(" 413 "));
@@ -230,9 +233,10 @@ fn a_body_over_the_limit_is_refused_and_nothing_is_left_behind() {
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).unwrap_or(0);
     assert!(String::from_utf8_lossy(&buf[..n]).contains(" 413 "), "{}", String::from_utf8_lossy(&buf[..n]));
-    std::thread::sleep(Duration::from_millis(500));
-    let leftovers: Vec<_> = walk(&tmp.path().join("var/blobs"));
-    assert!(leftovers.is_empty(), "blobs left: {leftovers:?}");
+    wait_until(10, "the partial blob removed", || {
+        let leftovers: Vec<_> = walk(&tmp.path().join("var/blobs"));
+        if leftovers.is_empty() { Ok(()) } else { Err(format!("blobs left: {leftovers:?}")) }
+    });
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -252,9 +256,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_stalled_body_is_answered_408_and_closed_within_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_s, _p, cfg) = setup(tmp.path(), "", &[("[http]", "body_idle_timeout_secs = 2")]);
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
-    let addr = node.url.trim_start_matches("http://").to_string();
+    let node = start(tmp.path(), "", &[("[http]", "body_idle_timeout_secs = 2")]);
+    let addr = node.addr();
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let started = Instant::now();
@@ -277,8 +280,7 @@ fn a_stalled_body_is_answered_408_and_closed_within_the_timeout() {
 #[test]
 fn repeated_routing_headers_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_s, _p, cfg) = setup(tmp.path(), "", &[]);
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
+    let node = start(tmp.path(), "", &[]);
     for name in ["AS2-To", "AS2-From", "Message-ID"] {
         let (mut hs, body) = request("acme", "edinode", "<dup-1@x>", None, &plain_message("x.edi", b"ISA*dup~"));
         hs.push((name.into(), if name == "Message-ID" { "<dup-2@x>".into() } else { "other".into() }));
@@ -292,8 +294,7 @@ fn repeated_routing_headers_are_refused() {
 #[test]
 fn captures_keep_no_credentials_and_fsync_mode_delivers() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_s, _p, cfg) = setup(tmp.path(), "policy = { require_signed = true }", &[("[spool]", "fsync = true")]);
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
+    let node = start(tmp.path(), "policy = { require_signed = true }", &[("[spool]", "fsync = true")]);
     // Unsigned where a signature is required: fails, and its raw capture is kept for the record.
     let (mut hs, body) = request("acme", "edinode", "<cred-1@x>", Some("unsigned"), &plain_message("x.edi", b"ISA*cred~"));
     hs.push(("Authorization".into(), "Basic c2VjcmV0OnBhc3N3b3Jk".into()));
@@ -342,15 +343,9 @@ fn fsync_mode_delivers_large_and_small_documents() {
 #[test]
 fn rabbit_two_workers_never_overwrite_a_document() {
     purge_queues();
-    let tmp = tempfile::tempdir().unwrap();
-    let station = identity(tmp.path(), "station");
-    let partner = identity(tmp.path(), "partner");
-    let prefix = unique("edinode-trust-");
-    let cfg = ConfigBuilder::new(tmp.path())
-        .rabbit(&prefix)
-        .station("edinode", "edinode", &station)
-        .partner("acme", "acme", "edinode", &[&partner.cert_pem], "")
-        .write(tmp.path());
+    let p = pair("station", "partner");
+    let cfg = p.rabbit_config(&unique("edinode-trust-"), "");
+    let tmp = &p.dir;
     let front = start_node(&cfg, tmp.path(), &["--actors=http_receiver,mime_unwrapper,decryptor,verifier,mdn_sender"], &[("EDINODE__NODE__ID", "front")]);
     let _w1 = start_node(&cfg, tmp.path(), &["--actors=deliverer"], &[("EDINODE__NODE__ID", "w1")]);
     let _w2 = start_node(&cfg, tmp.path(), &["--actors=deliverer"], &[("EDINODE__NODE__ID", "w2")]);
@@ -371,7 +366,7 @@ fn rabbit_two_workers_never_overwrite_a_document() {
         t.join().unwrap();
     }
     wait_for(60, "64 delivered files", || (delivered(&tmp.path().join("inbox"), "edinode", "acme").len() >= 64).then_some(()));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_rabbit_idle();
     let files = delivered(&tmp.path().join("inbox"), "edinode", "acme");
     assert_eq!(files.len(), 64, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
     let contents: std::collections::HashSet<_> = files.iter().map(|(_, c)| c.clone()).collect();
@@ -383,9 +378,8 @@ fn rabbit_two_workers_never_overwrite_a_document() {
 #[test]
 fn many_slow_connections_do_not_lock_out_a_partner() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_s, _p, cfg) = setup(tmp.path(), "", &[("[http]", "header_timeout_secs = 2")]);
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
-    let addr = node.url.trim_start_matches("http://").to_string();
+    let node = start(tmp.path(), "", &[("[http]", "header_timeout_secs = 2")]);
+    let addr = node.addr();
     // 400 connections that start a request head and never finish it (slowloris).
     let mut slow: Vec<TcpStream> = (0..400)
         .map(|_| {
@@ -400,11 +394,12 @@ fn many_slow_connections_do_not_lock_out_a_partner() {
     let (st, text) = post(&node.as2_url(), &hs, body);
     assert_eq!(st, 200, "{text}");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-    // The slow ones are closed once their head timeout passes.
-    std::thread::sleep(Duration::from_secs(4));
+    // The slow ones are closed once their head timeout (2 s) passes: each read waits for its
+    // connection's end, all of them within one deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut closed = 0;
     for s in slow.iter_mut() {
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
         let mut b = [0u8; 512];
         // Whatever the server said (a 408), then end of stream or a reset: closed. A read that
         // times out: still open.

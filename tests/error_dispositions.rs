@@ -40,8 +40,16 @@ fn assert_error(text: &str, modifier: &str) {
     assert!(text.contains(&format!("Disposition: automatic-action/MDN-sent-automatically; processed/error: {modifier}\r\n")), "expected {modifier}: {text}");
 }
 
+/// Sends `entity`; the MDN (in the HTTP answer) is `processed/error: <modifier>`.
+fn refused(e: &Env, entity: &[u8], mdn: Option<&str>, modifier: &str) -> String {
+    let (st, text) = send(e, entity, mdn);
+    assert_eq!(st, 200);
+    assert_error(&text, modifier);
+    text
+}
+
 fn nothing_delivered(e: &Env) {
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    e.node.wait_idle();
     assert!(delivered(&e.dir.path().join("inbox"), "edinode", "acme").is_empty(), "nothing may be delivered");
 }
 
@@ -53,27 +61,21 @@ fn doc() -> Vec<u8> {
 fn encrypted_for_someone_else_is_decryption_failed() {
     let e = env("", "");
     let other = identity(e.dir.path(), "other");
-    let (st, text) = send(&e, &encrypted(&doc(), &other.cert), Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "decryption-failed");
+    refused(&e, &encrypted(&doc(), &other.cert), Some("plain"), "decryption-failed");
     nothing_delivered(&e);
 }
 
 #[test]
 fn garbage_enveloped_data_is_decryption_failed() {
     let e = env("", "");
-    let (st, text) = send(&e, b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n\x30\x80garbage", Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "decryption-failed");
+    refused(&e, b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n\x30\x80garbage", Some("plain"), "decryption-failed");
 }
 
 #[test]
 fn signed_by_an_unknown_key_is_authentication_failed() {
     let e = env("", "");
     let rogue = identity(e.dir.path(), "rogue");
-    let (st, text) = send(&e, &signed(&doc(), &rogue.key, &rogue.cert, DigestAlg::Sha256), Some("signed"));
-    assert_eq!(st, 200);
-    assert_error(&text, "authentication-failed");
+    let text = refused(&e, &signed(&doc(), &rogue.key, &rogue.cert, DigestAlg::Sha256), Some("signed"), "authentication-failed");
     // A signed MDN was asked for, but the sender is not proven: we do not sign for it.
     assert!(!text.contains("application/pkcs7-signature"), "no signature for an unproven sender: {text}");
     nothing_delivered(&e);
@@ -85,9 +87,7 @@ fn altered_content_is_integrity_check_failed() {
     let mut msg = signed(&doc(), &e.partner.key, &e.partner.cert, DigestAlg::Sha256);
     let pos = msg.windows(6).position(|w| w == b"GS*PO~").unwrap();
     msg[pos + 3] = b'X';
-    let (st, text) = send(&e, &msg, Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "integrity-check-failed");
+    refused(&e, &msg, Some("plain"), "integrity-check-failed");
     nothing_delivered(&e);
 }
 
@@ -99,9 +99,7 @@ fn bad_zlib_is_decompression_failed() {
     for b in &mut msg[n - 12..n - 2] {
         *b ^= 0x5a;
     }
-    let (st, text) = send(&e, &msg, Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "decompression-failed");
+    refused(&e, &msg, Some("plain"), "decompression-failed");
     nothing_delivered(&e);
 }
 
@@ -111,9 +109,7 @@ fn compression_bomb_is_decompression_failed_without_exhausting_memory() {
     let zeros = entity("application/octet-stream", "zeros.bin", &vec![0u8; 64 * 1024 * 1024]);
     let msg = compressed(&zeros);
     assert!(msg.len() < 200 * 1024, "the bomb is small on the wire");
-    let (st, text) = send(&e, &msg, Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "decompression-failed");
+    refused(&e, &msg, Some("plain"), "decompression-failed");
     let status = std::fs::read_to_string(format!("/proc/{}/status", e.node.child.id())).unwrap();
     let hwm_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(hwm_kb < 60 * 1024, "peak RSS {hwm_kb} kB: the 64 MiB bomb must not be inflated");
@@ -123,18 +119,14 @@ fn compression_bomb_is_decompression_failed_without_exhausting_memory() {
 #[test]
 fn unsigned_when_signing_is_required_is_insufficient_message_security() {
     let e = env("require_signed = true", "");
-    let (st, text) = send(&e, &doc(), Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "insufficient-message-security");
+    refused(&e, &doc(), Some("plain"), "insufficient-message-security");
     nothing_delivered(&e);
 }
 
 #[test]
 fn an_unproven_sender_gets_no_signature_from_us_even_when_it_asks() {
     let e = env("require_signed = true", "");
-    let (st, text) = send(&e, &doc(), Some("signed"));
-    assert_eq!(st, 200);
-    assert_error(&text, "insufficient-message-security");
+    let text = refused(&e, &doc(), Some("signed"), "insufficient-message-security");
     assert!(!text.contains("application/pkcs7-signature"), "{text}");
     // The same partner, signed as agreed: a signed MDN.
     let (st, text) = send(&e, &signed(&doc(), &e.partner.key, &e.partner.cert, DigestAlg::Sha256), Some("signed"));
@@ -145,17 +137,13 @@ fn an_unproven_sender_gets_no_signature_from_us_even_when_it_asks() {
 #[test]
 fn unaccepted_digest_is_insufficient_message_security() {
     let e = env("accepted_digests = [\"sha-256\"]", "");
-    let (st, text) = send(&e, &signed(&doc(), &e.partner.key, &e.partner.cert, DigestAlg::Sha1), Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "insufficient-message-security");
+    refused(&e, &signed(&doc(), &e.partner.key, &e.partner.cert, DigestAlg::Sha1), Some("plain"), "insufficient-message-security");
 }
 
 #[test]
 fn malformed_mime_is_unexpected_processing_error() {
     let e = env("", "");
-    let (st, text) = send(&e, b"Content-Type: multipart/related; boundary=\"nope\"\r\n\r\nno parts at all", Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "unexpected-processing-error");
+    refused(&e, b"Content-Type: multipart/related; boundary=\"nope\"\r\n\r\nno parts at all", Some("plain"), "unexpected-processing-error");
     nothing_delivered(&e);
 }
 
@@ -166,9 +154,7 @@ fn too_deep_nesting_is_unexpected_processing_error() {
     for _ in 0..12 {
         m = compressed(&m);
     }
-    let (st, text) = send(&e, &m, Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "unexpected-processing-error");
+    let text = refused(&e, &m, Some("plain"), "unexpected-processing-error");
     assert!(text.contains("nested layers"), "{text}");
 }
 
@@ -183,7 +169,7 @@ fn a_resent_message_is_a_duplicate_and_delivered_once() {
     let (t1, t2) = (String::from_utf8_lossy(&b1), String::from_utf8_lossy(&b2));
     assert!(t1.contains("MDN-sent-automatically; processed\r\n"), "{t1}");
     assert!(t2.contains("processed/warning: duplicate-document"), "{t2}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    e.node.wait_idle();
     assert_eq!(delivered(&e.dir.path().join("inbox"), "edinode", "acme").len(), 1);
 }
 
@@ -224,9 +210,7 @@ fn http_level_refusals_have_the_right_status_and_no_mdn() {
 #[test]
 fn raw_request_is_kept_for_failures() {
     let e = env("require_signed = true", "");
-    let (st, text) = send(&e, &doc(), Some("plain"));
-    assert_eq!(st, 200);
-    assert_error(&text, "insufficient-message-security");
+    refused(&e, &doc(), Some("plain"), "insufficient-message-security");
     let raw_dir = e.dir.path().join("var/blobs/raw");
     let kept: Vec<_> = std::fs::read_dir(&raw_dir).unwrap().flatten().collect();
     assert_eq!(kept.len(), 1, "the failed message's raw request is kept");

@@ -2,6 +2,7 @@
 //! through the embedded node: each gets the right MDN, and the payload is delivered byte-exact.
 
 use crate::common::*;
+use std::path::Path;
 
 fn mdn_text(body: &[u8]) -> String {
     String::from_utf8_lossy(body).to_string()
@@ -11,16 +12,39 @@ fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     hs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
+/// The Mendelson captures' setup: station pyas2lib (cert_test.pem), partner mecas2.
+fn mendelson_node(dir: &Path) -> NodeProc {
+    let fx = fixtures().join("as2");
+    let cfg = ConfigBuilder::new(dir)
+        .station_paths("pyas2lib", "pyas2lib", &fx.join("cert_test.pem"), &fx.join("cert_test.pem"), "test")
+        .partner("mecas2", "mecas2", "pyas2lib", &[&fx.join("cert_mecas2_public.pem")], "")
+        .write(dir);
+    start_node(&cfg, dir, &[], &[])
+}
+
+/// The Sterling capture's setup: station as2server, partner sterling (SIAS2PRD) verified with
+/// the fixtures' `cert`.
+fn sterling_node(dir: &Path, cert: &str) -> NodeProc {
+    let fx = fixtures().join("as2");
+    let station = identity(dir, "as2server");
+    let cfg = ConfigBuilder::new(dir).station("as2server", "as2server", &station).partner("sterling", "SIAS2PRD", "as2server", &[&fx.join(cert)], "").write(dir);
+    start_node(&cfg, dir, &[], &[])
+}
+
+/// POSTs the Sterling capture: (status, MDN headers, MDN text).
+fn post_sterling(node: &NodeProc) -> (u16, Vec<(String, String)>, String) {
+    let raw = std::fs::read(fixtures().join("as2/sb2bi_signed_cmp.msg")).unwrap();
+    let (headers, body) = split_capture(&raw);
+    let (status, mdn_headers, mdn_body) = post_capture(&node.as2_url(), &headers, body);
+    (status, mdn_headers, mdn_text(&mdn_body))
+}
+
 #[test]
 #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
 fn mendelson_captures_are_processed_and_delivered() {
     let fx = fixtures().join("as2");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = ConfigBuilder::new(tmp.path())
-        .station_paths("pyas2lib", "pyas2lib", &fx.join("cert_test.pem"), &fx.join("cert_test.pem"), "test")
-        .partner("mecas2", "mecas2", "pyas2lib", &[&fx.join("cert_mecas2_public.pem")], "")
-        .write(tmp.path());
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
+    let node = mendelson_node(tmp.path());
     let expected = std::fs::read(fx.join("payload.txt")).unwrap();
     let cases = [
         ("mecas2_signed.as2", true),
@@ -55,11 +79,7 @@ fn mendelson_signed_mic_matches_the_signed_entity() {
     // The MIC must be over the signed entity as received: recompute it from the capture.
     let fx = fixtures().join("as2");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = ConfigBuilder::new(tmp.path())
-        .station_paths("pyas2lib", "pyas2lib", &fx.join("cert_test.pem"), &fx.join("cert_test.pem"), "test")
-        .partner("mecas2", "mecas2", "pyas2lib", &[&fx.join("cert_mecas2_public.pem")], "")
-        .write(tmp.path());
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
+    let node = mendelson_node(tmp.path());
     let raw = std::fs::read(fx.join("mecas2_signed.as2")).unwrap();
     let (mut headers, body) = split_capture(&raw);
     headers.push(("Disposition-Notification-Options".into(), "signed-receipt-protocol=optional, pkcs7-signature; signed-receipt-micalg=optional, sha-256".into()));
@@ -94,21 +114,12 @@ fn sterling_capture_verifies_once_its_line_ends_are_restored() {
     // signature). The signed part verifies when its CRLFs are restored (the tolerance in
     // unwrap::verify), which shows the alteration was the capture's, not Sterling's: the
     // message is processed, the signed sha1 receipt asked for is given, the EDI is delivered.
-    let fx = fixtures().join("as2");
     let tmp = tempfile::tempdir().unwrap();
-    let station = identity(tmp.path(), "as2server");
-    let cfg = ConfigBuilder::new(tmp.path())
-        .station("as2server", "as2server", &station)
-        .partner("sterling", "SIAS2PRD", "as2server", &[&fx.join("cert_sb2bi_public.pem")], "")
-        .write(tmp.path());
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
-    let raw = std::fs::read(fx.join("sb2bi_signed_cmp.msg")).unwrap();
-    let (headers, body) = split_capture(&raw);
-    let (status, mdn_headers, mdn_body) = post_capture(&node.as2_url(), &headers, body);
+    let node = sterling_node(tmp.path(), "cert_sb2bi_public.pem");
+    let (status, mdn_headers, text) = post_sterling(&node);
     assert_eq!(status, 200);
     assert!(header(&mdn_headers, "content-type").unwrap().starts_with("multipart/signed"), "Sterling asked for a signed sha1 receipt");
     assert!(header(&mdn_headers, "content-type").unwrap().contains("micalg=sha1"));
-    let text = mdn_text(&mdn_body);
     assert!(text.contains("Disposition: automatic-action/MDN-sent-automatically; processed\r\n"), "{text}");
     assert!(text.contains("Original-Message-ID: 0574493161569973Sterling20574493161569973MOKO"));
     let files = wait_for(10, "delivery", || {
@@ -123,20 +134,11 @@ fn sterling_capture_verifies_once_its_line_ends_are_restored() {
 fn sterling_capture_from_an_unknown_signer_is_refused_with_authentication_failed() {
     // Same message, but the partner is configured with another certificate: identity comes
     // from configuration, not from the certificate inside the message.
-    let fx = fixtures().join("as2");
     let tmp = tempfile::tempdir().unwrap();
-    let station = identity(tmp.path(), "as2server");
-    let cfg = ConfigBuilder::new(tmp.path())
-        .station("as2server", "as2server", &station)
-        .partner("sterling", "SIAS2PRD", "as2server", &[&fx.join("cert_mecas2_public.pem")], "")
-        .write(tmp.path());
-    let node = start_node(&cfg, tmp.path(), &[], &[]);
-    let raw = std::fs::read(fx.join("sb2bi_signed_cmp.msg")).unwrap();
-    let (headers, body) = split_capture(&raw);
-    let (status, _, mdn_body) = post_capture(&node.as2_url(), &headers, body);
+    let node = sterling_node(tmp.path(), "cert_mecas2_public.pem");
+    let (status, _, text) = post_sterling(&node);
     assert_eq!(status, 200);
-    let text = mdn_text(&mdn_body);
     assert!(text.contains("processed/error: authentication-failed"), "{text}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    node.wait_idle();
     assert!(delivered(&tmp.path().join("inbox"), "as2server", "sterling").is_empty());
 }

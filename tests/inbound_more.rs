@@ -4,8 +4,6 @@
 use crate::common::build::*;
 use crate::common::*;
 use edinode_proto::alg::DigestAlg;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,67 +48,26 @@ fn multiple_attachments_are_delivered_as_separate_files_with_their_names() {
     }
 }
 
-/// What a test listener received: (request head, body) per request.
-type Recorded = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// A one-connection-at-a-time HTTP server that records requests and answers 500 to the first.
-fn mdn_listener() -> (String, Recorded) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                r.read_line(&mut h).unwrap();
-                if h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0u8; len];
-            r.read_exact(&mut body).unwrap();
-            let n = {
-                let mut g = s2.lock().unwrap();
-                g.push((line.trim().to_string(), body));
-                g.len()
-            };
-            let status = if n == 1 { "500 Internal Server Error" } else { "200 OK" };
-            let _ = conn.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
-        }
-    });
-    (format!("http://{addr}"), seen)
-}
-
 #[test]
 fn async_mdn_is_posted_with_its_query_string_and_retried() {
     let tmp = tempfile::tempdir().unwrap();
     let (station, partner, cfg) = setup(tmp.path());
     let node = start_node(&cfg, tmp.path(), &[], &[]);
-    let (base, seen) = mdn_listener();
+    // An MDN endpoint that fails the first time.
+    let mdn = listen(|_, n| (if n == 0 { 500 } else { 200 }, vec![], vec![]));
     let msg = encrypted(&signed(&entity("application/edi-x12", "a.edi", b"ISA~"), &partner.key, &partner.cert, DigestAlg::Sha256), &station.cert);
     let (mut hs, body) = request("acme", "edinode", "<async-1@test>", Some("signed"), &msg);
-    hs.push(("Receipt-Delivery-Option".into(), format!("{base}/as2/mdn?partner=acme&x=1")));
+    hs.push(("Receipt-Delivery-Option".into(), mdn.url("/as2/mdn?partner=acme&x=1")));
     let (st, _, resp) = post_capture(&node.as2_url(), &hs, body);
     assert_eq!(st, 200, "async: 2xx at once");
     assert!(!String::from_utf8_lossy(&resp).contains("Disposition:"), "no MDN in the HTTP response");
     let got = wait_for(30, "the async MDN after a retry", || {
-        let g = seen.lock().unwrap();
+        let g = mdn.requests.lock().unwrap();
         (g.len() >= 2).then(|| g.clone())
     });
-    assert_eq!(got[0].0, "POST /as2/mdn?partner=acme&x=1 HTTP/1.1");
-    assert_eq!(got[1].0, got[0].0, "retried at the same URL");
-    let text = String::from_utf8_lossy(&got[1].1);
+    assert_eq!((got[0].method.as_str(), got[0].target.as_str()), ("POST", "/as2/mdn?partner=acme&x=1"));
+    assert_eq!(got[1].target, got[0].target, "retried at the same URL");
+    let text = String::from_utf8_lossy(&got[1].body);
     assert!(text.contains("application/pkcs7-signature") && text.contains("Original-Message-ID: <async-1@test>") && text.contains("processed\r\n"), "{text}");
 }
 
@@ -136,10 +93,12 @@ fn embedded_node_survives_kill9_and_delivers_exactly_once() {
             }
             let ok = req.body(body).send().ok().is_some_and(|r| r.status().as_u16() == 200 && String::from_utf8_lossy(&r.bytes().unwrap_or_default()).contains("processed\r\n"));
             r2.lock().unwrap().push((i, ok));
+            // Pacing, not waiting: spreads the sends so the kill lands mid-run.
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed mid-run, whatever the speed: once a few messages are answered.
+    wait_for(30, "the first answers", || (results.lock().unwrap().iter().filter(|(_, ok)| *ok).count() >= 5).then_some(()));
     node.kill9();
     sender.join().unwrap();
     let node2 = start_node(&cfg, tmp.path(), &[], &[]);
@@ -151,7 +110,7 @@ fn embedded_node_survives_kill9_and_delivers_exactly_once() {
         let names: Vec<String> = delivered(&inbox, "edinode", "acme").into_iter().map(|f| f.0).collect();
         positive.iter().all(|i| names.contains(&format!("k-{i}.edi"))).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(1));
+    node2.wait_idle();
     let names: Vec<String> = delivered(&inbox, "edinode", "acme").into_iter().map(|f| f.0).collect();
     for i in &positive {
         assert_eq!(names.iter().filter(|n| n.ends_with(&format!("k-{i}.edi"))).count(), 1, "k-{i} exactly once: {names:?}");

@@ -13,20 +13,11 @@ const ENCRYPTS: [Option<&str>; 5] = [None, Some("3des"), Some("aes128"), Some("a
 const COMPRESS: [Option<&str>; 3] = [None, Some("before"), Some("after")];
 const MDNS: [&str; 4] = ["none", "sync", "sync-signed", "async-signed"];
 
-struct Peer {
-    dir: tempfile::TempDir,
-    station: Identity,
-    partner: Identity,
+fn setup() -> Pair {
+    pair("edinode", "pyas2peer")
 }
 
-fn setup() -> Peer {
-    let dir = tempfile::tempdir().unwrap();
-    let station = identity(dir.path(), "edinode");
-    let partner = identity(dir.path(), "pyas2peer");
-    Peer { dir, station, partner }
-}
-
-fn config(p: &Peer) -> ConfigBuilder {
+fn config(p: &Pair) -> ConfigBuilder {
     ConfigBuilder::new(p.dir.path()).station("edinode", "edinode", &p.station).partner(
         "pyas2peer",
         "pyas2peer",
@@ -37,7 +28,7 @@ fn config(p: &Peer) -> ConfigBuilder {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn case(p: &Peer, url: &str, id: &str, payload: &Path, sign: Option<&str>, encrypt: Option<&str>, compress: Option<&str>, mdn: &str) -> Value {
+fn case(p: &Pair, url: &str, id: &str, payload: &Path, sign: Option<&str>, encrypt: Option<&str>, compress: Option<&str>, mdn: &str) -> Value {
     json!({
         "id": id, "url": url, "as2_from": "pyas2peer", "as2_to": "edinode",
         "payload_path": payload, "content_type": "application/edi-x12", "filename": format!("{id}.edi"),

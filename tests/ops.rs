@@ -7,8 +7,6 @@ use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use prost::Message;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 
@@ -19,60 +17,28 @@ type Spans = Arc<Mutex<Vec<(String, String, String)>>>;
 
 fn otlp_receiver() -> (String, Spans) {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let spans: Spans = Arc::new(Mutex::new(Vec::new()));
     let s2 = spans.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let s3 = s2.clone();
-            std::thread::spawn(move || loop {
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                let mut len = 0usize;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if h == "\r\n" {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':')
-                        && k.eq_ignore_ascii_case("content-length")
-                    {
-                        len = v.trim().parse().unwrap_or(0);
+    let l = listen(move |r, _| {
+        if let Ok(req) = ExportTraceServiceRequest::decode(r.body.as_slice()) {
+            for rs in req.resource_spans {
+                let service = rs
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                    .and_then(|a| a.value.as_ref())
+                    .map(|v| format!("{:?}", v.value))
+                    .unwrap_or_default();
+                for ss in rs.scope_spans {
+                    for sp in ss.spans {
+                        s2.lock().unwrap().push((hex::encode(&sp.trace_id), sp.name.clone(), service.clone()));
                     }
                 }
-                let mut body = vec![0u8; len];
-                if r.read_exact(&mut body).is_err() {
-                    return;
-                }
-                if let Ok(req) = ExportTraceServiceRequest::decode(body.as_slice()) {
-                    for rs in req.resource_spans {
-                        let service = rs
-                            .resource
-                            .as_ref()
-                            .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                            .and_then(|a| a.value.as_ref())
-                            .map(|v| format!("{:?}", v.value))
-                            .unwrap_or_default();
-                        for ss in rs.scope_spans {
-                            for sp in ss.spans {
-                                s3.lock().unwrap().push((hex::encode(&sp.trace_id), sp.name.clone(), service.clone()));
-                            }
-                        }
-                    }
-                }
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n");
-            });
+            }
         }
+        (200, vec![("Content-Type".into(), "application/x-protobuf".into())], vec![])
     });
-    (format!("http://{addr}"), spans)
+    (l.base, spans)
 }
 
 struct Env {
@@ -258,13 +224,7 @@ fn readyz_follows_rabbitmq_and_queued_work_survives() {
     wait_for(30, "/readyz to be ready again", || (get(&format!("{}/readyz", front.url), None).0 == 200).then_some(()));
     // The queued message is still there: a worker node processes and delivers it.
     let worker = start_node(&e.cfg, e.dir.path(), &["--actors=mime_unwrapper,decryptor,verifier,mdn_sender,deliverer"], &[("EDINODE__NODE__ID", "worker")]);
-    for _ in 0..300 {
-        if !delivered(&e.dir.path().join("inbox"), "edinode", "acme").is_empty() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("the queued message was not delivered; worker log: {}", std::fs::read_to_string(&worker.log).unwrap_or_default());
+    wait_for(30, &format!("the queued message delivered (worker log: {})", worker.log.display()), || (!delivered(&e.dir.path().join("inbox"), "edinode", "acme").is_empty()).then_some(()));
 }
 
 #[test]

@@ -5,7 +5,6 @@
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const TOKEN: &str = "outbound-test-token";
 
@@ -20,17 +19,10 @@ fn message(admin: &str, id: &str) -> serde_json::Value {
 
 /// Wait for a final status (sent or failed).
 fn final_status(admin: &str, id: &str, secs: u64) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
+    wait_until(secs, &format!("message {id} to finish (sent or failed)"), || {
         let m = message(admin, id);
-        if matches!(m["summary"]["status"].as_str(), Some("sent") | Some("failed")) {
-            return m;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("message {id} did not finish: {m}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        if matches!(m["summary"]["status"].as_str(), Some("sent") | Some("failed")) { Ok(m) } else { Err(m.to_string()) }
+    })
 }
 
 #[test]
@@ -147,14 +139,22 @@ fn node_pair_config(dir: &Path, me: &str, my: &Identity, peer: &str, peer_id: &I
         .write(dir)
 }
 
+/// The folders of two nodes, `a/` and `b/` under `root`, with their stations' identities
+/// (alpha and beta).
+fn alpha_beta(root: &Path) -> ((PathBuf, Identity), (PathBuf, Identity)) {
+    let node = |sub: &str, station: &str| {
+        let dir = root.join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = identity(&dir, station);
+        (dir, id)
+    };
+    (node("a", "alpha"), node("b", "beta"))
+}
+
 #[test]
 fn two_nodes_exchange_both_ways_over_https() {
     let tmp = tempfile::tempdir().unwrap();
-    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
-    std::fs::create_dir_all(&da).unwrap();
-    std::fs::create_dir_all(&db).unwrap();
-    let a = identity(&da, "alpha");
-    let b = identity(&db, "beta");
+    let ((da, a), (db, b)) = alpha_beta(tmp.path());
     // One TLS server certificate for 127.0.0.1, trusted by both sides.
     let tls = tls_identity(tmp.path());
     let (pa, pb, ta, tb) = (free_port(), free_port(), free_port(), free_port());
@@ -188,55 +188,30 @@ fn two_nodes_exchange_both_ways_over_https() {
 
 /// A self-signed server certificate for 127.0.0.1 (PEM cert, PEM key).
 fn tls_identity(dir: &Path) -> (PathBuf, PathBuf) {
-    use openssl::x509::extension::SubjectAlternativeName;
-    let id = identity(dir, "tls-server");
-    let mut b = openssl::x509::X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "127.0.0.1").unwrap();
-    let name = name.build();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&id.key).unwrap();
-    b.set_serial_number(&openssl::bn::BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap()).unwrap();
-    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap()).unwrap();
-    let san = SubjectAlternativeName::new().ip("127.0.0.1").build(&b.x509v3_context(None, None)).unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&id.key, openssl::hash::MessageDigest::sha256()).unwrap();
-    let cert = b.build();
-    let cp = dir.join("tls.cert.pem");
-    std::fs::write(&cp, cert.to_pem().unwrap()).unwrap();
-    (cp, id.key_pem)
+    let now = unix_now();
+    let id = identity_of(dir, "tls", &TestCert::new("127.0.0.1", 7).valid(now, now + 30 * 86_400).ip("127.0.0.1"));
+    (id.cert_pem, id.key_pem)
 }
 
 /// A fake partner that answers every POST with `answer(headers, body)`.
-fn fake_partner(answer: impl Fn(&[(String, String)], &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + 'static) -> String {
+fn fake_partner(answer: impl Fn(&[(String, String)], &[u8]) -> Answer + Send + Sync + 'static) -> String {
     http_listener(answer)
 }
 
 fn simple_node(dir: &Path, me: &Identity, partner: &Identity, url: &str, outbound: &str) -> NodeProc {
     let cfg = ConfigBuilder::new(dir)
         .station("edinode", "edinode", me)
-        .raw(&format!(
-            "\n[partners.acme]\nas2_id = \"acme\"\nstation = \"edinode\"\nverify_certs = [\"{c}\"]\nurl = \"{url}\"\n[partners.acme.outbound]\n{outbound}\n",
-            c = partner.cert_pem.display()
-        ))
+        .acme_at(&partner.cert_pem, url, outbound)
         .write(dir);
     start_node(&cfg, dir, &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)])
 }
 
-fn mdn_for(headers: &[(String, String)], mic: &str, key: &Identity) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use edinode_proto::alg::DigestAlg;
-    use edinode_proto::mdn::*;
+/// acme's positive MDN for the message with `headers`, with MIC `mic`, signed by `key`.
+fn mdn_for(headers: &[(String, String)], mic: &str, key: &Identity) -> Answer {
     let mid = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("message-id")).unwrap().1.clone();
-    let m = Mic { digest: mic.to_string(), alg: DigestAlg::Sha256 };
-    let d = edinode_proto::error::Disposition::Processed;
-    let content = MdnContent { reporting_ua: "fake", station: "acme", partner: "edinode", original_message_id: &mid, mic: Some(&m), disposition: &d, text: "ok", spelling: Default::default() };
-    let ids = MdnIds { message_id: "<fake-mdn@acme>", report_boundary: "R1", signed_boundary: "S1", date: "Sat, 21 Nov 2026 00:00:00 GMT" };
-    let signer = MdnSigner { key: &key.key, cert: &key.cert, digest: DigestAlg::Sha256, opts: Default::default() };
-    let built = build(&content, &ids, Some(&signer)).unwrap();
-    (200, built.headers, built.body)
+    let m = edinode_proto::mdn::Mic { digest: mic.to_string(), alg: edinode_proto::alg::DigestAlg::Sha256 };
+    let (hs, body) = build_mdn("acme", "edinode", &mid, &edinode_proto::error::Disposition::Processed, Some(&m), Some(key));
+    (200, hs, body)
 }
 
 #[test]
@@ -268,11 +243,7 @@ fn tampered_mic_or_signature_in_the_mdn_is_a_failure() {
 #[test]
 fn an_unreachable_partner_gets_the_message_when_it_comes_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
-    std::fs::create_dir_all(&da).unwrap();
-    std::fs::create_dir_all(&db).unwrap();
-    let a = identity(&da, "alpha");
-    let b = identity(&db, "beta");
+    let ((da, a), (db, b)) = alpha_beta(tmp.path());
     let pb = free_port();
     // alpha sends to beta's port, where nothing listens yet.
     let cfg = ConfigBuilder::new(&da)
@@ -294,9 +265,11 @@ fn an_unreachable_partner_gets_the_message_when_it_comes_back() {
     let mut cb = ConfigBuilder::new(&db);
     cb.text = cb.text.replace("listen = \"127.0.0.1:0\"\nsync", &format!("listen = \"127.0.0.1:{pb}\"\nsync"));
     let cb = cb.station("beta", "beta", &b).partner("alpha", "alpha", "beta", &[&a.cert_pem], "").write(&db);
-    let _nb = start_node(&cb, &db, &[], &[]);
+    let nb = start_node(&cb, &db, &[], &[]);
     let m = final_status(&na.url, &id, 60);
     assert_eq!(m["summary"]["status"], "sent", "{m}");
+    // beta answered before its Deliverer was done.
+    nb.wait_idle();
     let files = delivered(&db.join("inbox"), "beta", "alpha");
     assert_eq!(files, vec![("late.edi".to_string(), b"ISA*LATE~".to_vec())], "delivered exactly once");
 }

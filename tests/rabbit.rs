@@ -23,15 +23,10 @@ struct Cluster {
 
 fn cluster() -> Cluster {
     purge_queues();
-    let dir = tempfile::tempdir().unwrap();
-    let station = identity(dir.path(), "station");
-    let partner = identity(dir.path(), "partner");
+    let p = pair("station", "partner");
     let prefix = unique("edinode-test-");
-    let cfg = ConfigBuilder::new(dir.path())
-        .rabbit(&prefix)
-        .station("edinode", "edinode", &station)
-        .partner("acme", "acme", "edinode", &[&partner.cert_pem], "require_signed = true\nrequire_encrypted = true")
-        .write(dir.path());
+    let cfg = p.rabbit_config(&prefix, "require_signed = true\nrequire_encrypted = true");
+    let Pair { dir, station, partner } = p;
     Cluster { dir, station, partner, cfg, prefix }
 }
 
@@ -51,38 +46,74 @@ fn message(c: &Cluster, n: usize) -> Vec<u8> {
     encrypted(&signed(&doc, &c.partner.key, &c.partner.cert, DigestAlg::Sha256), &c.station.cert)
 }
 
-/// Send messages 0..n from `threads` threads to `url`; returns n -> positive MDN received.
-fn send_all(c: &Cluster, url: &str, n: usize, threads: usize, pause: Duration) -> HashMap<usize, bool> {
-    let results = Arc::new(Mutex::new(HashMap::new()));
+/// One POST of message `body` as `<{tag}-{i}@test>` asking for a signed MDN: the MDN's own
+/// Message-ID (an HTTP header of the answer) when the MDN is positive.
+fn post_message(client: &reqwest::blocking::Client, url: &str, tag: &str, i: usize, body: &[u8]) -> Option<Option<String>> {
+    let (headers, body) = request("acme", "edinode", &format!("<{tag}-{i}@test>"), Some("signed"), body);
+    let mut req = client.post(url);
+    for (k, v) in &headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let r = req.body(body).send().ok()?;
+    let st = r.status().as_u16();
+    let mdn_id = r.headers().get("message-id").map(|v| v.to_str().unwrap_or("").to_string());
+    let text = String::from_utf8_lossy(&r.bytes().unwrap_or_default()).to_string();
+    (st == 200 && text.contains("MDN-sent-automatically; processed\r\n")).then_some(mdn_id)
+}
+
+/// Messages 0..n sent in the background from `threads` threads, with what came back so far.
+struct Load {
+    /// n -> positive MDN received.
+    results: Arc<Mutex<HashMap<usize, bool>>>,
+    /// The Message-IDs of the positive MDNs.
+    mdn_ids: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Starts sending messages 0..n (`<{tag}-{i}@test>`) to `url` from `threads` threads, each
+/// pausing `pause` after every message (pacing, so that a fault lands mid-run).
+fn load(c: &Cluster, url: &str, tag: &str, n: usize, threads: usize, pause: Duration) -> Load {
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|i| message(c, i)).collect());
-    let mut hs = Vec::new();
-    for t in 0..threads {
-        let (results, bodies, url) = (results.clone(), bodies.clone(), url.to_string());
-        hs.push(std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
-            for i in (t..n).step_by(threads) {
-                let (headers, body) = request("acme", "edinode", &format!("<rabbit-{i}@test>"), Some("signed"), &bodies[i]);
-                let mut req = client.post(&url);
-                for (k, v) in &headers {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-                let ok = match req.body(body).send() {
-                    Ok(r) => {
-                        let st = r.status().as_u16();
-                        let text = String::from_utf8_lossy(&r.bytes().unwrap_or_default()).to_string();
-                        st == 200 && text.contains("MDN-sent-automatically; processed\r\n")
+    let (results, mdn_ids) = (Arc::new(Mutex::new(HashMap::new())), Arc::new(Mutex::new(Vec::new())));
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
+    let threads = (0..threads)
+        .map(|t| {
+            let (client, bodies, results, mdn_ids, url, tag) = (client.clone(), bodies.clone(), results.clone(), mdn_ids.clone(), url.to_string(), tag.to_string());
+            std::thread::spawn(move || {
+                for i in (t..n).step_by(threads) {
+                    let ok = post_message(&client, &url, &tag, i, &bodies[i]);
+                    if let Some(id) = &ok {
+                        mdn_ids.lock().unwrap().push(id.clone().expect("an MDN carries its Message-ID"));
                     }
-                    Err(_) => false,
-                };
-                results.lock().unwrap().insert(i, ok);
-                std::thread::sleep(pause);
-            }
-        }));
+                    results.lock().unwrap().insert(i, ok.is_some());
+                    // Pacing, not waiting for anything.
+                    std::thread::sleep(pause);
+                }
+            })
+        })
+        .collect();
+    Load { results, mdn_ids, threads }
+}
+
+impl Load {
+    /// Waits until `at_least` messages got an answer (positive or not).
+    fn wait_answered(&self, at_least: usize) {
+        wait_for(120, &format!("{at_least} answers"), || (self.results.lock().unwrap().len() >= at_least).then_some(()));
     }
-    for h in hs {
-        h.join().unwrap();
+    /// Waits for every message; n -> positive MDN received, and the MDNs' Message-IDs.
+    fn join(self) -> (HashMap<usize, bool>, Vec<String>) {
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let results = self.results.lock().unwrap().clone();
+        let ids = self.mdn_ids.lock().unwrap().clone();
+        (results, ids)
     }
-    Arc::try_unwrap(results).unwrap().into_inner().unwrap()
+}
+
+/// Send messages 0..n from `threads` threads to `url`; returns n -> positive MDN received.
+fn send_all(c: &Cluster, url: &str, n: usize, threads: usize) -> HashMap<usize, bool> {
+    load(c, url, "rabbit", n, threads, Duration::ZERO).join().0
 }
 
 /// Every message with a positive MDN is in the inbox exactly once.
@@ -93,8 +124,8 @@ fn assert_delivered_once(inbox: &Path, results: &HashMap<usize, bool>) {
         let files: Vec<String> = delivered(inbox, "edinode", "acme").into_iter().map(|f| f.0).collect();
         positive.iter().all(|i| files.iter().any(|f| f.ends_with(&format!("msg-{i}.edi")))).then_some(())
     });
-    // Let stragglers (redeliveries) land before counting.
-    std::thread::sleep(Duration::from_secs(2));
+    // Stragglers (redeliveries) land before counting: nothing is left in the broker.
+    wait_rabbit_idle();
     let files: Vec<String> = delivered(inbox, "edinode", "acme").into_iter().map(|f| f.0).collect();
     for i in positive {
         let copies = files.iter().filter(|f| f.ends_with(&format!("msg-{i}.edi"))).count();
@@ -108,7 +139,7 @@ fn two_nodes_share_the_work() {
     let c = cluster();
     let a = node(&c, "node-a", None);
     let _b = node(&c, "node-b", Some("decryptor,verifier"));
-    let results = send_all(&c, &a.as2_url(), 80, 8, Duration::from_millis(0));
+    let results = send_all(&c, &a.as2_url(), 80, 8);
     assert!(results.values().all(|ok| *ok), "every message gets a positive MDN: {results:?}");
     assert_delivered_once(&c.dir.path().join("inbox"), &results);
     let by = work_by_node(&c.prefix);
@@ -122,46 +153,14 @@ fn a_node_killed_with_sigkill_loses_nothing() {
     let c = cluster();
     let front = node(&c, "front", Some("http_receiver,mime_unwrapper,mdn_sender"));
     let mut worker = node(&c, "worker-1", Some("decryptor,verifier,deliverer,mime_unwrapper"));
-    let url = front.as2_url();
-    let answered = Arc::new(Mutex::new(HashMap::new()));
-    let sender = {
-        let bodies: Vec<Vec<u8>> = (0..120).map(|i| message(&c, i)).collect();
-        let url = url.clone();
-        let results = answered.clone();
-        std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
-            let mut hs = Vec::new();
-            let bodies = Arc::new(bodies);
-            for t in 0..6 {
-                let (client, results, bodies, url) = (client.clone(), results.clone(), bodies.clone(), url.clone());
-                hs.push(std::thread::spawn(move || {
-                    for i in (t..120).step_by(6) {
-                        let (headers, body) = request("acme", "edinode", &format!("<kill-{i}@test>"), Some("signed"), &bodies[i]);
-                        let mut req = client.post(&url);
-                        for (k, v) in &headers {
-                            req = req.header(k.as_str(), v.as_str());
-                        }
-                        let ok = req.body(body).send().ok().map(|r| {
-                            let st = r.status().as_u16();
-                            st == 200 && String::from_utf8_lossy(&r.bytes().unwrap_or_default()).contains("MDN-sent-automatically; processed\r\n")
-                        });
-                        results.lock().unwrap().insert(i, ok.unwrap_or(false));
-                        std::thread::sleep(Duration::from_millis(40));
-                    }
-                }));
-            }
-            for h in hs {
-                h.join().unwrap();
-            }
-            results.lock().unwrap().clone()
-        })
-    };
+    let sending = load(&c, &front.as2_url(), "kill", 120, 6, Duration::from_millis(40));
     // Killed mid-run, whatever the speed: once a fifth of the messages are answered.
-    wait_for(60, "the first answers", || (answered.lock().unwrap().len() >= 24).then_some(()));
+    sending.wait_answered(24);
     worker.kill9();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Replaced once the broker has noticed (its deliveries are back in the queues).
+    wait_rabbit_consumers("edinode.decryptor", 0);
     let _worker2 = node(&c, "worker-2", Some("decryptor,verifier,deliverer,mime_unwrapper"));
-    let results: HashMap<usize, bool> = sender.join().unwrap();
+    let (results, _) = sending.join();
     let positive = results.values().filter(|v| **v).count();
     assert!(positive >= 100, "only {positive} of 120 got a positive MDN");
     assert_delivered_once(&c.dir.path().join("inbox"), &results);
@@ -169,38 +168,22 @@ fn a_node_killed_with_sigkill_loses_nothing() {
     assert!(by.contains_key("worker-1") && by.contains_key("worker-2"), "work before and after the kill: {by:?}");
 }
 
+/// Stops RabbitMQ, waits until `node` reports it unreachable (/readyz), starts it again.
+fn broker_outage(node: &NodeProc) {
+    assert!(std::process::Command::new("rabbitmqctl").args(["stop_app"]).status().unwrap().success());
+    wait_for(30, "the node to notice the broker is down", || (reqwest::blocking::get(format!("{}/readyz", node.url)).map(|r| r.status().as_u16()).unwrap_or(0) == 503).then_some(()));
+    assert!(std::process::Command::new("rabbitmqctl").args(["start_app"]).status().unwrap().success());
+}
+
 #[test]
 fn a_rabbitmq_restart_loses_nothing() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let c = cluster();
     let a = node(&c, "solo", None);
-    let url = a.as2_url();
-    let bodies: Vec<Vec<u8>> = (0..150).map(|i| message(&c, i)).collect();
-    let sender = std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
-        let mut results = HashMap::new();
-        for (i, b) in bodies.iter().enumerate() {
-            let (headers, body) = request("acme", "edinode", &format!("<restart-{i}@test>"), Some("signed"), b);
-            let mut req = client.post(&url);
-            for (k, v) in &headers {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            let ok = req.body(body).send().ok().map(|r| {
-                let st = r.status().as_u16();
-                st == 200 && String::from_utf8_lossy(&r.bytes().unwrap_or_default()).contains("MDN-sent-automatically; processed\r\n")
-            });
-            results.insert(i, ok.unwrap_or(false));
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        results
-    });
-    std::thread::sleep(Duration::from_millis(800));
-    let st = std::process::Command::new("rabbitmqctl").args(["stop_app"]).status().unwrap();
-    assert!(st.success());
-    std::thread::sleep(Duration::from_millis(1500));
-    let st = std::process::Command::new("rabbitmqctl").args(["start_app"]).status().unwrap();
-    assert!(st.success());
-    let results = sender.join().unwrap();
+    let sending = load(&c, &a.as2_url(), "restart", 150, 1, Duration::from_millis(25));
+    sending.wait_answered(20);
+    broker_outage(&a);
+    let (results, _) = sending.join();
     let positive = results.values().filter(|v| **v).count();
     let after: Vec<usize> = (120..150).filter(|i| results[i]).collect();
     assert!(after.len() >= 25, "the node recovers after the restart: {} of the last 30 processed", after.len());
@@ -216,42 +199,22 @@ fn documents_are_published_on_the_inbound_exchange_with_headers() {
     // An enterprise consumer: a queue bound to edinode.inbound.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let qname = unique("enterprise-");
-    let (conn, ch) = rt.block_on(async {
-        use lapin::options::*;
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.exchange_declare("edinode.inbound".into(), lapin::ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
-        ch.queue_declare(qname.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, Default::default()).await.unwrap();
-        ch.queue_bind(qname.as_str().into(), "edinode.inbound".into(), "#".into(), Default::default(), Default::default()).await.unwrap();
-        (conn, ch)
-    });
-    let results = send_all(&c, &a.as2_url(), 3, 1, Duration::from_millis(0));
+    let (conn, ch) = rt.block_on(bound_queue("edinode.inbound", &qname, false));
+    let results = send_all(&c, &a.as2_url(), 3, 1);
     assert!(results.values().all(|v| *v));
     let got = rt.block_on(async {
         let mut got = Vec::new();
-        for _ in 0..100 {
-            if let Some(d) = ch.basic_get(qname.as_str().into(), Default::default()).await.unwrap() {
-                got.push(d);
-                if got.len() == 3 {
-                    break;
-                }
-            } else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        while got.len() < 3 {
+            got.push(next_message(&ch, &qname, 10).await);
         }
         got
     });
     drop(conn);
-    assert_eq!(got.len(), 3);
     // Every document carries a stable AMQP message_id a consumer can deduplicate on.
     let ids: std::collections::HashSet<String> = got.iter().map(|d| d.delivery.properties.message_id().clone().expect("message_id").to_string()).collect();
     assert_eq!(ids.len(), 3, "{ids:?}");
     for d in got {
-        let h = d.delivery.properties.headers().clone().unwrap();
-        let s = |k: &str| match h.inner().get(k) {
-            Some(lapin::types::AMQPValue::LongString(v)) => String::from_utf8_lossy(v.as_bytes()).to_string(),
-            other => panic!("header {k}: {other:?}"),
-        };
+        let s = |k: &str| amqp_header(&d, k);
         assert_eq!(s("as2-from"), "acme");
         assert_eq!(s("as2-to"), "edinode");
         assert!(s("message-id").starts_with("<rabbit-"));
@@ -275,7 +238,7 @@ fn a_stage_that_keeps_failing_dead_letters_with_reason_and_attempts() {
         &[],
         &[("EDINODE__NODE__ID", "dlq"), ("EDINODE__NODE__INBOX", blocked.to_str().unwrap()), ("EDINODE__RABBITMQ__MAX_ATTEMPTS", "3"), ("EDINODE__ADMIN__TOKEN", "dlq-token")],
     );
-    let results = send_all(&c, &a.as2_url(), 1, 1, Duration::from_millis(0));
+    let results = send_all(&c, &a.as2_url(), 1, 1);
     assert!(results[&0], "the MDN is positive: the document is durable in the deliverer's queue");
     // GET /api/dead lists it in place (twice: listing takes nothing away).
     let list = || -> serde_json::Value {
@@ -289,28 +252,12 @@ fn a_stage_that_keeps_failing_dead_letters_with_reason_and_attempts() {
     assert!(listed[0]["reason"].as_str().unwrap().contains("blocked-inbox") && listed[0]["id"].is_string(), "{listed:?}");
     assert_eq!(list()["dead_letters"].as_array().unwrap().len(), 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let d = rt.block_on(async {
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        for _ in 0..100 {
-            if let Some(d) = ch.basic_get("edinode.dead".into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("nothing dead-lettered");
-    });
-    let h = d.delivery.properties.headers().clone().unwrap();
-    let reason = match h.inner().get("x-edinode-reason") {
-        Some(lapin::types::AMQPValue::LongString(v)) => String::from_utf8_lossy(v.as_bytes()).to_string(),
-        other => panic!("{other:?}"),
-    };
+    let d = rt.block_on(async { next_message(&amqp_channel().await.1, "edinode.dead", 10).await });
+    let reason = amqp_header(&d, "x-edinode-reason");
     assert!(reason.contains("blocked-inbox"), "{reason}");
+    let h = d.delivery.properties.headers().clone().unwrap();
     assert_eq!(h.inner().get("x-edinode-attempt"), Some(&lapin::types::AMQPValue::LongUInt(3)));
-    match h.inner().get("x-edinode-queue") {
-        Some(lapin::types::AMQPValue::LongString(v)) => assert_eq!(v.as_bytes(), b"edinode.deliverer"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(amqp_header(&d, "x-edinode-queue"), "edinode.deliverer");
 }
 
 #[test]
@@ -340,76 +287,50 @@ fn documents_put_on_edinode_outbound_are_sent_and_bad_ones_dead_lettered() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     // An enterprise consumer of edinode.events.
     let events_q = unique("events-");
-    let (_econn, ech) = rt.block_on(async {
-        use lapin::options::*;
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.exchange_declare("edinode.events".into(), lapin::ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
-        ch.queue_declare(events_q.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, Default::default()).await.unwrap();
-        ch.queue_bind(events_q.as_str().into(), "edinode.events".into(), "#".into(), Default::default(), Default::default()).await.unwrap();
-        (conn, ch)
-    });
-    rt.block_on(async {
-        use lapin::options::*;
+    let (_econn, ech) = rt.block_on(bound_queue("edinode.events", &events_q, false));
+    let (_conn, ch) = rt.block_on(amqp_channel());
+    rt.block_on(ch.confirm_select(Default::default())).unwrap();
+    // Publishes a document on edinode.outbound with the given headers.
+    let publish = |body: &[u8], headers: &[(&str, &str)]| {
         use lapin::types::{AMQPValue, FieldTable, LongString};
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        for (i, partner) in ["acme", "acme", "nobody"].iter().enumerate() {
-            let mut h = FieldTable::default();
-            for (k, v) in [("station", "edinode"), ("partner", partner), ("filename", &format!("bus-{i}.edi")), ("content-type", "application/edi-x12"), ("message-id", &format!("bus-{i}@erp"))] {
-                h.insert(k.into(), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
-            }
-            ch.basic_publish("".into(), "edinode.outbound".into(), BasicPublishOptions::default(), format!("ISA*BUS{i}~").as_bytes(), lapin::BasicProperties::default().with_headers(h).with_delivery_mode(2))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
-        // The same message id again: idempotent, not sent twice.
         let mut h = FieldTable::default();
-        for (k, v) in [("station", "edinode"), ("partner", "acme"), ("filename", "bus-0.edi"), ("message-id", "bus-0@erp")] {
-            h.insert(k.into(), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
+        for (k, v) in headers {
+            h.insert((*k).into(), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        ch.basic_publish("".into(), "edinode.outbound".into(), BasicPublishOptions::default(), b"ISA*BUS0~", lapin::BasicProperties::default().with_headers(h)).await.unwrap().await.unwrap();
-    });
+        let props = lapin::BasicProperties::default().with_headers(h).with_delivery_mode(2);
+        rt.block_on(async { ch.basic_publish("".into(), "edinode.outbound".into(), Default::default(), body, props).await.unwrap().await.unwrap() });
+    };
+    for (i, partner) in ["acme", "acme", "nobody"].iter().enumerate() {
+        publish(format!("ISA*BUS{i}~").as_bytes(), &[("station", "edinode"), ("partner", partner), ("filename", &format!("bus-{i}.edi")), ("content-type", "application/edi-x12"), ("message-id", &format!("bus-{i}@erp"))]);
+    }
     let files = wait_for(30, "two documents at the receiver", || {
         let d = delivered(&dr.join("inbox"), "acme", "edinode");
         (d.len() >= 2).then_some(d)
     });
-    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(files[0], ("bus-0.edi".to_string(), b"ISA*BUS0~".to_vec()));
+    // The same message id again, once the first was sent: idempotent, not sent twice.
+    publish(b"ISA*BUS0~", &[("station", "edinode"), ("partner", "acme"), ("filename", "bus-0.edi"), ("message-id", "bus-0@erp")]);
+    wait_rabbit_idle();
+    receiver.wait_idle();
     let files2 = delivered(&dr.join("inbox"), "acme", "edinode");
     assert_eq!(files2.len(), 2, "sent once each: {files2:?}");
-    assert_eq!(files[0], ("bus-0.edi".to_string(), b"ISA*BUS0~".to_vec()));
     // The unknown partner's document is dead-lettered with the reason.
-    let reason = rt.block_on(async {
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        for _ in 0..50 {
-            if let Some(d) = ch.basic_get("edinode.dead".into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
-                let h = d.delivery.properties.headers().clone().unwrap();
-                if let Some(lapin::types::AMQPValue::LongString(v)) = h.inner().get("x-edinode-reason") {
-                    return String::from_utf8_lossy(v.as_bytes()).to_string();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        String::new()
-    });
+    let dead = rt.block_on(next_message(&ch, "edinode.dead", 10));
+    let reason = amqp_header(&dead, "x-edinode-reason");
     assert!(reason.contains("unknown partner nobody"), "{reason}");
     // Outcomes on edinode.events: two deliveries (with their MDN verified) and one rejection.
     let kinds = rt.block_on(async {
+        let kind = |d: lapin::message::BasicGetMessage| {
+            let v: serde_json::Value = serde_json::from_slice(&d.delivery.data).unwrap();
+            (v["kind"].as_str().unwrap().to_string(), v["message_id"].as_str().unwrap().to_string())
+        };
         let mut kinds = Vec::new();
-        for _ in 0..50 {
-            match ech.basic_get(events_q.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
-                Some(d) => {
-                    let v: serde_json::Value = serde_json::from_slice(&d.delivery.data).unwrap();
-                    kinds.push((v["kind"].as_str().unwrap().to_string(), v["message_id"].as_str().unwrap().to_string()));
-                }
-                None if kinds.len() >= 3 => break,
-                None => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+        while kinds.len() < 3 {
+            kinds.push(kind(next_message(&ech, &events_q, 10).await));
+        }
+        // And whatever else is there.
+        while let Some(d) = ech.basic_get(events_q.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
+            kinds.push(kind(d));
         }
         kinds
     });
@@ -431,66 +352,24 @@ fn fault_injection_loses_nothing_and_repeats_no_effect() {
     let n = 1500;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let qname = unique("fault-");
-    let (conn, ch) = rt.block_on(async {
-        use lapin::options::*;
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.exchange_declare("edinode.inbound".into(), lapin::ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
-        // Durable, so the broker restart keeps what it holds; deleted at the end.
-        ch.queue_declare(qname.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
-        ch.queue_bind(qname.as_str().into(), "edinode.inbound".into(), "#".into(), Default::default(), Default::default()).await.unwrap();
-        (conn, ch)
-    });
-    drop((ch, conn));
+    // Durable, so the broker restart keeps what it holds; deleted at the end.
+    drop(rt.block_on(bound_queue("edinode.inbound", &qname, true)));
     let front = node(&c, "front", Some("http_receiver,mime_unwrapper,mdn_sender"));
     let workers = "decryptor,verifier,deliverer,mime_unwrapper";
     let mut w = [node(&c, "w-0", Some(workers)), node(&c, "w-1", Some(workers))];
-    let url = front.as2_url();
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|i| message(&c, i)).collect());
-    let results = Arc::new(Mutex::new(HashMap::new()));
-    let mdn_ids = Arc::new(Mutex::new(Vec::new()));
-    let senders: Vec<_> = (0..8)
-        .map(|t| {
-            let (bodies, results, mdn_ids, url) = (bodies.clone(), results.clone(), mdn_ids.clone(), url.clone());
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
-                for i in (t..n).step_by(8) {
-                    let (headers, body) = request("acme", "edinode", &format!("<fault-{i}@test>"), Some("signed"), &bodies[i]);
-                    let mut req = client.post(&url);
-                    for (k, v) in &headers {
-                        req = req.header(k.as_str(), v.as_str());
-                    }
-                    let ok = req.body(body).send().ok().and_then(|r| {
-                        let st = r.status().as_u16();
-                        // The MDN's own Message-ID travels as an HTTP header of the answer.
-                        let mdn_id = r.headers().get("message-id").map(|v| v.to_str().unwrap_or("").to_string());
-                        let text = String::from_utf8_lossy(&r.bytes().unwrap_or_default()).to_string();
-                        (st == 200 && text.contains("MDN-sent-automatically; processed\r\n")).then_some(mdn_id)
-                    });
-                    if let Some(id) = &ok {
-                        mdn_ids.lock().unwrap().push(id.clone().expect("an MDN carries its Message-ID"));
-                    }
-                    results.lock().unwrap().insert(i, ok.is_some());
-                }
-            })
-        })
-        .collect();
-    // Five kills of a worker, a replacement each time, and a broker restart in between.
+    let sending = load(&c, &front.as2_url(), "fault", n, 8, Duration::ZERO);
+    // Five kills of a worker spread over the run, a replacement each time (once the broker
+    // noticed the kill), and a broker restart in between.
     for k in 0..5 {
-        std::thread::sleep(Duration::from_millis(1200));
+        sending.wait_answered((k + 1) * n / 7);
         w[k % 2].kill9();
-        std::thread::sleep(Duration::from_millis(300));
+        wait_rabbit_consumers("edinode.decryptor", 1);
         w[k % 2] = node(&c, &format!("w-{}", k + 2), Some(workers));
         if k == 2 {
-            assert!(std::process::Command::new("rabbitmqctl").args(["stop_app"]).status().unwrap().success());
-            std::thread::sleep(Duration::from_millis(1500));
-            assert!(std::process::Command::new("rabbitmqctl").args(["start_app"]).status().unwrap().success());
+            broker_outage(&front);
         }
     }
-    for s in senders {
-        s.join().unwrap();
-    }
-    let results = Arc::try_unwrap(results).unwrap().into_inner().unwrap();
+    let (results, ids) = sending.join();
     let positive = results.values().filter(|v| **v).count();
     eprintln!("{positive} of {n} got a positive MDN through 5 kills and a broker restart");
     assert!(positive >= n * 9 / 10, "only {positive} of {n}");
@@ -498,23 +377,14 @@ fn fault_injection_loses_nothing_and_repeats_no_effect() {
     // edinode.inbound: distinct message ids = delivered documents.
     let delivered_docs = delivered(&c.dir.path().join("inbox"), "edinode", "acme").len();
     let (published, distinct) = rt.block_on(async {
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
+        let (_conn, ch) = amqp_channel().await;
         let mut ids = std::collections::HashSet::new();
         let mut count = 0;
-        let mut idle = 0;
-        while idle < 20 {
-            match ch.basic_get(qname.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
-                Some(m) => {
-                    idle = 0;
-                    count += 1;
-                    ids.insert(m.delivery.properties.message_id().clone().expect("message_id on every publication").to_string());
-                }
-                None => {
-                    idle += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+        // Every publication is in the queue: the deliverers published before they acknowledged,
+        // and the broker is idle (assert_delivered_once).
+        while let Some(m) = ch.basic_get(qname.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() {
+            count += 1;
+            ids.insert(m.delivery.properties.message_id().clone().expect("message_id on every publication").to_string());
         }
         let _ = ch.queue_delete(qname.as_str().into(), Default::default()).await;
         (count, ids.len())
@@ -522,7 +392,6 @@ fn fault_injection_loses_nothing_and_repeats_no_effect() {
     eprintln!("edinode.inbound: {published} publications, {distinct} distinct message ids, {delivered_docs} documents delivered");
     assert_eq!(distinct, delivered_docs, "one message id per document");
     // One MDN Message-ID per reception.
-    let ids = mdn_ids.lock().unwrap();
     let unique_ids: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(unique_ids.len(), ids.len(), "an MDN Message-ID was used twice");
     // Tracking: every delivered reception reads "delivered".
@@ -593,27 +462,10 @@ fn a_redis_restart_with_aof_loses_nothing_and_keeps_duplicate_detection() {
     let front = node(&c, "front", Some("http_receiver,mime_unwrapper,mdn_sender"));
     let _w = node(&c, "w-redis", Some("decryptor,verifier,deliverer,mime_unwrapper"));
     let url = front.as2_url();
-    let sender = {
-        let (url, bodies) = (url.clone(), Arc::new((0..300).map(|i| message(&c, i)).collect::<Vec<_>>()));
-        std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
-            let mut results = HashMap::new();
-            for (i, b) in bodies.iter().enumerate() {
-                let (headers, body) = request("acme", "edinode", &format!("<redis-{i}@test>"), Some("signed"), b);
-                let mut req = client.post(&url);
-                for (k, v) in &headers {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-                let ok = req.body(body).send().ok().map(|r| r.status().as_u16() == 200 && String::from_utf8_lossy(&r.bytes().unwrap_or_default()).contains("MDN-sent-automatically; processed\r\n"));
-                results.insert(i, ok.unwrap_or(false));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            results
-        })
-    };
-    std::thread::sleep(Duration::from_millis(1500));
+    let sending = load(&c, &url, "redis", 300, 1, Duration::from_millis(10));
+    sending.wait_answered(40);
     restart_redis_with_aof();
-    let results = sender.join().unwrap();
+    let (results, _) = sending.join();
     let positive = results.values().filter(|v| **v).count();
     eprintln!("{positive} of 300 got a positive MDN across a Redis restart");
     assert!(positive >= 250, "only {positive} of 300");

@@ -17,10 +17,7 @@ fn node(dir: &Path, me: &Identity, acme: &Identity, url: &str, outbound: &str, m
     let cfg = ConfigBuilder::new(dir)
         .station("edinode", "edinode", me)
         .raw(more)
-        .raw(&format!(
-            "\n[partners.acme]\nas2_id = \"acme\"\nstation = \"edinode\"\nverify_certs = [\"{c}\"]\nurl = \"{url}\"\n[partners.acme.outbound]\nencrypt = \"none\"\n{outbound}\n",
-            c = acme.cert_pem.display()
-        ))
+        .acme_at(&acme.cert_pem, url, &format!("encrypt = \"none\"\n{outbound}"))
         .write(dir);
     start_node(&cfg, dir, &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)])
 }

@@ -9,8 +9,6 @@ use crate::common::s3server;
 use crate::common::build::*;
 use crate::common::*;
 use s3server::{Grant, Policy, TestS3};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,60 +22,20 @@ fn s3_section(s3: &TestS3, user: &str, secret: &str, extra: &str) -> String {
     )
 }
 
-/// What the partner received: (headers, body) per POST.
-type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+/// What the partner received.
+type Received = Arc<Mutex<Vec<Request>>>;
 
-/// A partner that accepts every POST (no MDN asked) and records the bodies.
+/// A partner that accepts every POST (no MDN asked) and records it.
 fn partner_server() -> (String, Received) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g2 = got.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            if r.read_line(&mut line).is_err() {
-                continue;
-            }
-            let (mut headers, mut len) = (Vec::new(), 0);
-            loop {
-                let mut h = String::new();
-                r.read_line(&mut h).unwrap();
-                if h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    headers.push((k.trim().to_string(), v.trim().to_string()));
-                }
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            g2.lock().unwrap().push((headers, body));
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (format!("http://{addr}/as2"), got)
+    let l = listen(|_, _| (200, vec![], vec![]));
+    (l.url("/as2"), l.requests)
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    station: Identity,
-    partner: Identity,
+fn setup() -> Pair {
+    pair("station", "partner")
 }
 
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let station = identity(dir.path(), "station");
-    let partner = identity(dir.path(), "partner");
-    Setup { dir, station, partner }
-}
-
-fn config(s: &Setup, s3: &TestS3, user: &str, secret: &str, s3extra: &str, partner_url: &str, rabbit: Option<&str>) -> std::path::PathBuf {
+fn config(s: &Pair, s3: &TestS3, user: &str, secret: &str, s3extra: &str, partner_url: &str, rabbit: Option<&str>) -> std::path::PathBuf {
     let mut b = ConfigBuilder::new(s.dir.path());
     if let Some(prefix) = rabbit {
         b = b.rabbit(prefix);
@@ -129,7 +87,7 @@ fn rt() -> tokio::runtime::Runtime {
 struct Outbox {
     node: NodeProc,
     got: Received,
-    s: Setup,
+    s: Pair,
     s3: TestS3,
     _rt: tokio::runtime::Runtime,
 }
@@ -145,7 +103,7 @@ fn outbox() -> Outbox {
 }
 
 /// `edinode s3 check` with this user and S3 section: (passed, output).
-fn s3_check(s: &Setup, s3: &TestS3, user: &str, secret: &str, extra: &str) -> (bool, String) {
+fn s3_check(s: &Pair, s3: &TestS3, user: &str, secret: &str, extra: &str) -> (bool, String) {
     let cfg = config(s, s3, user, secret, extra, "http://127.0.0.1:9/as2", None);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edinode")).arg("--config").arg(&cfg).args(["s3", "check", "--station", "edinode"]).output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -189,12 +147,12 @@ fn access_check_passes_under_least_privilege_and_names_a_missing_permission() {
 }
 
 /// Events the embedded node wrote to `<data_dir>/events.jsonl`.
-fn events(s: &Setup) -> Vec<serde_json::Value> {
+fn events(s: &Pair) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(s.dir.path().join("var/events.jsonl")).unwrap_or_default();
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn s3_failed(s: &Setup) -> Vec<String> {
+fn s3_failed(s: &Pair) -> Vec<String> {
     events(s).iter().filter(|e| e["kind"] == "s3.failed").map(|e| e["detail"].as_str().unwrap().to_string()).collect()
 }
 
@@ -221,7 +179,7 @@ fn a_file_that_can_be_neither_read_nor_moved_is_reported_once_as_it_is() {
     put_file(&s3, "AS2/send/edinode/acme/secret.edi", b"ISA*SECRET~");
     wait_for(10, "the report", || (!s3_failed(&s).is_empty()).then_some(()));
     // Ten more polls: nothing new.
-    std::thread::sleep(Duration::from_secs(2));
+    s3.wait_listings(10);
     let failed = s3_failed(&s);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("AS2/send/edinode/acme/secret.edi") && failed[0].contains("GetObject") && failed[0].contains("left in place"), "{failed:?}");
@@ -230,7 +188,8 @@ fn a_file_that_can_be_neither_read_nor_moved_is_reported_once_as_it_is() {
     assert_eq!(count(&node.log, "moved to failed/."), 0);
     assert!(exists(&s3, "AS2/send/edinode/acme/secret.edi"), "left in place");
     assert!(find_under(&s3.dir.path().join(&s3.bucket).join("as2gateway")).is_empty(), "nothing claimed to be under failed/");
-    // A new upload of the file is a new attempt, reported again.
+    // A new upload of the file is a new attempt, reported again. Letting time pass is the
+    // point: the upload must fall in a later second (listings show whole seconds).
     std::thread::sleep(Duration::from_millis(1100));
     put_file(&s3, "AS2/send/edinode/acme/secret.edi", b"ISA*SECRET2~");
     wait_for(10, "the second report", || (s3_failed(&s).len() == 2).then_some(()));
@@ -242,7 +201,7 @@ fn a_file_that_can_be_neither_read_nor_moved_is_reported_once_as_it_is() {
     let node = start_node(&cfg, s.dir.path(), &[], &[]);
     put_file(&s3, "AS2/send/edinode/nobody/x.edi", b"ISA*X~");
     wait_for(10, "the report", || (s3_failed(&s).len() == 3).then_some(()));
-    std::thread::sleep(Duration::from_secs(2));
+    s3.wait_listings(10);
     let failed = s3_failed(&s);
     assert_eq!(failed.len(), 3, "{failed:?}");
     assert!(failed[2].contains("no partner nobody") && failed[2].contains("not moved to failed/") && failed[2].contains("CopyObject"), "{failed:?}");
@@ -258,6 +217,7 @@ fn nothing_is_picked_up_before_the_pickup_age_has_really_passed() {
     let mut written = Vec::new();
     for i in 0..3 {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        // The behaviour under test: a write 0.9 s into a second.
         std::thread::sleep(Duration::from_millis(((1900 - now.subsec_millis()) % 1000) as u64));
         let key = format!("AS2/send/edinode/acme/late{i}.edi");
         put_file(s3, &key, b"ISA*LATE~");
@@ -286,24 +246,33 @@ fn inbound_files_land_under_as2gateway_with_test_level_and_outbox_rules_hold() {
 
     // Outbound: a file is not picked up before it is pickup_age old, then once.
     put_file(&s3, "AS2/send/edinode/acme/po1.edi", b"ISA*PO1~");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(exists(&s3, "AS2/send/edinode/acme/po1.edi"), "too young to be picked up");
-    assert!(got.lock().unwrap().is_empty());
+    let put = std::time::Instant::now();
+    s3.wait_listings(3);
+    // Only meaningful while it is younger than pickup_age_secs (1 s).
+    if put.elapsed() < Duration::from_millis(900) {
+        assert!(exists(&s3, "AS2/send/edinode/acme/po1.edi"), "too young to be picked up");
+        assert!(got.lock().unwrap().is_empty());
+    }
     wait_for(10, "pick-up", || (!exists(&s3, "AS2/send/edinode/acme/po1.edi")).then_some(()));
     wait_for(10, "the partner got it", || (got.lock().unwrap().len() == 1).then_some(()));
-    assert!(got.lock().unwrap()[0].1.windows(8).any(|w| w == b"ISA*PO1~"));
+    assert!(got.lock().unwrap()[0].body.windows(8).any(|w| w == b"ISA*PO1~"));
 
     // A subdirectory goes as one message once steady for steady_secs (2 s here).
     put_file(&s3, "AS2/send/edinode/acme/batch1/a.edi", b"ISA*A~");
+    // Letting time pass is the point: a.edi is past pickup_age_secs, alone it would go.
     std::thread::sleep(Duration::from_millis(1200));
     put_file(&s3, "AS2/send/edinode/acme/batch1/b.xml", b"<b/>");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(exists(&s3, "AS2/send/edinode/acme/batch1/a.edi"), "b.xml is new: not steady yet");
+    let put = std::time::Instant::now();
+    s3.wait_listings(3);
+    // Only meaningful while b.xml is younger than steady_secs (2 s).
+    if put.elapsed() < Duration::from_millis(1900) {
+        assert!(exists(&s3, "AS2/send/edinode/acme/batch1/a.edi"), "b.xml is new: not steady yet");
+    }
     wait_for(10, "the batch picked up", || (!exists(&s3, "AS2/send/edinode/acme/batch1/a.edi") && !exists(&s3, "AS2/send/edinode/acme/batch1/b.xml")).then_some(()));
     wait_for(10, "one multi-attachment message", || (got.lock().unwrap().len() == 2).then_some(()));
-    let (h, body) = got.lock().unwrap()[1].clone();
-    assert!(h.iter().any(|(k, v)| k.eq_ignore_ascii_case("ediint-features") && v.contains("multiple-attachments")));
-    let text = String::from_utf8_lossy(&body);
+    let r = got.lock().unwrap()[1].clone();
+    assert!(r.header("ediint-features").is_some_and(|v| v.contains("multiple-attachments")));
+    let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("multipart/related") && text.contains("ISA*A~") && text.contains("<b/>"), "{text}");
 
     // Test partners send from <partner>/test/.
@@ -327,9 +296,18 @@ fn inbound_files_land_under_as2gateway_with_test_level_and_outbox_rules_hold() {
     wait_for(15, "/readyz to turn unready without S3", || (reqwest::blocking::get(format!("{}/readyz", node.url)).unwrap().status().as_u16() == 503).then_some(()));
 }
 
-#[test]
-fn two_polling_nodes_send_each_file_once_and_a_crash_before_delete_does_not_resend() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+/// RabbitMQ mode with outbound pick-up on (the queues purged): a configuration for "gateway"
+/// under the least-privilege policy; "nodelete" lacks DeleteObject under AS2/send/.
+struct RabbitOutbox {
+    got: Received,
+    s: Pair,
+    s3: TestS3,
+    prefix: String,
+    cfg: std::path::PathBuf,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn rabbit_outbox() -> RabbitOutbox {
     purge_queues();
     let rt = rt();
     let s3 = rt.block_on(TestS3::start(vec![
@@ -340,14 +318,23 @@ fn two_polling_nodes_send_each_file_once_and_a_crash_before_delete_does_not_rese
     let (url, got) = partner_server();
     let prefix = unique("edinode-s3-");
     let cfg = config(&s, &s3, "gateway", "gw-secret", "outbound = true", &url, Some(&prefix));
+    RabbitOutbox { got, s, s3, prefix, cfg, _rt: rt }
+}
+
+#[test]
+fn two_polling_nodes_send_each_file_once_and_a_crash_before_delete_does_not_resend() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let RabbitOutbox { got, s, s3, cfg, _rt, .. } = rabbit_outbox();
     let _a = start_node(&cfg, s.dir.path(), &[], &[("EDINODE__NODE__ID", "poll-a")]);
     let _b = start_node(&cfg, s.dir.path(), &["--actors=s3_outbox,as2_sender"], &[("EDINODE__NODE__ID", "poll-b")]);
     for i in 0..12 {
         put_file(&s3, &format!("AS2/send/edinode/acme/f{i}.edi"), format!("ISA*F{i}~").as_bytes());
     }
     wait_for(30, "all twelve sent", || (got.lock().unwrap().len() >= 12).then_some(()));
-    std::thread::sleep(Duration::from_secs(2));
-    let bodies: Vec<String> = got.lock().unwrap().iter().map(|(_, b)| String::from_utf8_lossy(b).to_string()).collect();
+    // Both pollers have looked again and nothing is left in the broker to send.
+    s3.wait_listings(4);
+    wait_rabbit_idle();
+    let bodies: Vec<String> = got.lock().unwrap().iter().map(|r| String::from_utf8_lossy(&r.body).to_string()).collect();
     assert_eq!(bodies.len(), 12, "each file exactly once");
     for i in 0..12 {
         assert_eq!(bodies.iter().filter(|b| b.contains(&format!("ISA*F{i}~"))).count(), 1, "f{i}");
@@ -357,20 +344,11 @@ fn two_polling_nodes_send_each_file_once_and_a_crash_before_delete_does_not_rese
 #[test]
 fn a_node_that_dies_between_queueing_and_deleting_does_not_send_twice() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    purge_queues();
-    let rt = rt();
     // The first node may not delete under AS2/send/ (its deletes fail as a crash would leave
-    // them undone); it is then killed, and a healthy node takes over the bucket.
-    let s3 = rt.block_on(TestS3::start(vec![
-        ("gateway", "gw-secret", Policy::least_privilege()),
-        ("nodelete", "nd-secret", Policy::least_privilege_without(Grant::DeleteOutbound)),
-    ]));
-    let s = setup();
-    let (url, got) = partner_server();
-    let prefix = unique("edinode-s3-");
-    // The access check would refuse "nodelete": enable it through a config the check passes
-    // with, then swap credentials by environment for the crashing node only.
-    let cfg = config(&s, &s3, "gateway", "gw-secret", "outbound = true", &url, Some(&prefix));
+    // them undone); it is then killed, and a healthy node takes over the bucket. The access
+    // check would refuse "nodelete": the configuration is for "gateway", the credentials are
+    // swapped by environment for the crashing node only.
+    let RabbitOutbox { got, s, s3, prefix, cfg, _rt } = rabbit_outbox();
     put_file(&s3, "AS2/send/edinode/acme/once.edi", b"ISA*ONCE~");
     let mut a = start_node(&cfg, s.dir.path(), &[], &[("EDINODE__NODE__ID", "crashy"), ("EDINODE__STATIONS__EDINODE__S3__ACCESS_KEY", "nodelete"), ("EDINODE__STATIONS__EDINODE__S3__SECRET_KEY", "nd-secret")]);
     let _ = &mut a;
@@ -395,7 +373,9 @@ fn a_node_that_dies_between_queueing_and_deleting_does_not_send_twice() {
     let _: () = redis::cmd("SET").arg(format!("{prefix}:s3queued:{mid}")).arg("earlier").query(&mut con).unwrap();
     let _b = start_node(&cfg, s.dir.path(), &[], &[("EDINODE__NODE__ID", "healthy")]);
     wait_for(15, "the file deleted", || (!exists(&s3, "AS2/send/edinode/acme/once.edi")).then_some(()));
-    std::thread::sleep(Duration::from_secs(2));
+    // A batch is queued before its files are deleted: had it been queued again, it would still
+    // be in the broker or already sent.
+    wait_rabbit_idle();
     assert!(got.lock().unwrap().is_empty(), "already queued before the crash: deleted, not sent again");
 }
 
@@ -415,7 +395,8 @@ fn a_file_in_the_wrong_place_for_its_partner_is_reported_and_moved_to_failed() {
     assert!(moved.iter().any(|k| k.starts_with("tester/test/failed/") && k.ends_with("/oops.edi")), "{moved:?}");
     assert!(moved.iter().any(|k| k.starts_with("acme/failed/") && k.ends_with("/test/x.edi")), "{moved:?}");
     assert!(!exists(s3, "AS2/send/edinode/tester/oops.edi") && !exists(s3, "AS2/send/edinode/acme/test/x.edi"));
-    std::thread::sleep(Duration::from_secs(1));
+    s3.wait_listings(3);
+    node.wait_idle();
     assert!(got.lock().unwrap().is_empty(), "nothing sent");
     assert_eq!(s3_failed(s).len(), 2);
 }

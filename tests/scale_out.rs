@@ -243,8 +243,8 @@ fn three_nodes_sharing_nothing_on_disk_deliver_everything_once_across_a_kill() {
         let names = inbox_names(&inboxes);
         files.iter().all(|f| names.iter().any(|n| is_copy_of(n, f))).then_some(())
     });
-    // Let stragglers (redeliveries) land before counting.
-    std::thread::sleep(Duration::from_secs(2));
+    // Stragglers (redeliveries) land before counting: nothing is left in the broker.
+    wait_rabbit_idle();
     let names = inbox_names(&inboxes);
     let mut per_node = Vec::new();
     for inbox in &inboxes {

@@ -174,6 +174,7 @@ mod tests {
                         pool.run(move || {
                             let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(n, Ordering::SeqCst);
+                            // The behaviour under test: a job that takes a while, so jobs overlap.
                             std::thread::sleep(std::time::Duration::from_millis(50));
                             now.fetch_sub(1, Ordering::SeqCst);
                             if i == 3 {

@@ -10,30 +10,69 @@ use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
+use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509, X509Builder, X509NameBuilder};
 
 /// A private key and its self-signed certificate.
 pub type Identity = (PKey<Private>, X509);
 
+/// A self-signed test certificate to make, with a fresh 2048-bit RSA key, signed with
+/// SHA-256. The one builder of test keys and certificates in the workspace.
+#[derive(Clone, Debug)]
+pub struct TestCert<'a> {
+    pub cn: &'a str,
+    pub serial: u32,
+    /// Validity, in Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// An IP address for the subjectAltName (a TLS server certificate).
+    pub ip: Option<&'a str>,
+}
+
+impl<'a> TestCert<'a> {
+    /// `CN=cn`, valid 2024-01-01 .. 2034-01-01 (so tests never read the clock for it).
+    pub fn new(cn: &'a str, serial: u32) -> TestCert<'a> {
+        TestCert { cn, serial, not_before: 1_704_067_200, not_after: 2_019_686_400, ip: None }
+    }
+
+    /// Valid from `not_before` to `not_after` (Unix seconds): one that expires soon, or has.
+    pub fn valid(self, not_before: i64, not_after: i64) -> TestCert<'a> {
+        TestCert { not_before, not_after, ..self }
+    }
+
+    /// With `ip` as its subjectAltName.
+    pub fn ip(self, ip: &'a str) -> TestCert<'a> {
+        TestCert { ip: Some(ip), ..self }
+    }
+
+    pub fn build(&self) -> Result<Identity, ErrorStack> {
+        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        let mut name = X509NameBuilder::new()?;
+        name.append_entry_by_text("CN", self.cn)?;
+        let name = name.build();
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        let serial = BigNum::from_u32(self.serial)?.to_asn1_integer()?;
+        b.set_serial_number(&serial)?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(&name)?;
+        b.set_pubkey(&key)?;
+        let (not_before, not_after) = (Asn1Time::from_unix(self.not_before)?, Asn1Time::from_unix(self.not_after)?);
+        b.set_not_before(&not_before)?;
+        b.set_not_after(&not_after)?;
+        if let Some(ip) = self.ip {
+            let san = SubjectAlternativeName::new().ip(ip).build(&b.x509v3_context(None, None))?;
+            b.append_extension(san)?;
+        }
+        b.sign(&key, MessageDigest::sha256())?;
+        Ok((key, b.build()))
+    }
+}
+
 /// A fresh 2048-bit RSA key with a self-signed SHA-256 certificate for `CN=cn`, valid
 /// 2024-01-01 .. 2034-01-01.
 pub fn self_signed(cn: &str, serial: u32) -> Result<Identity, ErrorStack> {
-    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
-    let mut name = X509NameBuilder::new()?;
-    name.append_entry_by_text("CN", cn)?;
-    let name = name.build();
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial = BigNum::from_u32(serial)?.to_asn1_integer()?;
-    b.set_serial_number(&serial)?;
-    b.set_subject_name(&name)?;
-    b.set_issuer_name(&name)?;
-    b.set_pubkey(&key)?;
-    let (not_before, not_after) = (Asn1Time::from_unix(1_704_067_200)?, Asn1Time::from_unix(2_019_686_400)?);
-    b.set_not_before(&not_before)?;
-    b.set_not_after(&not_after)?;
-    b.sign(&key, MessageDigest::sha256())?;
-    Ok((key, b.build()))
+    TestCert::new(cn, serial).build()
 }
 
 #[allow(clippy::expect_used)] // test helper: a key that cannot be generated ends the test

@@ -7,7 +7,7 @@
 //! - PullRequests signed by libxmlsec1 (BinarySecurityToken reference, X509Data, an
 //!   InclusiveNamespaces PrefixList, indented XML) verify here and name the right thumbprint.
 //!
-//! Python comes from `EDINODE_AS4_PYTHON`, or from the venv tests/peers/as4_setup.sh creates
+//! Python comes from `EDINODE_AS4_PYTHON`, or from the venv `tests/peers/setup.sh VENV as4` creates
 //! (lxml, xmlsec, cryptography from PyPI).
 
 use std::path::PathBuf;
@@ -131,9 +131,9 @@ fn python() -> Option<String> {
         return Some(p);
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("as4venv");
-    let st = Command::new("bash").arg(root.join("tests/peers/as4_setup.sh")).arg(&venv).stdin(std::process::Stdio::null()).status().expect("as4_setup.sh");
-    assert!(st.success(), "tests/peers/as4_setup.sh failed");
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("as4-venv");
+    let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).arg("as4").stdin(std::process::Stdio::null()).status().expect("setup.sh");
+    assert!(st.success(), "tests/peers/setup.sh {} as4 failed", venv.display());
     Some(venv.join("bin/python").display().to_string())
 }
 

@@ -4,14 +4,12 @@
 pub mod netns;
 pub mod s3server;
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::hash::MessageDigest;
+pub use edinode_proto::testing::TestCert;
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use openssl::x509::X509;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,33 +25,51 @@ pub struct Identity {
 }
 
 pub fn identity(dir: &Path, cn: &str) -> Identity {
-    identity_valid(dir, cn, &Asn1Time::days_from_now(0).unwrap(), &Asn1Time::days_from_now(365).unwrap())
+    let now = unix_now();
+    identity_valid(dir, cn, now, now + 365 * 86_400)
 }
 
-/// A key pair whose certificate is valid from `not_before` to `not_after` (e.g. one that
-/// expires soon, or has expired: `Asn1Time::from_unix`).
-pub fn identity_valid(dir: &Path, cn: &str, not_before: &openssl::asn1::Asn1TimeRef, not_after: &openssl::asn1::Asn1TimeRef) -> Identity {
-    let rsa = Rsa::generate(2048).unwrap();
-    let key = PKey::from_rsa(rsa).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let serial = BigNum::from_u32(rand_u32()).unwrap().to_asn1_integer().unwrap();
-    b.set_serial_number(&serial).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(not_before).unwrap();
-    b.set_not_after(not_after).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    let cert = b.build();
-    let key_pem = dir.join(format!("{cn}.key.pem"));
-    let cert_pem = dir.join(format!("{cn}.cert.pem"));
+/// A key pair whose certificate is valid from `not_before` to `not_after` (Unix seconds; e.g.
+/// one that expires soon, or has expired).
+pub fn identity_valid(dir: &Path, cn: &str, not_before: i64, not_after: i64) -> Identity {
+    identity_of(dir, cn, &TestCert::new(cn, rand_u32()).valid(not_before, not_after))
+}
+
+/// A key pair made as `cert` says, written as `dir/<name>.key.pem` and `dir/<name>.cert.pem`.
+pub fn identity_of(dir: &Path, name: &str, cert: &TestCert) -> Identity {
+    let (key, cert) = cert.build().unwrap();
+    let key_pem = dir.join(format!("{name}.key.pem"));
+    let cert_pem = dir.join(format!("{name}.cert.pem"));
     std::fs::write(&key_pem, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     std::fs::write(&cert_pem, cert.to_pem().unwrap()).unwrap();
     Identity { key, cert, key_pem, cert_pem }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A temp folder with the identities (PEM files in it) of our station and of a partner.
+pub struct Pair {
+    pub dir: tempfile::TempDir,
+    pub station: Identity,
+    pub partner: Identity,
+}
+
+pub fn pair(station_cn: &str, partner_cn: &str) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let station = identity(dir.path(), station_cn);
+    let partner = identity(dir.path(), partner_cn);
+    Pair { dir, station, partner }
+}
+
+impl Pair {
+    /// RabbitMQ and Redis (keys under `prefix`), station `edinode`, partner `acme` with
+    /// `policy`; written to `dir/edinode.toml`.
+    pub fn rabbit_config(&self, prefix: &str, policy: &str) -> PathBuf {
+        let dir = self.dir.path();
+        ConfigBuilder::new(dir).rabbit(prefix).station("edinode", "edinode", &self.station).partner("acme", "acme", "edinode", &[&self.partner.cert_pem], policy).write(dir)
+    }
 }
 
 fn rand_u32() -> u32 {
@@ -95,6 +111,21 @@ pub struct NodeProc {
 impl NodeProc {
     pub fn as2_url(&self) -> String {
         format!("{}/as2", self.url)
+    }
+    /// The partner listener's `host:port`, for raw sockets.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+    /// Waits until every queue of this node (embedded mode) is empty, dead letters aside:
+    /// nothing it accepted is still being worked on, so no further effect can follow.
+    pub fn wait_idle(&self) {
+        let url = format!("{}/metrics", self.admin_url.as_ref().unwrap_or(&self.url));
+        wait_until(30, &format!("the queues of {} to drain", self.url), || {
+            let text = reqwest::blocking::get(&url).and_then(|r| r.text()).map_err(|e| e.to_string())?;
+            let depths: Vec<&str> = text.lines().filter(|l| l.starts_with("edinode_queue_depth{")).collect();
+            let busy: Vec<&&str> = depths.iter().filter(|l| !l.contains("\"edinode.dead\"") && !l.ends_with(" 0")).collect();
+            if !depths.is_empty() && busy.is_empty() { Ok(()) } else { Err(format!("{busy:?}")) }
+        })
     }
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -206,6 +237,11 @@ impl ConfigBuilder {
         ));
         self
     }
+    /// Partner `acme` of station `edinode`, verified with `cert`, that we send to at `url` with
+    /// these `[partners.acme.outbound]` lines.
+    pub fn acme_at(self, cert: &Path, url: &str, outbound: &str) -> ConfigBuilder {
+        self.raw(&format!("\n[partners.acme]\nas2_id = \"acme\"\nstation = \"edinode\"\nverify_certs = [\"{}\"]\nurl = \"{url}\"\n[partners.acme.outbound]\n{outbound}\n", cert.display()))
+    }
     pub fn raw(mut self, s: &str) -> ConfigBuilder {
         self.text.push_str(s);
         self
@@ -274,27 +310,104 @@ pub fn delivered(inbox: &Path, station: &str, partner: &str) -> Vec<(String, Vec
     out
 }
 
-/// Wait until `f` returns Some, or panic after `secs`.
-pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+/// How often the `wait_*` helpers look again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `f` until it returns Ok; after `secs` seconds panics naming `what` and the last Err
+/// `f` returned (what it saw instead). The one way tests wait for something to happen.
+pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        let seen = match f() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        timed_out(deadline, secs, what, &seen);
+        std::thread::sleep(POLL);
     }
 }
 
-/// The Python venv with pyas2lib (created once per target directory; setup.sh locks and is
-/// idempotent, so concurrent test processes are fine).
+/// [`wait_until`] for a condition with nothing to report while it does not hold.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    wait_until(secs, what, || f().ok_or_else(String::new))
+}
+
+/// [`wait_for`] in async code: `f` makes a future per look.
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(secs: u64, what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        timed_out(deadline, secs, what, "");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn timed_out(deadline: Instant, secs: u64, what: &str, seen: &str) {
+    if Instant::now() > deadline {
+        let seen = if seen.is_empty() { String::new() } else { format!("; last seen: {seen}") };
+        panic!("timed out after {secs} s waiting for {what}{seen}");
+    }
+}
+
+/// Waits until RabbitMQ holds nothing more for edinode to do: every `edinode.*` queue that has
+/// a consumer, and every delay queue, is empty (ready and unacknowledged). What a test waits for
+/// before it counts effects that must not repeat (a redelivery would still be in a queue).
+pub fn wait_rabbit_idle() {
+    wait_until(60, "edinode's RabbitMQ queues to drain", || {
+        let busy: Vec<String> = rabbit_queues()?
+            .into_iter()
+            .filter(|q| q.name.starts_with("edinode.") && q.messages > 0 && (q.consumers > 0 || q.name.starts_with("edinode.delay.")))
+            .map(|q| format!("{}: {}", q.name, q.messages))
+            .collect();
+        if busy.is_empty() { Ok(()) } else { Err(format!("{busy:?}")) }
+    })
+}
+
+/// Waits until RabbitMQ counts `n` consumers on `queue` (e.g. it noticed a killed worker).
+pub fn wait_rabbit_consumers(queue: &str, n: u64) {
+    wait_until(60, &format!("{n} consumers on {queue}"), || {
+        let q = rabbit_queues()?.into_iter().find(|q| q.name == queue).ok_or("no such queue")?;
+        if q.consumers == n { Ok(()) } else { Err(format!("{} consumers", q.consumers)) }
+    })
+}
+
+/// A queue as `rabbitmqctl list_queues` shows it.
+pub struct RabbitQueue {
+    pub name: String,
+    /// Ready and unacknowledged.
+    pub messages: u64,
+    pub consumers: u64,
+}
+
+pub fn rabbit_queues() -> Result<Vec<RabbitQueue>, String> {
+    let out = Command::new("rabbitmqctl").args(["list_queues", "-q", "--no-table-headers", "name", "messages", "consumers"]).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [name, messages, consumers] => Some(RabbitQueue { name: name.to_string(), messages: messages.parse().ok()?, consumers: consumers.parse().ok()? }),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The Python venv with pyas2lib.
 pub fn python() -> PathBuf {
+    peer_python("as2")
+}
+
+/// The python of the venv for a test peer (`as2`: pyas2lib, `as4`: the AS4 client), created
+/// once per target directory by tests/peers/setup.sh (it locks and is idempotent, so
+/// concurrent test processes are fine).
+pub fn peer_python(peer: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyvenv");
-    let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).stdin(Stdio::null()).status().unwrap();
-    assert!(st.success(), "python peer setup failed");
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{peer}-venv"));
+    let st = Command::new("bash").arg(root.join("tests/peers/setup.sh")).arg(&venv).arg(peer).stdin(Stdio::null()).status().unwrap();
+    assert!(st.success(), "tests/peers/setup.sh {} {peer} failed", venv.display());
     venv.join("bin/python")
 }
 
@@ -315,6 +428,40 @@ pub fn work_by_node(prefix: &str) -> std::collections::HashMap<String, usize> {
         }
     }
     by
+}
+
+/// A connection to the machine's RabbitMQ and a channel on it.
+pub async fn amqp_channel() -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// An enterprise consumer's queue `name`, bound to the topic `exchange` for everything (`#`):
+/// exclusive to this connection, or `durable` (it survives a broker restart; delete it at the
+/// end).
+pub async fn bound_queue(exchange: &str, name: &str, durable: bool) -> (lapin::Connection, lapin::Channel) {
+    use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+    let (conn, ch) = amqp_channel().await;
+    ch.exchange_declare(exchange.into(), lapin::ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+    let options = if durable { QueueDeclareOptions { durable: true, ..Default::default() } } else { QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() } };
+    ch.queue_declare(name.into(), options, Default::default()).await.unwrap();
+    ch.queue_bind(name.into(), exchange.into(), "#".into(), Default::default(), Default::default()).await.unwrap();
+    (conn, ch)
+}
+
+/// The next message on `queue` (taken, no acknowledgement due), waiting up to `secs` for one.
+pub async fn next_message(ch: &lapin::Channel, queue: &str, secs: u64) -> lapin::message::BasicGetMessage {
+    let get = move || async move { ch.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap() };
+    wait_for_async(secs, &format!("a message on {queue}"), get).await
+}
+
+/// A string header of an AMQP message; panics naming it when it is missing or not a string.
+pub fn amqp_header(d: &lapin::message::BasicGetMessage, k: &str) -> String {
+    match d.delivery.properties.headers().as_ref().and_then(|h| h.inner().get(k)) {
+        Some(lapin::types::AMQPValue::LongString(v)) => String::from_utf8_lossy(v.as_bytes()).to_string(),
+        other => panic!("header {k}: {other:?}"),
+    }
 }
 
 /// Purge edinode's work queues so a RabbitMQ test starts clean.
@@ -393,49 +540,100 @@ pub mod build {
     }
 }
 
-/// A throwaway HTTP/1.1 listener on 127.0.0.1 that answers every request with
-/// `answer(headers, body)`, one request a connection; returns its `/as2` URL.
-pub fn http_listener(answer: impl Fn(&[(String, String)], &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + 'static) -> String {
-    use std::io::{Read, Write};
+/// A request as a [`listen`]er received it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// An answer: status, headers (Content-Length is added), body.
+pub type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A throwaway HTTP/1.1 server on 127.0.0.1 (a partner, an MDN endpoint, an OTLP receiver).
+pub struct Listener {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    /// Every request so far, in the order they came.
+    pub requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Listener {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// Starts a [`Listener`] that records every request (Content-Length bodies, keep-alive
+/// connections served one thread each) and answers it with `answer(request, n)`, n being how
+/// many requests came before it.
+pub fn listen(answer: impl Fn(&Request, usize) -> Answer + Send + Sync + 'static) -> Listener {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let (answer, recorded) = (Arc::new(answer), requests.clone());
     std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                continue;
-            }
-            let mut headers = Vec::new();
-            let mut len = 0;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    headers.push((k.trim().to_string(), v.trim().to_string()));
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let (st, hs, b) = answer(&headers, &body);
-            let mut out = format!("HTTP/1.1 {st} X\r\nContent-Length: {}\r\nConnection: close\r\n", b.len());
-            for (k, v) in hs {
-                out.push_str(&format!("{k}: {v}\r\n"));
-            }
-            out.push_str("\r\n");
-            let _ = conn.write_all(out.as_bytes());
-            let _ = conn.write_all(&b);
+        for conn in l.incoming().flatten() {
+            let (answer, recorded) = (answer.clone(), recorded.clone());
+            std::thread::spawn(move || serve(conn, &*answer, &recorded));
         }
     });
-    format!("http://{addr}/as2")
+    Listener { base, requests }
+}
+
+fn serve(mut conn: std::net::TcpStream, answer: &dyn Fn(&Request, usize) -> Answer, recorded: &Mutex<Vec<Request>>) {
+    use std::io::Write;
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    while let Some(req) = read_request(&mut r) {
+        let n = {
+            let mut g = recorded.lock().unwrap();
+            g.push(req.clone());
+            g.len() - 1
+        };
+        let (st, hs, b) = answer(&req, n);
+        let mut out = format!("HTTP/1.1 {st} X\r\nContent-Length: {}\r\n", b.len());
+        for (k, v) in hs {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        if conn.write_all(out.as_bytes()).and_then(|_| conn.write_all(&b)).is_err() {
+            return;
+        }
+    }
+    fn read_request(r: &mut impl BufRead) -> Option<Request> {
+        let mut line = String::new();
+        r.read_line(&mut line).ok().filter(|n| *n > 0)?;
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next()?.to_string(), parts.next()?.to_string());
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).ok()? == 0 || h == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let mut req = Request { method, target, headers, body: Vec::new() };
+        req.body = vec![0; req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0)];
+        r.read_exact(&mut req.body).ok()?;
+        Some(req)
+    }
+}
+
+/// A [`listen`]er answering `answer(headers, body)`; returns its `/as2` URL.
+pub fn http_listener(answer: impl Fn(&[(String, String)], &[u8]) -> Answer + Send + Sync + 'static) -> String {
+    listen(move |r, _| answer(&r.headers, &r.body)).url("/as2")
 }
 
 /// POST /api/send on a node's admin API with documents (file name, content type, bytes);

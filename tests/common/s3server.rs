@@ -37,6 +37,7 @@ use s3s::dto::{
 use s3s::{S3, S3Response};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tempfile::TempDir;
@@ -157,6 +158,7 @@ pub struct TestS3 {
     users: Vec<(String, String)>,
     server: tokio::task::JoinHandle<()>,
     reads: Arc<Mutex<Vec<(String, SystemTime)>>>,
+    listings: Arc<AtomicUsize>,
 }
 
 impl TestS3 {
@@ -176,7 +178,8 @@ impl TestS3 {
 
         let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
         let reads = Arc::new(Mutex::new(Vec::new()));
-        let mut builder = S3ServiceBuilder::new(AwsLike { fs, reads: reads.clone() });
+        let listings = Arc::new(AtomicUsize::new(0));
+        let mut builder = S3ServiceBuilder::new(AwsLike { fs, reads: reads.clone(), listings: listings.clone() });
         builder.set_auth(auth);
         builder.set_access(access);
         let service = builder.build();
@@ -204,6 +207,7 @@ impl TestS3 {
             users: users.iter().map(|(ak, sk, _)| (ak.to_string(), sk.to_string())).collect(),
             server,
             reads,
+            listings,
         }
     }
 
@@ -230,12 +234,20 @@ impl TestS3 {
     pub fn reads(&self) -> Vec<(String, SystemTime)> {
         self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Waits until the server has answered `n` more listings: the pollers' next rounds, after
+    /// which whatever they would have done with what is in the bucket now is done.
+    pub fn wait_listings(&self, n: usize) {
+        let until = self.listings.load(Ordering::SeqCst) + n;
+        super::wait_for(30, &format!("{n} more listings of the bucket"), || (self.listings.load(Ordering::SeqCst) >= until).then_some(()));
+    }
 }
 
-/// s3s-fs with AWS's whole-second LastModified in listings; records GetObjects.
+/// s3s-fs with AWS's whole-second LastModified in listings; records GetObjects, counts listings.
 struct AwsLike {
     fs: s3s_fs::FileSystem,
     reads: Arc<Mutex<Vec<(String, SystemTime)>>>,
+    listings: Arc<AtomicUsize>,
 }
 
 fn whole_second(t: &mut Option<Timestamp>) {
@@ -275,6 +287,7 @@ impl S3 for AwsLike {
         self.fs.copy_object(req).await
     }
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.listings.fetch_add(1, Ordering::SeqCst);
         let mut out = self.fs.list_objects(req).await?;
         for o in out.output.contents.iter_mut().flatten() {
             whole_second(&mut o.last_modified);
@@ -282,6 +295,7 @@ impl S3 for AwsLike {
         Ok(out)
     }
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.listings.fetch_add(1, Ordering::SeqCst);
         let mut out = self.fs.list_objects_v2(req).await?;
         for o in out.output.contents.iter_mut().flatten() {
             whole_second(&mut o.last_modified);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # as4_selftest.sh VENV_DIR
 #
-# Tests tests/peers/as4client.py itself (not edinode): runs as4_setup.sh, makes keys
+# Tests tests/peers/as4client.py itself (not edinode): runs setup.sh, makes keys
 # with the openssl CLI in a temp dir, starts `as4client.py stub-server` (a tiny
 # Pull Send Agent that verifies requests with the same verifier and answers with
 # signed multipart UserMessages or eb:Error signals) on a free port, then drives
@@ -15,7 +15,7 @@ set -euo pipefail
 [ $# -eq 1 ] && [ -n "$1" ] || { echo "usage: $0 VENV_DIR" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${1%/}"
-"$here/as4_setup.sh" "$venv"
+"$here/setup.sh" "$venv" as4
 py="$venv/bin/python"
 # The AS4.NET fixture lives in shared/ beside the main checkout (AS4_FIXTURE overrides).
 fixture="${AS4_FIXTURE:-$here/../../../shared/fixtures/as4/as4net_signed_pullrequest.xml}"

@@ -14,7 +14,7 @@ exit 0, or 1 when the line's "error" is not null; logs go to stderr):
             a tiny AS4 Pull Send Agent used by as4_selftest.sh only (see class Stub).
 
 Setup and use (VENV is any directory, e.g. target/as4-venv):
-  tests/peers/as4_setup.sh VENV
+  tests/peers/setup.sh VENV as4
   VENV/bin/python tests/peers/as4client.py pull < case.json    # one JSON line out
   tests/peers/as4_selftest.sh VENV                              # tests this file, no edinode
 

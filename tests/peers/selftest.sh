@@ -14,7 +14,7 @@ set -euo pipefail
 [ $# -eq 1 ] && [ -n "$1" ] || { echo "usage: $0 VENV_DIR" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${1%/}"
-"$here/setup.sh" "$venv"
+"$here/setup.sh" "$venv" as2
 py="$venv/bin/python"
 
 tmp="$(mktemp -d)"

@@ -1,5 +1,4 @@
 use super::*;
-use super::authz::AUTHZ_CHECK_EVERY;
 use crate::{BlobStore, StateStore, StorageErrorKind};
 use edinode_proto::as4::user_message::parse_pulled;
 use edinode_proto::as4::wssec;
@@ -292,15 +291,15 @@ async fn authorization_map_signed_unsigned_and_reload() {
     assert_eq!(what(&f.post(Some(("p5", Some("urn:a"))), &[], Some(&puller)).await), "a1@t");
     // The map is reloaded when the file changes: now empty, unsigned pulls are allowed.
     std::fs::write(&f.map, EMPTY).unwrap();
-    std::thread::sleep(AUTHZ_CHECK_EVERY + Duration::from_millis(100));
+    f.ps.authz.look_again();
     f.submit("a2@t", Some("urn:a")).await.unwrap();
     assert_eq!(what(&f.post(Some(("p6", Some("urn:a"))), &["a1@t"], None).await), "a2@t");
     // A broken file keeps the last good map; a missing one denies everything.
     std::fs::write(&f.map, "<oops").unwrap();
-    std::thread::sleep(AUTHZ_CHECK_EVERY + Duration::from_millis(100));
+    f.ps.authz.look_again();
     assert_eq!(what(&f.post(Some(("p7", Some("urn:a"))), &["a2@t"], None).await), "EBMS:0006");
     std::fs::remove_file(&f.map).unwrap();
-    std::thread::sleep(AUTHZ_CHECK_EVERY + Duration::from_millis(100));
+    f.ps.authz.look_again();
     assert_eq!(what(&f.post(Some(("p8", Some("urn:a"))), &[], None).await), "EBMS:0004");
 }
 
