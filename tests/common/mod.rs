@@ -278,7 +278,12 @@ pub fn split_capture(raw: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
 
 /// POST a capture (skipping hop-by-hop headers), returning status, headers and body.
 pub fn post_capture(url: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    post_capture_within(url, headers, body, Duration::from_secs(120))
+}
+
+/// [`post_capture`] with its own timeout for the whole exchange (large messages).
+pub fn post_capture_within(url: &str, headers: &[(String, String)], body: Vec<u8>, timeout: Duration) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let client = reqwest::blocking::Client::builder().timeout(timeout).build().unwrap();
     let mut req = client.post(url);
     for (k, v) in headers {
         let l = k.to_ascii_lowercase();
