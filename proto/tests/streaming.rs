@@ -27,15 +27,7 @@ fn docs(big: bool) -> Vec<Document> {
 }
 
 fn run(codec: &mut dyn Codec, input: &[u8], chunk: usize) -> Result<Vec<u8>, edinode_proto::error::ProcessingError> {
-    let mut out = Vec::new();
-    for c in input.chunks(chunk) {
-        codec.push(c, &mut out)?;
-        while codec.pending() {
-            codec.push(&[], &mut out)?;
-        }
-    }
-    codec.finish(&mut out)?;
-    Ok(out)
+    edinode_proto::stream::run_all(codec, input, chunk)
 }
 
 struct Opened {

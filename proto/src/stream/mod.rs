@@ -46,10 +46,10 @@ pub trait Codec: Send {
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), ProcessingError>;
 }
 
-/// Run a codec over a whole input in [`CHUNK`]s (tests, and small inputs).
-pub fn run_all(codec: &mut dyn Codec, input: &[u8]) -> Result<Vec<u8>, ProcessingError> {
+/// Run a codec over a whole input, `chunk` bytes at a time (tests, and small inputs).
+pub fn run_all(codec: &mut dyn Codec, input: &[u8], chunk: usize) -> Result<Vec<u8>, ProcessingError> {
     let mut out = Vec::new();
-    for c in input.chunks(CHUNK) {
+    for c in input.chunks(chunk.max(1)) {
         codec.push(c, &mut out)?;
         while codec.pending() {
             codec.push(&[], &mut out)?;
