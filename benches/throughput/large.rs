@@ -27,29 +27,48 @@ fn openssl_cli(dir: &std::path::Path, body: &[u8], keys: &Keys) -> Option<f64> {
     let dec = dir.join("decrypted.eml");
     std::fs::write(&der, body).ok()?;
     let t = Instant::now();
-    let ok = Command::new("openssl")
-        .args(["cms", "-decrypt", "-binary", "-inform", "DER", "-in"])
-        .arg(&der)
-        .arg("-recip")
-        .arg(&keys.station.cert_pem)
-        .arg("-inkey")
-        .arg(&keys.station.key_pem)
-        .arg("-out")
-        .arg(&dec)
-        .status()
-        .ok()?
-        .success()
-        && Command::new("openssl")
-            .args(["cms", "-verify", "-binary", "-noverify", "-in"])
-            .arg(&dec)
-            .arg("-certfile")
-            .arg(&keys.client.cert_pem)
-            .args(["-out", "/dev/null"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?
-            .success();
-    let secs = t.elapsed().as_secs_f64();
+    let step = |cmd: &mut Command, what: &str| -> bool {
+        match cmd.output() {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => {
+                eprintln!("  openssl {what} failed: {}", String::from_utf8_lossy(&o.stderr).lines().take(3).collect::<Vec<_>>().join(" | "));
+                false
+            }
+            Err(e) => {
+                eprintln!("  openssl {what}: {e}");
+                false
+            }
+        }
+    };
+    if !step(
+        Command::new("openssl").args(["cms", "-decrypt", "-binary", "-inform", "DER", "-in"]).arg(&der).arg("-recip").arg(&keys.station.cert_pem).arg("-inkey").arg(&keys.station.key_pem).arg("-out").arg(&dec),
+        "cms -decrypt",
+    ) {
+        return None;
+    }
+    let decrypt_s = t.elapsed().as_secs_f64();
+    // The CLI's S/MIME reader rewrites line ends inside a binary signed part (its
+    // multipart/signed verification fails on random bytes), so the verify step gets the part
+    // and the signature as files, split here (not timed: it favours the CLI).
+    let (content, sig) = (dir.join("content.bin"), dir.join("sig.der"));
+    {
+        let limits = edinode_proto::mime::MimeLimits::default();
+        let raw = std::fs::read(&dec).ok()?;
+        let e = edinode_proto::mime::Entity::parse(&raw, &limits).ok()?;
+        let ct = e.content_type();
+        let parts = edinode_proto::mime::split_multipart(e.body, ct.param("boundary").unwrap_or(""), &limits).ok()?;
+        std::fs::write(&content, parts.first()?).ok()?;
+        let sig_entity = edinode_proto::mime::Entity::parse(parts.get(1)?, &limits).ok()?;
+        std::fs::write(&sig, sig_entity.decoded_body().ok()?).ok()?;
+    }
+    let t = Instant::now();
+    let ok = step(
+        Command::new("openssl").args(["cms", "-verify", "-binary", "-noverify", "-inform", "DER", "-in"]).arg(&sig).arg("-content").arg(&content).arg("-certfile").arg(&keys.client.cert_pem).args(["-out", "/dev/null"]),
+        "cms -verify",
+    );
+    let secs = decrypt_s + t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&content);
+    let _ = std::fs::remove_file(&sig);
     let _ = std::fs::remove_file(&der);
     let _ = std::fs::remove_file(&dec);
     ok.then_some(secs)
