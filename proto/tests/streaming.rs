@@ -315,3 +315,131 @@ fn streaming_opens_the_mendelson_captures() {
         }
     }
 }
+
+/// Builds with [`StreamBuilder`], the documents read `chunk` bytes at a time as a node reads
+/// its blobs, and returns the message as [`build`] would (body joined).
+fn stream_build(docs: &[Document], opts: &OutboundOptions, ids: &OutboundIds<'_>, chunk: usize) -> (Built, StreamBuilt) {
+    let (akey, acert) = alice();
+    let (_, bcert) = bob();
+    let meta = docs.iter().map(|d| StreamDocument { filename: d.filename.clone(), content_type: d.content_type.clone(), len: d.data.len() as u64 }).collect();
+    let mut b = StreamBuilder::new("alice", "bob", meta, opts, Some((akey, acert)), Some(bcert), ids, "s").unwrap();
+    let mut sources: Vec<Vec<u8>> = docs.iter().map(|d| d.data.clone()).collect();
+    let read = |pieces: &[Piece], sources: &[Vec<u8>]| -> Vec<u8> {
+        pieces.iter().flat_map(|p| match p {
+            Piece::Bytes(b) => b.clone(),
+            Piece::Source(i) => sources[*i].clone(),
+        }).collect()
+    };
+    let built = loop {
+        match b.next_step().unwrap() {
+            BuildStep::Pass { pieces, stores } => {
+                let mut out = Vec::new();
+                for c in read(&pieces, &sources).chunks(chunk) {
+                    b.push(c, &mut out).unwrap();
+                }
+                b.finish(&mut out).unwrap();
+                if stores {
+                    sources.push(out);
+                } else {
+                    assert!(out.is_empty(), "a pass that stores nothing produces nothing");
+                }
+            }
+            BuildStep::Done(built) => break built,
+        }
+    };
+    let body = read(&built.body, &sources);
+    assert_eq!(body.len() as u64, built.len, "the announced length");
+    let joined = Built { headers: built.headers.clone(), body, mic: built.mic.clone(), mic_alternatives: Vec::new(), message_id: built.message_id.clone() };
+    (joined, built)
+}
+
+#[test]
+fn streamed_outbound_every_combination_opens_to_the_documents_and_the_mic() {
+    let (akey, acert) = alice();
+    let (bkey, bcert) = bob();
+    let keys = [(bkey.clone(), bcert.clone())];
+    let trusted = [acert.clone()];
+    let one = vec![docs(false).remove(1)];
+    let mut checked = 0;
+    for sign in [None, Some(DigestAlg::Sha256), Some(DigestAlg::Sha1)] {
+        for encrypt in [None, Some(ContentCipher::Aes256Cbc), Some(ContentCipher::Des3), Some(ContentCipher::Aes128Gcm)] {
+            for compression in [Compression::None, Compression::BeforeSigning, Compression::AfterSigning] {
+                for kt in [KeyTransport::RsaPkcs1v15, KeyTransport::RsaOaep] {
+                    if encrypt.is_none() && kt == KeyTransport::RsaOaep {
+                        continue;
+                    }
+                    for (n, mdn) in [MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, MdnRequest::None].into_iter().enumerate() {
+                        let opts = OutboundOptions { sign, encrypt, compression, key_transport: kt, mdn, ..Default::default() };
+                        let docs = if n == 0 { docs(false) } else { one.clone() };
+                        let want = build("alice", "bob", &docs, &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
+                        for chunk in [3, 1000, 1 << 20] {
+                            let (got, _) = stream_build(&docs, &opts, &IDS, chunk);
+                            let what = format!("sign {sign:?} encrypt {encrypt:?} {compression:?} {kt:?} mdn {n} chunk {chunk}");
+                            let names = |b: &Built| b.headers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+                            assert_eq!(names(&got), names(&want), "{what}");
+                            if sign.is_none() && encrypt.is_none() {
+                                // Nothing random in it: the very bytes `build` makes.
+                                assert_eq!(got.headers, want.headers, "{what}");
+                                assert!(got.body == want.body, "{what}: body differs");
+                            }
+                            let (entity, requested) = entity_of(&got);
+                            let opened = in_memory(entity.clone(), &keys, &trusted, requested);
+                            let sent: Vec<_> = docs.iter().map(|d| (Some(d.filename.clone()), d.content_type.to_ascii_lowercase(), d.data.clone())).collect();
+                            let lower: Vec<_> = opened.docs.iter().map(|(f, t, d)| (f.clone(), t.to_ascii_lowercase(), d.clone())).collect();
+                            assert!(lower == sent, "{what}: the documents differ");
+                            assert_eq!(opened.mic, got.mic, "{what}: the MIC the receiver returns");
+                            if sign.is_some() || encrypt.is_some() {
+                                assert_eq!(got.mic.alg, want.mic.alg, "{what}");
+                            } else {
+                                assert_eq!(got.mic, want.mic, "{what}");
+                            }
+                            if chunk == 1000 {
+                                let s = streamed(entity, &keys, &trusted, requested, 4096);
+                                assert!(s.docs == opened.docs, "{what}: the streaming receiver opens other documents");
+                                assert_eq!(s.mic, got.mic, "{what}");
+                            }
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 250, "{checked}");
+}
+
+#[test]
+fn streamed_outbound_chooses_the_boundaries_build_chooses() {
+    // Content that holds the first-choice boundaries, cut so they span chunk edges.
+    let mut d = docs(false);
+    d[0].data.extend_from_slice(b"\r\n------=_Rel_seed42.1 and ------=_Sig_seed42\r\n");
+    for compression in [Compression::None, Compression::AfterSigning] {
+        let opts = OutboundOptions { sign: Some(DigestAlg::Sha256), compression, ..Default::default() };
+        let (akey, acert) = alice();
+        let want = build("alice", "bob", &d, &opts, Some((akey, acert)), None, &IDS, "s").unwrap();
+        for chunk in [1, 5, 17, 4096] {
+            let (got, _) = stream_build(&d, &opts, &IDS, chunk);
+            let ct = |b: &Built| b.headers.iter().find(|(n, _)| n == "Content-Type").unwrap().1.clone();
+            assert_eq!(ct(&got), ct(&want), "chunk {chunk}");
+            let rel = |b: &Built| String::from_utf8_lossy(&b.body).lines().find(|l| l.contains("multipart/related")).map(str::to_string);
+            assert_eq!(rel(&got), rel(&want), "chunk {chunk}");
+        }
+    }
+}
+
+#[test]
+fn streamed_outbound_refuses_what_build_refuses() {
+    let (akey, acert) = alice();
+    let meta = |ct: &str| vec![StreamDocument { filename: "a".into(), content_type: ct.into(), len: 1 }];
+    let opts = OutboundOptions { sign: Some(DigestAlg::Sha256), ..Default::default() };
+    let new = |docs, opts: &OutboundOptions, signer| StreamBuilder::new("alice", "bob", docs, opts, signer, None, &IDS, "s").err().map(|e| e.to_string());
+    assert!(new(meta("multipart/mixed"), &opts, Some((akey, acert))).unwrap().contains("cannot be sent"));
+    assert!(new(Vec::new(), &opts, Some((akey, acert))).unwrap().contains("no documents"));
+    assert!(new(meta("text/plain"), &opts, None).unwrap().contains("no signing key"));
+    let enc = OutboundOptions { encrypt: Some(ContentCipher::Aes256Cbc), ..Default::default() };
+    assert!(new(meta("text/plain"), &enc, None).unwrap().contains("no recipient"));
+    let mut b = StreamBuilder::new("alice", "bob", meta("text/plain"), &opts, Some((akey, acert)), None, &IDS, "s").unwrap();
+    assert!(b.push(b"x", &mut Vec::new()).is_err(), "no pass runs before next()");
+    assert!(matches!(b.next_step().unwrap(), BuildStep::Pass { .. }));
+    assert!(b.next_step().is_err(), "a pass must be finished first");
+}

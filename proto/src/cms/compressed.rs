@@ -15,17 +15,31 @@ pub fn compress(data: &[u8]) -> Result<Vec<u8>, CmsError> {
     let z = enc
         .finish()
         .map_err(|e| CmsError::Openssl(format!("zlib: {e}")))?;
+    let mut out = compressed_prefix(z.len() as u64);
+    out.extend_from_slice(&z);
+    Ok(out)
+}
 
-    let econtent = der::tlv(0xA0, &der::tlv(0x04, &z));
-    let encap = der::tlv(0x30, &[der::tlv(0x06, DER_OID_DATA), econtent].concat());
+/// Everything of a DER CompressedData ContentInfo before its zlib stream of `z_len` bytes (the
+/// zlib stream is the end of the structure: a large one is written after this as it is).
+pub fn compressed_prefix(z_len: u64) -> Vec<u8> {
+    // Innermost out: the eContent OCTET STRING, [0], the encapsulated content info, the
+    // CompressedData, [0], the ContentInfo. Each header counts what follows it.
+    let mut prefix = der::header(0x04, z_len);
+    let wrap = |tag: u8, before: &[u8], prefix: &mut Vec<u8>| {
+        let inner = before.len() as u64 + prefix.len() as u64 + z_len;
+        let mut head = der::header(tag, inner);
+        head.extend_from_slice(before);
+        head.append(prefix);
+        *prefix = head;
+    };
+    wrap(0xA0, &[], &mut prefix);
+    wrap(0x30, &der::tlv(0x06, DER_OID_DATA), &mut prefix);
     let alg = der::tlv(0x30, &der::tlv(0x06, DER_OID_ZLIB));
-    let version = der::tlv(0x02, &[0x00]);
-    let compressed = der::tlv(0x30, &[version, alg, encap].concat());
-    let content = der::tlv(0xA0, &compressed);
-    Ok(der::tlv(
-        0x30,
-        &[der::tlv(0x06, DER_OID_COMPRESSED), content].concat(),
-    ))
+    wrap(0x30, &[der::tlv(0x02, &[0x00]), alg].concat(), &mut prefix);
+    wrap(0xA0, &[], &mut prefix);
+    wrap(0x30, &der::tlv(0x06, DER_OID_COMPRESSED), &mut prefix);
+    prefix
 }
 
 /// Opens a ContentInfo(id-ct-compressedData), DER or BER (indefinite lengths, chunked OCTET

@@ -91,3 +91,29 @@ pub fn encrypt(
         }
     }
 }
+
+/// [`encrypt`] for content that arrives in pieces: the same structure (for the same key and
+/// IV), written as indefinite-length BER with the content in chunks as it is encrypted.
+pub struct Encryptor(ffi::ContentStream);
+
+impl Encryptor {
+    pub fn new(recipient: &X509, cipher: ContentCipher, kt: KeyTransport) -> Result<Encryptor, CmsError> {
+        let flags = CMSOptions::BINARY | CMSOptions::PARTIAL | CMSOptions::STREAM;
+        let none = Stack::new().map_err(openssl_err)?;
+        let cms = CmsContentInfo::encrypt(&none, &[], cipher.cipher(), flags).map_err(openssl_err)?;
+        match kt {
+            KeyTransport::RsaPkcs1v15 => ffi::add_recipient(&cms, recipient)?,
+            KeyTransport::RsaOaep => ffi::add_oaep_recipient(&cms, recipient)?,
+        }
+        Ok(Encryptor(ffi::ContentStream::encode(cms)?))
+    }
+
+    /// Encrypts a piece; appends the encoding produced so far.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), CmsError> {
+        self.0.write(data, out)
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CmsError> {
+        self.0.finish(out)
+    }
+}

@@ -22,9 +22,9 @@ use openssl::cms::CmsContentInfo;
 use openssl::error::ErrorStack;
 use openssl::x509::X509NameRef;
 
-pub use compressed::{compress, decompress};
-pub use enveloped::{decrypt, decrypt_owned, encrypt};
-pub use signed::{sign_detached, signer_digests, verify_detached, verify_detached_digests, verify_embedded, SignOptions, Verified};
+pub use compressed::{compress, compressed_prefix, decompress};
+pub use enveloped::{decrypt, decrypt_owned, encrypt, Encryptor};
+pub use signed::{sign_detached, DetachedSigner, signer_digests, verify_detached, verify_detached_digests, verify_embedded, SignOptions, Verified};
 
 pub(crate) mod ber;
 mod compressed;
@@ -160,9 +160,15 @@ fn name_to_string(name: &X509NameRef) -> String {
 /// Minimal DER writer (definite lengths) for the structures we build ourselves.
 mod der {
     pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(content.len() + 10);
+        let mut out = header(tag, content.len() as u64);
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// A definite-length header for `len` content octets.
+    pub fn header(tag: u8, len: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10);
         out.push(tag);
-        let len = content.len();
         if len < 0x80 {
             out.push(len as u8);
         } else {
@@ -172,7 +178,6 @@ mod der {
             out.push(0x80 | significant.len() as u8);
             out.extend_from_slice(significant);
         }
-        out.extend_from_slice(content);
         out
     }
 }

@@ -330,7 +330,10 @@ mod tests {
             let raw = strip_params(&der);
             assert_ne!(raw, der);
             let keys = [(bkey.clone(), bcert.clone())];
-            assert!(CmsContentInfo::from_der(&raw).unwrap().decrypt(bkey, bcert).is_err(), "OpenSSL alone refuses it");
+            // OpenSSL alone unwraps a wrong key and fails, or (when the random bytes it decrypts
+            // with happen to end in valid CBC padding, about 1 in 256) returns noise.
+            let alone = CmsContentInfo::from_der(&raw).unwrap().decrypt(bkey, bcert);
+            assert!(alone.map_or(true, |d| d != data), "OpenSSL alone cannot open it");
             assert_eq!(cms::decrypt(&raw, &keys).unwrap(), data, "{cipher:?}");
             assert_eq!(cms::decrypt_owned(raw, &keys).unwrap(), data, "{cipher:?}");
         }

@@ -68,8 +68,53 @@ pub fn sign_detached(
     cms.to_der().map_err(openssl_err)
 }
 
+/// A detached signature over content that arrives in pieces ([`sign_detached`] for content
+/// too large to hold): the same SignedData, the content hashed as it passes.
+pub struct DetachedSigner(ffi::ContentStream);
+
+impl DetachedSigner {
+    pub fn new(key: &PKey<Private>, cert: &X509, digest: DigestAlg, opts: &SignOptions) -> Result<DetachedSigner, CmsError> {
+        if opts.padding == SignaturePadding::Pss && digest == DigestAlg::Md5 {
+            return Err(CmsError::Unsupported("RSASSA-PSS with MD5".into()));
+        }
+        let protection = if opts.algorithm_protection && opts.signed_attributes {
+            // The attribute's value does not depend on the content: learnt from a signature
+            // over nothing.
+            let probe = sign_once(&[], key, cert, digest, opts, None)?;
+            Some(ffi::algorithm_protection_value(&probe)?)
+        } else {
+            None
+        };
+        let cms = prepare(key, cert, digest, opts, protection.as_deref())?;
+        Ok(DetachedSigner(ffi::ContentStream::digest(cms)?))
+    }
+
+    pub fn update(&mut self, data: &[u8]) -> Result<(), CmsError> {
+        self.0.write(data, &mut Vec::new())
+    }
+
+    /// The DER SignedData.
+    pub fn finish(mut self) -> Result<Vec<u8>, CmsError> {
+        self.0.finish(&mut Vec::new())?;
+        self.0.cms().to_der().map_err(openssl_err)
+    }
+}
+
 fn sign_once(
     data: &[u8],
+    key: &PKey<Private>,
+    cert: &X509,
+    digest: DigestAlg,
+    opts: &SignOptions,
+    protection: Option<&[u8]>,
+) -> Result<CmsContentInfo, CmsError> {
+    let cms = prepare(key, cert, digest, opts, protection)?;
+    ffi::finalize(&cms, data, ffi::CMS_BINARY)?;
+    Ok(cms)
+}
+
+/// A SignedData with its SignerInfo set up, waiting for its content (CMS_PARTIAL).
+fn prepare(
     key: &PKey<Private>,
     cert: &X509,
     digest: DigestAlg,
@@ -103,7 +148,6 @@ fn sign_once(
             si.add_algorithm_protection(value)?;
         }
     }
-    ffi::finalize(&cms, data, ffi::CMS_BINARY)?;
     Ok(cms)
 }
 

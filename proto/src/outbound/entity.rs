@@ -14,22 +14,24 @@ pub(super) struct Entity {
 
 impl Entity {
     pub(super) fn to_bytes(&self) -> Vec<u8> {
-        let head: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum();
-        let mut out = Vec::with_capacity(head + 2 + self.body.len());
-        for (n, v) in &self.headers {
-            out.extend_from_slice(n.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        let mut out = header_block(&self.headers, self.body.len());
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+/// The header fields and the blank line after them (room reserved for `body` more bytes).
+pub(super) fn header_block(headers: &[(&'static str, String)], body: usize) -> Vec<u8> {
+    let head: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut out = Vec::with_capacity(head + 2 + body);
+    for (n, v) in headers {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// One document as its own entity, or several as a multipart/related.
@@ -53,17 +55,31 @@ pub(super) fn payload_entity(docs: &[Document], seed: &str) -> Result<Entity, Ou
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    let root_type = ContentType::parse(&first.content_type).mime;
     Ok(Entity {
-        headers: vec![(
-            "Content-Type",
-            format!("multipart/related; boundary=\"{b}\"; type=\"{root_type}\""),
-        )],
+        headers: related_headers(&b, &first.content_type),
         body,
     })
 }
 
+/// The header of a multipart/related whose root (first) part has `root_type`.
+pub(super) fn related_headers(b: &str, root_type: &str) -> Vec<(&'static str, String)> {
+    let root_type = ContentType::parse(root_type).mime;
+    vec![(
+        "Content-Type",
+        format!("multipart/related; boundary=\"{b}\"; type=\"{root_type}\""),
+    )]
+}
+
 pub(super) fn document_entity(doc: &Document) -> Result<Entity, OutboundError> {
+    Ok(Entity {
+        headers: document_headers(&doc.filename, &doc.content_type)?,
+        body: doc.data.clone(),
+    })
+}
+
+/// A document's header fields, its type and name checked.
+pub(super) fn document_headers(filename: &str, content_type: &str) -> Result<Vec<(&'static str, String)>, OutboundError> {
+    let doc = Document { filename: filename.to_string(), content_type: content_type.to_string(), data: Vec::new() };
     check_line("document content type", &doc.content_type, false)?;
     let ct = ContentType::parse(&doc.content_type);
     let well_formed = ct.mime.split_once('/').is_some_and(|(t, s)| {
@@ -100,10 +116,7 @@ pub(super) fn document_entity(doc: &Document) -> Result<Entity, OutboundError> {
             format!("attachment; {}", filename_param(&doc.filename)?),
         ));
     }
-    Ok(Entity {
-        headers,
-        body: doc.data.clone(),
-    })
+    Ok(headers)
 }
 
 /// `filename="name"` for plain printable ASCII, else RFC 2231 `filename*=utf-8''name`.

@@ -13,19 +13,23 @@ use crate::mime;
 
 pub(super) fn compressed(entity: &[u8]) -> Result<Entity, OutboundError> {
     Ok(Entity {
-        headers: vec![
-            (
-                "Content-Type",
-                "application/pkcs7-mime; smime-type=compressed-data; name=smime.p7z".into(),
-            ),
-            ("Content-Transfer-Encoding", "binary".into()),
-            (
-                "Content-Disposition",
-                "attachment; filename=\"smime.p7z\"".into(),
-            ),
-        ],
+        headers: compressed_headers(),
         body: cms::compress(entity)?,
     })
+}
+
+pub(super) fn compressed_headers() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "Content-Type",
+            "application/pkcs7-mime; smime-type=compressed-data; name=smime.p7z".into(),
+        ),
+        ("Content-Transfer-Encoding", "binary".into()),
+        (
+            "Content-Disposition",
+            "attachment; filename=\"smime.p7z\"".into(),
+        ),
+    ]
 }
 
 pub(super) fn multipart_signed(
@@ -35,29 +39,43 @@ pub(super) fn multipart_signed(
     seed: &str,
 ) -> Result<Entity, OutboundError> {
     let b = boundary("Sig", seed, &[content])?;
-    let sig_b64 = base64_lines(sig);
-    let mut body = Vec::with_capacity(content.len() + sig_b64.len() + 3 * b.len() + 256);
-    body.extend_from_slice(format!("--{b}\r\n").as_bytes());
+    let (open, close) = signed_delimiters(&b, sig);
+    let mut body = Vec::with_capacity(open.len() + content.len() + close.len());
+    body.extend_from_slice(&open);
     body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{b}\r\n").as_bytes());
-    body.extend_from_slice(
+    body.extend_from_slice(&close);
+    Ok(Entity {
+        headers: signed_headers(&b, digest),
+        body,
+    })
+}
+
+/// What comes before the signed content in a multipart/signed body, and what comes after it
+/// (the signature part and the closing delimiter).
+pub(super) fn signed_delimiters(b: &str, sig: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let open = format!("--{b}\r\n").into_bytes();
+    let sig_b64 = base64_lines(sig);
+    let mut close = Vec::with_capacity(sig_b64.len() + 2 * b.len() + 256);
+    close.extend_from_slice(format!("\r\n--{b}\r\n").as_bytes());
+    close.extend_from_slice(
         b"Content-Type: application/pkcs7-signature; name=smime.p7s; smime-type=signed-data\r\n\
           Content-Transfer-Encoding: base64\r\n\
           Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n",
     );
     // base64_lines ends with CRLF: that line break belongs to the closing delimiter.
-    body.extend_from_slice(&sig_b64);
-    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    Ok(Entity {
-        headers: vec![(
-            "Content-Type",
-            format!(
-                "multipart/signed; protocol=\"application/pkcs7-signature\"; micalg={}; boundary=\"{b}\"",
-                digest.name(SPELLING)
-            ),
-        )],
-        body,
-    })
+    close.extend_from_slice(&sig_b64);
+    close.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    (open, close)
+}
+
+pub(super) fn signed_headers(b: &str, digest: DigestAlg) -> Vec<(&'static str, String)> {
+    vec![(
+        "Content-Type",
+        format!(
+            "multipart/signed; protocol=\"application/pkcs7-signature\"; micalg={}; boundary=\"{b}\"",
+            digest.name(SPELLING)
+        ),
+    )]
 }
 
 pub(super) fn enveloped(
@@ -66,25 +84,29 @@ pub(super) fn enveloped(
     cipher: ContentCipher,
     kt: KeyTransport,
 ) -> Result<Entity, OutboundError> {
+    Ok(Entity {
+        headers: enveloped_headers(cipher),
+        body: cms::encrypt(entity, recipient, cipher, kt)?,
+    })
+}
+
+pub(super) fn enveloped_headers(cipher: ContentCipher) -> Vec<(&'static str, String)> {
     // AES-GCM makes an AuthEnvelopedData, named as RFC 8551 names it.
     let smime_type = match cipher {
         ContentCipher::Aes128Gcm | ContentCipher::Aes256Gcm => "authEnveloped-data",
         _ => "enveloped-data",
     };
-    Ok(Entity {
-        headers: vec![
-            (
-                "Content-Type",
-                format!("application/pkcs7-mime; smime-type={smime_type}; name=smime.p7m"),
-            ),
-            ("Content-Transfer-Encoding", "binary".into()),
-            (
-                "Content-Disposition",
-                "attachment; filename=\"smime.p7m\"".into(),
-            ),
-        ],
-        body: cms::encrypt(entity, recipient, cipher, kt)?,
-    })
+    vec![
+        (
+            "Content-Type",
+            format!("application/pkcs7-mime; smime-type={smime_type}; name=smime.p7m"),
+        ),
+        ("Content-Transfer-Encoding", "binary".into()),
+        (
+            "Content-Disposition",
+            "attachment; filename=\"smime.p7m\"".into(),
+        ),
+    ]
 }
 
 /// A boundary derived from the seed that occurs nowhere in `contents` (so it cannot be

@@ -34,7 +34,10 @@ use openssl::x509::X509;
 
 mod entity;
 mod layers;
+mod streamed;
 mod validate;
+
+pub use streamed::{BuildStep, Piece, StreamBuilder, StreamBuilt, StreamDocument};
 
 use entity::{encode_subject, payload_entity};
 use layers::{compressed, enveloped, multipart_signed};
@@ -184,22 +187,7 @@ pub fn build(
     ids: &OutboundIds<'_>,
     subject: &str,
 ) -> Result<Built, OutboundError> {
-    check_as2_name("AS2-From", from_as2)?;
-    check_as2_name("AS2-To", to_as2)?;
-    check_message_id(ids.message_id)?;
-    check_line("date", ids.date, false)?;
-    check_seed(ids.boundary_seed)?;
-    let signing = match opts.sign {
-        None => None,
-        Some(digest) => {
-            let (key, cert) = signer.ok_or(OutboundError::MissingSigner)?;
-            Some((digest, key, cert))
-        }
-    };
-    let encryption = match opts.encrypt {
-        None => None,
-        Some(cipher) => Some((cipher, recipient.ok_or(OutboundError::MissingRecipient)?)),
-    };
+    let (signing, encryption) = checked(from_as2, to_as2, opts, signer, recipient, ids)?;
 
     let payload = payload_entity(docs, ids.boundary_seed)?;
     let payload_bytes = payload.to_bytes();
@@ -212,17 +200,7 @@ pub fn build(
     if let Some((digest, key, cert)) = signing {
         let content = current.to_bytes();
         signed_mic = Some(unwrap::compute_mic(&content, digest));
-        let sign_opts = SignOptions {
-            padding: if opts.pss {
-                SignaturePadding::Pss
-            } else {
-                SignaturePadding::Pkcs1v15
-            },
-            signed_attributes: true,
-            algorithm_protection: opts.algorithm_protection,
-            include_cert: true,
-        };
-        let sig = cms::sign_detached(&content, key, cert, digest, &sign_opts)?;
+        let sig = cms::sign_detached(&content, key, cert, digest, &sign_options(opts))?;
         current = multipart_signed(&content, &sig, digest, ids.boundary_seed)?;
     }
     if opts.compression == Compression::AfterSigning {
@@ -271,6 +249,28 @@ pub fn build(
     };
     drop(encrypted_entity);
 
+    let mut headers = http_headers(from_as2, opts, ids, subject, to_as2, &mic)?;
+    for (n, v) in current.headers {
+        headers.push((n.to_string(), v));
+    }
+    Ok(Built {
+        headers,
+        body: current.body,
+        mic,
+        mic_alternatives,
+        message_id: ids.message_id.to_string(),
+    })
+}
+
+/// The HTTP headers of a message before its outermost entity's own (Content-Type and so on).
+fn http_headers(
+    from_as2: &str,
+    opts: &OutboundOptions,
+    ids: &OutboundIds<'_>,
+    subject: &str,
+    to_as2: &str,
+    mic: &Mic,
+) -> Result<Vec<(String, String)>, OutboundError> {
     let mut headers: Vec<(String, String)> = vec![
         ("AS2-Version".into(), "1.2".into()),
         ("AS2-From".into(), quote_name(from_as2)),
@@ -306,14 +306,45 @@ pub fn build(
             headers.push(("Receipt-Delivery-Option".into(), url.clone()));
         }
     }
-    for (n, v) in current.headers {
-        headers.push((n.to_string(), v));
+    Ok(headers)
+}
+
+type Signing<'k> = Option<(DigestAlg, &'k PKey<Private>, &'k X509)>;
+type Encryption<'k> = Option<(ContentCipher, &'k X509)>;
+
+/// The checks every build makes first, and the keys the options call for.
+fn checked<'k>(
+    from_as2: &str,
+    to_as2: &str,
+    opts: &OutboundOptions,
+    signer: Option<(&'k PKey<Private>, &'k X509)>,
+    recipient: Option<&'k X509>,
+    ids: &OutboundIds<'_>,
+) -> Result<(Signing<'k>, Encryption<'k>), OutboundError> {
+    check_as2_name("AS2-From", from_as2)?;
+    check_as2_name("AS2-To", to_as2)?;
+    check_message_id(ids.message_id)?;
+    check_line("date", ids.date, false)?;
+    check_seed(ids.boundary_seed)?;
+    let signing = match opts.sign {
+        None => None,
+        Some(digest) => {
+            let (key, cert) = signer.ok_or(OutboundError::MissingSigner)?;
+            Some((digest, key, cert))
+        }
+    };
+    let encryption = match opts.encrypt {
+        None => None,
+        Some(cipher) => Some((cipher, recipient.ok_or(OutboundError::MissingRecipient)?)),
+    };
+    Ok((signing, encryption))
+}
+
+fn sign_options(opts: &OutboundOptions) -> SignOptions {
+    SignOptions {
+        padding: if opts.pss { SignaturePadding::Pss } else { SignaturePadding::Pkcs1v15 },
+        signed_attributes: true,
+        algorithm_protection: opts.algorithm_protection,
+        include_cert: true,
     }
-    Ok(Built {
-        headers,
-        body: current.body,
-        mic,
-        mic_alternatives,
-        message_id: ids.message_id.to_string(),
-    })
 }
