@@ -60,6 +60,8 @@ pub struct HttpState {
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     pub max_body: usize,
+    /// The most a POST /api/send may carry (`admin.max_send_bytes`).
+    pub max_send: usize,
     /// No body byte for this long: 408.
     pub body_idle: Duration,
     /// The whole body within this time: else 408.
@@ -379,7 +381,9 @@ pub async fn replay_dead(req: HttpRequest, q: web::Query<ReplayQuery>, st: web::
 
 /// POST /api/send: multipart/form-data with fields `station`, `partner`, optional
 /// `message_id`, and one or more file parts (each with a filename).
-pub async fn send(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) -> HttpResponse {
+pub async fn send(req: HttpRequest, mut body: web::Payload, st: web::Data<HttpState>) -> HttpResponse {
+    use edinode_actors::outbound_intake::{FormError, FormIntake};
+    use futures::StreamExt;
     if !authorized(&req, &st) {
         return unauthorized();
     }
@@ -388,38 +392,40 @@ pub async fn send(req: HttpRequest, body: web::Bytes, st: web::Data<HttpState>) 
     if !ct.is("multipart/form-data") {
         return bad("expected multipart/form-data");
     }
-    let limits = st.cx.limits.mime;
-    let parts = match edinode_proto::mime::split_multipart(&body, ct.param("boundary").unwrap_or(""), &limits) {
-        Ok(p) => p,
-        Err(e) => return bad(&e.to_string()),
-    };
-    let (mut station, mut partner, mut message_id, mut docs) = (None, None, None, Vec::new());
-    for p in parts {
-        let Ok(e) = edinode_proto::mime::Entity::parse(p, &limits) else { return bad("unreadable part") };
-        let disp = edinode_proto::mime::ContentType::parse(&format!("x/x; {}", e.header("content-disposition").unwrap_or("").split_once(';').map(|(_, r)| r).unwrap_or("")));
-        let name = disp.param("name").unwrap_or("").to_string();
-        let value = e.body.to_vec();
-        match (name.as_str(), e.filename()) {
-            (_, Some(f)) => docs.push((f, e.header("content-type").unwrap_or("application/octet-stream").to_string(), value)),
-            ("station", None) => station = Some(String::from_utf8_lossy(&value).trim().to_string()),
-            ("partner", None) => partner = Some(String::from_utf8_lossy(&value).trim().to_string()),
-            ("message_id", None) => message_id = Some(String::from_utf8_lossy(&value).trim().to_string()).filter(|s| !s.is_empty()),
-            _ => {}
-        }
-    }
-    let (Some(station), Some(partner)) = (station, partner) else { return bad("station and partner are required") };
-    if docs.is_empty() {
-        return bad("at least one file is required");
-    }
+    // Read as it arrives: files go to the blob store a chunk at a time, whatever their size.
     let cx = st.cx.current();
-    match cx.directory.partner_by_name(&partner) {
-        Some((_, s)) if s.name == station => {}
-        _ => return bad("unknown station/partner pair"),
-    }
-    let send = match edinode_actors::outbound_intake::new_send(&cx, &station, &partner, message_id, docs, "api", crate::storage::now_ms()).await {
-        Ok(s) => s,
-        Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let refused = |e: FormError| match e {
+        FormError::TooLarge(_) => HttpResponse::PayloadTooLarge().json(serde_json::json!({"error": e.to_string()})),
+        FormError::Malformed(m) => bad(&m),
+        FormError::Storage(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
     };
+    let read = async {
+        let mut form = FormIntake::new(&cx, &id, ct.param("boundary").unwrap_or(""), st.limits.max_send as u64)?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| FormError::Malformed(format!("reading the request: {e}")))?;
+            form.push(&chunk).await?;
+        }
+        form.finish().await
+    };
+    let form = match read.await {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = cx.blobs.delete_prefix(&format!("outbound/{id}/")).await;
+            return refused(e);
+        }
+    };
+    let field = |n: &str| form.fields.get(n).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let (Some(station), Some(partner)) = (field("station"), field("partner")) else {
+        let _ = cx.blobs.delete_prefix(&format!("outbound/{id}/")).await;
+        return bad("station and partner are required");
+    };
+    let pair_known = matches!(cx.directory.partner_by_name(&partner), Some((_, s)) if s.name == station);
+    if form.files.is_empty() || !pair_known {
+        let _ = cx.blobs.delete_prefix(&format!("outbound/{id}/")).await;
+        return bad(if pair_known { "at least one file is required" } else { "unknown station/partner pair" });
+    }
+    let send = edinode_actors::outbound_intake::send_of(&cx, id, &station, &partner, field("message_id"), form.files, "api", crate::storage::now_ms());
     let out = match edinode_actors::as2_sender::submit(&cx, &send).await {
         Ok(o) => o,
         Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),

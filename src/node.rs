@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The most an admin request body read whole may take (128 MiB).
+const BUFFERED_ADMIN_BODY: usize = 128 << 20;
+
 /// A started node.
 pub struct Node {
     pub cx: NodeContext,
@@ -285,6 +288,7 @@ impl Node {
             certs: self.certs.clone(),
             limits: http::HttpLimits {
                 max_body: self.settings.http.max_body_bytes,
+                max_send: self.settings.admin.max_send_bytes,
                 body_idle: Duration::from_secs(self.settings.http.body_idle_timeout_secs.max(1)),
                 body_total: Duration::from_secs(self.settings.http.body_timeout_secs.max(1)),
             },
@@ -301,7 +305,8 @@ impl Node {
         let admin_server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(max_send))
+                // Bodies read whole (the AS4 submit API, JSON); /api/send streams up to max_send.
+                .app_data(web::PayloadConfig::new(max_send.min(BUFFERED_ADMIN_BODY)))
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
                 .route("/metrics", web::get().to(http::metrics))

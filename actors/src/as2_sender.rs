@@ -78,6 +78,20 @@ async fn claim_outcome(cx: &NodeContext, wait: &AwaitingMdn) -> Result<bool, Sto
     Ok(cx.state.set_once(&key, &token, ttl).await? == token)
 }
 
+/// A message ready to POST.
+struct Message {
+    headers: Vec<(String, String)>,
+    mic: Mic,
+    mic_alternatives: Vec<AltMic>,
+    body: Body,
+}
+
+enum Body {
+    Whole(Vec<u8>),
+    /// Documents over the stream threshold: pieces read from blobs as they are sent.
+    Streamed(crate::outbound_stream::Streamed),
+}
+
 #[derive(Default)]
 pub struct As2Sender {
     clients: Mutex<HashMap<String, reqwest::Client>>,
@@ -190,33 +204,39 @@ impl Actor for As2Sender {
         let Some(url) = partner.url.clone() else {
             return Ok(conclude(cx, &s, false, "the partner has no URL", None).await);
         };
-        let mut docs = Vec::with_capacity(s.documents.len());
-        let mut size = 0usize;
-        for d in &s.documents {
-            let data = cx.load(&d.data).await?;
-            size += data.len();
-            docs.push(Document { filename: d.filename.clone(), content_type: d.content_type.clone(), data });
-        }
+        let size: u64 = s.documents.iter().map(|d| d.data.len()).sum();
         span.record("size", size);
-        let (p2, st2, mid, seed) = (partner.clone(), station.clone(), s.message_id.clone(), s.id.clone());
-        let built = cx.cpu.run(move || {
-            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-            let ids = OutboundIds { message_id: &mid, boundary_seed: &seed, date: &date };
-            outbound::build(
-                &st2.as2_id,
-                &p2.as2_id,
-                &docs,
-                &p2.outbound.options,
-                Some((&st2.signing_key, &st2.signing_cert)),
-                p2.encryption_cert.as_ref(),
-                &ids,
-                "AS2 message",
-            )
-        })
-        .await?;
-        let built = match built {
-            Ok(b) => b,
-            Err(e) => return Ok(conclude(cx, &s, false, &format!("cannot build the message: {e}"), None).await),
+        let built = if crate::outbound_stream::streams(cx, &s) {
+            match crate::outbound_stream::build(cx, &s, partner, station).await? {
+                Ok(m) => Message { headers: m.built.headers.clone(), mic: m.built.mic.clone(), mic_alternatives: Vec::new(), body: Body::Streamed(m) },
+                Err(e) => return Ok(conclude(cx, &s, false, &format!("cannot build the message: {e}"), None).await),
+            }
+        } else {
+            let mut docs = Vec::with_capacity(s.documents.len());
+            for d in &s.documents {
+                let data = cx.load(&d.data).await?;
+                docs.push(Document { filename: d.filename.clone(), content_type: d.content_type.clone(), data });
+            }
+            let (p2, st2, mid, seed) = (partner.clone(), station.clone(), s.message_id.clone(), s.id.clone());
+            let built = cx.cpu.run(move || {
+                let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+                let ids = OutboundIds { message_id: &mid, boundary_seed: &seed, date: &date };
+                outbound::build(
+                    &st2.as2_id,
+                    &p2.as2_id,
+                    &docs,
+                    &p2.outbound.options,
+                    Some((&st2.signing_key, &st2.signing_cert)),
+                    p2.encryption_cert.as_ref(),
+                    &ids,
+                    "AS2 message",
+                )
+            })
+            .await?;
+            match built {
+                Ok(b) => Message { headers: b.headers, mic: b.mic, mic_alternatives: b.mic_alternatives, body: Body::Whole(b.body) },
+                Err(e) => return Ok(conclude(cx, &s, false, &format!("cannot build the message: {e}"), None).await),
+            }
         };
         cx.annotate(&s.id, &[("mic", format!("{}, {}", built.mic.digest, built.mic.alg.name(Default::default()))), ("url", url.clone())]).await;
         cx.status(&s.id, "sending", &format!("attempt {} to {}", s.attempt + 1, url)).await;
@@ -252,16 +272,29 @@ impl Actor for As2Sender {
         if let Some((u, p)) = &partner.outbound.http.basic_auth {
             req = req.basic_auth(u, Some(p));
         }
-        let body = built.body;
-        let req = if partner.outbound.http.chunked {
-            // A stream body goes out with Transfer-Encoding: chunked and no Content-Length.
-            let stream = futures::stream::once(async move { Ok::<Vec<u8>, std::io::Error>(body) });
-            req.body(reqwest::Body::wrap_stream(stream))
-        } else {
-            req.body(body)
+        let chunked = partner.outbound.http.chunked;
+        let sent = match built.body {
+            Body::Whole(body) => {
+                let req = if chunked {
+                    // A stream body goes out with Transfer-Encoding: chunked and no Content-Length.
+                    let stream = futures::stream::once(async move { Ok::<Vec<u8>, std::io::Error>(body) });
+                    req.body(reqwest::Body::wrap_stream(stream))
+                } else {
+                    req.body(body)
+                };
+                req.send().await
+            }
+            Body::Streamed(m) => {
+                let (tx, stream) = crate::outbound_stream::body();
+                // Without the header a stream body goes out chunked.
+                let req = if chunked { req } else { req.header("Content-Length", m.built.len) };
+                let (sent, ()) = tokio::join!(req.body(stream).send(), crate::outbound_stream::feed(cx, &m, tx));
+                crate::outbound_stream::drop_layers(cx, &m).await;
+                sent
+            }
         };
         let retry = |why: String| -> Result<Vec<Out>, ActorError> { Err(ActorError::Transient(why)) };
-        let resp = match req.send().await {
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => return self.again(cx, &s, partner, format!("POST {url} failed: {e}"), retry).await,
         };

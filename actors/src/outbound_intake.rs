@@ -3,7 +3,7 @@
 //! for idempotency) into the same typed [`Send`] the API and the S3 outbox produce.
 
 use crate::{event, queues, Actor, ActorError, NodeContext, Out};
-use edinode_proto::envelope::{Payload, Send};
+use edinode_proto::envelope::{Blob, Payload, Send};
 
 /// A document as an enterprise system put it on `edinode.outbound`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -60,21 +60,145 @@ pub async fn to_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<u
 /// Build a Send for documents; `message_id` (idempotency key) is generated when absent.
 pub async fn new_send(cx: &NodeContext, station: &str, partner: &str, message_id: Option<String>, docs: Vec<(String, String, Vec<u8>)>, source: &str, now_ms: i64) -> Result<Send, ActorError> {
     let id = uuid::Uuid::new_v4().simple().to_string();
+    let mut documents = Vec::with_capacity(docs.len());
+    for (i, (filename, content_type, data)) in docs.into_iter().enumerate() {
+        let blob = if data.len() <= cx.limits.inline_threshold {
+            Blob::Inline(data)
+        } else {
+            let key = format!("outbound/{id}/doc{i}");
+            cx.blobs.put(&key, &data).await?;
+            Blob::Stored { key, len: data.len() as u64 }
+        };
+        documents.push(Payload { filename, content_type, data: blob });
+    }
+    Ok(send_of(cx, id, station, partner, message_id, documents, source, now_ms))
+}
+
+/// What a multipart/form-data request (`POST /api/send`) carried: its small fields, and its
+/// files stored as they arrived.
+pub struct Form {
+    pub fields: std::collections::BTreeMap<String, String>,
+    pub files: Vec<Payload>,
+}
+
+/// The most a form field (station, partner, message_id) may hold.
+const MAX_FIELD: usize = 4096;
+
+/// Reads a multipart/form-data body as it arrives: each file part goes to
+/// `outbound/<id>/doc<n>` (kept inline when it stays under `limits.inline_threshold_bytes`),
+/// so a document of any size takes a few chunks of memory. The caller authenticates first.
+pub struct FormIntake<'a> {
+    cx: &'a NodeContext,
+    id: String,
+    parts: edinode_proto::stream::pipeline::Documents,
+    fields: std::collections::BTreeMap<String, String>,
+    files: Vec<Payload>,
+    /// The file part being read: its part number and where its bytes go.
+    current: Option<(usize, FileSink<'a>)>,
+    received: u64,
+    max: u64,
+}
+
+enum FileSink<'a> {
+    Memory(Vec<u8>),
+    Blob(Box<dyn crate::BlobWriter + 'a>, String),
+}
+
+/// Why a form was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FormError {
+    #[error("the request is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Storage(#[from] crate::StorageError),
+}
+
+impl<'a> FormIntake<'a> {
+    /// `id`: the Send the files are for; `max`: the most the body may take.
+    pub fn new(cx: &'a NodeContext, id: &str, boundary: &str, max: u64) -> Result<FormIntake<'a>, FormError> {
+        if boundary.is_empty() || boundary.contains('"') {
+            return Err(FormError::Malformed("missing or invalid boundary".into()));
+        }
+        let mut parts = edinode_proto::stream::pipeline::Documents::new(cx.limits.mime);
+        // The form's parts are read as the parts of a multipart entity with this header.
+        let head = format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n");
+        parts.push(head.as_bytes(), &mut Vec::new()).map_err(|e| FormError::Malformed(e.to_string()))?;
+        Ok(FormIntake { cx, id: id.to_string(), parts, fields: Default::default(), files: Vec::new(), current: None, received: 0, max })
+    }
+
+    pub async fn push(&mut self, chunk: &[u8]) -> Result<(), FormError> {
+        self.received += chunk.len() as u64;
+        if self.received > self.max {
+            return Err(FormError::TooLarge(self.max));
+        }
+        let mut out = Vec::new();
+        self.parts.push(chunk, &mut out).map_err(|e| FormError::Malformed(e.to_string()))?;
+        self.route(out).await
+    }
+
+    pub async fn finish(mut self) -> Result<Form, FormError> {
+        let mut out = Vec::new();
+        self.parts.finish(&mut out).map_err(|e| FormError::Malformed(e.to_string()))?;
+        self.route(out).await?;
+        self.close().await?;
+        Ok(Form { fields: self.fields, files: self.files })
+    }
+
+    async fn route(&mut self, out: Vec<(usize, Vec<u8>)>) -> Result<(), FormError> {
+        for (n, bytes) in out {
+            let Some(head) = self.parts.heads().get(n).cloned() else { continue };
+            let Some(filename) = head.filename.clone() else {
+                let name = head.name.clone().unwrap_or_default();
+                let value = self.fields.entry(name).or_default();
+                if value.len() + bytes.len() > MAX_FIELD {
+                    return Err(FormError::Malformed(format!("a form field is over {MAX_FIELD} bytes")));
+                }
+                value.push_str(&String::from_utf8_lossy(&bytes));
+                continue;
+            };
+            if self.current.as_ref().is_none_or(|(i, _)| *i != n) {
+                self.close().await?;
+                self.files.push(Payload { filename, content_type: head.content_type.clone(), data: Blob::Inline(Vec::new()) });
+                self.current = Some((n, FileSink::Memory(Vec::new())));
+            }
+            let Some((_, sink)) = self.current.as_mut() else { continue };
+            match sink {
+                FileSink::Memory(buf) if buf.len() + bytes.len() <= self.cx.limits.inline_threshold => buf.extend_from_slice(&bytes),
+                FileSink::Memory(buf) => {
+                    let key = format!("outbound/{}/doc{}", self.id, self.files.len() - 1);
+                    let mut w = self.cx.blobs.writer(&key).await?;
+                    w.write(buf).await?;
+                    w.write(&bytes).await?;
+                    *sink = FileSink::Blob(w, key);
+                }
+                FileSink::Blob(w, _) => w.write(&bytes).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The file being read is complete.
+    async fn close(&mut self) -> Result<(), FormError> {
+        let Some((_, sink)) = self.current.take() else { return Ok(()) };
+        let data = match sink {
+            FileSink::Memory(buf) => Blob::Inline(buf),
+            FileSink::Blob(w, key) => Blob::Stored { len: w.finish().await?, key },
+        };
+        if let Some(last) = self.files.last_mut() {
+            last.data = data;
+        }
+        Ok(())
+    }
+}
+
+/// A Send for documents already stored (or inline) under `id`.
+pub fn send_of(cx: &NodeContext, id: String, station: &str, partner: &str, message_id: Option<String>, documents: Vec<Payload>, source: &str, now_ms: i64) -> Send {
     let message_id = match message_id {
         Some(m) if m.starts_with('<') => m,
         Some(m) => format!("<{m}>"),
         None => format!("<{id}@{}>", cx.node_id),
     };
-    let mut documents = Vec::with_capacity(docs.len());
-    for (i, (filename, content_type, data)) in docs.into_iter().enumerate() {
-        let blob = if data.len() <= cx.limits.inline_threshold {
-            edinode_proto::envelope::Blob::Inline(data)
-        } else {
-            let key = format!("outbound/{id}/doc{i}");
-            cx.blobs.put(&key, &data).await?;
-            edinode_proto::envelope::Blob::Stored { key, len: data.len() as u64 }
-        };
-        documents.push(Payload { filename, content_type, data: blob });
-    }
-    Ok(Send { id, station: station.to_string(), partner: partner.to_string(), message_id, documents, created_at_ms: now_ms, source: source.to_string(), attempt: 0 })
+    Send { id, station: station.to_string(), partner: partner.to_string(), message_id, documents, created_at_ms: now_ms, source: source.to_string(), attempt: 0 }
 }

@@ -152,11 +152,17 @@ impl Codec for DecryptEntity {
 pub struct DocumentHead {
     pub filename: Option<String>,
     pub content_type: String,
+    /// The Content-Disposition `name` (a form field's name in multipart/form-data).
+    pub name: Option<String>,
 }
 
 fn head_of(headers: &[Header]) -> DocumentHead {
     let e = Entity::with_headers(headers.to_vec(), &[]);
-    DocumentHead { filename: e.filename(), content_type: e.content_type().mime }
+    let name = e.header("content-disposition").and_then(|v| {
+        let cd = ContentType::parse(&format!("x/x; {}", v.split_once(';').map(|(_, p)| p).unwrap_or("")));
+        cd.param("name").map(str::to_string)
+    });
+    DocumentHead { filename: e.filename(), content_type: e.content_type().mime, name }
 }
 
 /// The payload entity split into its documents as it streams ([`crate::unwrap::documents`]'s
