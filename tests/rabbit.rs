@@ -337,6 +337,27 @@ fn documents_put_on_edinode_outbound_are_sent_and_bad_ones_dead_lettered() {
     assert!(kinds.contains(&("outbound.delivered".to_string(), "<bus-0@erp>".to_string())), "{kinds:?}");
     assert!(kinds.contains(&("outbound.delivered".to_string(), "<bus-1@erp>".to_string())), "{kinds:?}");
     assert!(kinds.iter().any(|(k, m)| k == "outbound.rejected" && m == "bus-2@erp"), "{kinds:?}");
+
+    // Claim-checked: the document waits in the sender's blob store (fs here: var/blobs) and the
+    // queue carries its key. 24 MiB is over the stream threshold: built as it streams.
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let claims = ds.join("var/blobs/claims");
+    std::fs::create_dir_all(&claims).unwrap();
+    std::fs::write(claims.join("big.edi"), &big).unwrap();
+    publish(b"", &[("station", "edinode"), ("partner", "acme"), ("filename", "big.edi"), ("claim-check", "claims/big.edi"), ("message-id", "bus-big@erp")]);
+    // Outside claims/, and a claim that is not there: refused with the reason.
+    publish(b"", &[("station", "edinode"), ("partner", "acme"), ("filename", "x.edi"), ("claim-check", "claims/../edinode.toml")]);
+    publish(b"", &[("station", "edinode"), ("partner", "acme"), ("filename", "y.edi"), ("claim-check", "claims/missing.edi")]);
+    let got = wait_for(120, "the claim-checked document at the receiver", || {
+        let d = dr.join("inbox/acme/edinode/big.edi");
+        std::fs::metadata(&d).ok().filter(|m| m.len() == big.len() as u64).map(|_| std::fs::read(&d).unwrap())
+    });
+    assert!(got == big, "delivered byte-exact");
+    let log = std::fs::read_to_string(&_sender.log).unwrap_or_default();
+    assert!(log.contains("Large outbound layer streamed"), "the sender streamed the claim-checked document");
+    let reasons: Vec<String> = (0..2).map(|_| amqp_header(&rt.block_on(next_message(&ch, "edinode.dead", 20)), "x-edinode-reason")).collect();
+    assert!(reasons.iter().any(|r| r.contains("expected a key below claims/")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("claims/missing.edi")), "{reasons:?}");
 }
 
 /// The fault-injection scenario: three processes, workers killed with SIGKILL five times and a

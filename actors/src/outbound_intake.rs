@@ -28,7 +28,7 @@ impl Actor for OutboundIntake {
 
     async fn handle(&self, cx: &NodeContext, d: QueuedDocument) -> Result<Vec<Out>, ActorError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_millis() as i64).unwrap_or(0);
-        match to_send(cx, &d.headers, d.body, now).await {
+        match to_send(cx, &d.headers, d.body, now).await? {
             Ok(send) => Ok(vec![crate::as2_sender::submit(cx, &send).await?]),
             Err(reason) => {
                 tracing::warn!(message = "Outbound document refused.", %reason);
@@ -40,21 +40,72 @@ impl Actor for OutboundIntake {
 }
 
 /// Validate the headers and build the Send (documents kept inline or in the blob store).
-pub async fn to_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<u8>, now_ms: i64) -> Result<Send, String> {
+/// `Ok(Err(reason))`: the document cannot be sent as given; `Err`: the stores failed (try again).
+pub async fn to_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<u8>, now_ms: i64) -> Result<Result<Send, String>, ActorError> {
+    Ok(match checked_send(cx, headers, body, now_ms).await {
+        Ok(send) => Ok(send),
+        Err(Refused::Reason(r)) => Err(r),
+        Err(Refused::Failed(e)) => return Err(e),
+    })
+}
+
+/// Why [`checked_send`] made no Send.
+enum Refused {
+    Reason(String),
+    Failed(ActorError),
+}
+
+impl From<String> for Refused {
+    fn from(r: String) -> Refused {
+        Refused::Reason(r)
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(r: &str) -> Refused {
+        Refused::Reason(r.to_string())
+    }
+}
+
+async fn checked_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<u8>, now_ms: i64) -> Result<Send, Refused> {
     let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty());
     let station = get("station").ok_or("missing header station")?;
     let partner = get("partner").ok_or("missing header partner")?;
     let (p, st) = cx.directory.partner_by_name(&partner).ok_or_else(|| format!("unknown partner {partner}"))?;
     if st.name != station {
-        return Err(format!("partner {partner} belongs to station {}, not {station}", st.name));
+        return Err(format!("partner {partner} belongs to station {}, not {station}", st.name).into());
     }
     let _ = p;
     let filename = get("filename").and_then(|f| edinode_proto::mime::sanitize_filename(&f)).ok_or("missing or invalid header filename")?;
     let content_type = get("content-type").unwrap_or_else(|| "application/octet-stream".into());
+    if let Some(claim) = get("claim-check") {
+        // The document waits in the node's blob store; the queue carries its key.
+        let claim = claim_key(&claim)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        // A claim that is not there is refused; a store that fails is tried again.
+        let failed = |e: crate::StorageError| if e.is_not_found() { Refused::Reason(format!("claim-check {claim}: {e}")) } else { Refused::Failed(e.into()) };
+        let mut reader = cx.blobs.reader(&claim).await.map_err(failed)?;
+        let data = copy_document(cx, &id, 0, reader.as_mut()).await.map_err(failed)?;
+        if data.len() == 0 {
+            return Err("empty document".into());
+        }
+        let doc = Payload { filename, content_type, data };
+        return Ok(send_of(cx, id, &station, &partner, get("message-id"), vec![doc], "queue", now_ms));
+    }
     if body.is_empty() {
         return Err("empty document".into());
     }
-    new_send(cx, &station, &partner, get("message-id"), vec![(filename, content_type, body)], "queue", now_ms).await.map_err(|e| e.to_string())
+    new_send(cx, &station, &partner, get("message-id"), vec![(filename, content_type, body)], "queue", now_ms).await.map_err(Refused::Failed)
+}
+
+/// Where claim-checked documents wait in the node's blob store (`claim-check` header values
+/// name keys below it).
+pub const CLAIMS_PREFIX: &str = "claims/";
+
+/// A `claim-check` value as a blob key: only below [`CLAIMS_PREFIX`], no climbing out of it.
+fn claim_key(v: &str) -> Result<String, String> {
+    let ok = v.starts_with(CLAIMS_PREFIX) && v.len() > CLAIMS_PREFIX.len() && v.len() <= 512 && !v.split('/').any(|s| s == ".." || s == ".") && !v.contains('\\') && v.bytes().all(|b| b.is_ascii_graphic());
+    if ok { Ok(v.to_string()) } else { Err(format!("claim-check {v:.80}: expected a key below {CLAIMS_PREFIX}")) }
 }
 
 /// Build a Send for documents; `message_id` (idempotency key) is generated when absent.
@@ -94,14 +145,58 @@ pub struct FormIntake<'a> {
     fields: std::collections::BTreeMap<String, String>,
     files: Vec<Payload>,
     /// The file part being read: its part number and where its bytes go.
-    current: Option<(usize, FileSink<'a>)>,
+    current: Option<(usize, DocSink<'a>)>,
     received: u64,
     max: u64,
 }
 
-enum FileSink<'a> {
+/// Where a document's bytes go as they arrive: memory while they stay under
+/// `limits.inline_threshold_bytes` (the Send carries them inline), else the blob `key`.
+pub struct DocSink<'a> {
+    cx: &'a NodeContext,
+    key: String,
+    state: SinkState<'a>,
+}
+
+enum SinkState<'a> {
     Memory(Vec<u8>),
-    Blob(Box<dyn crate::BlobWriter + 'a>, String),
+    Blob(Box<dyn crate::BlobWriter + 'a>),
+}
+
+impl<'a> DocSink<'a> {
+    pub fn new(cx: &'a NodeContext, key: String) -> DocSink<'a> {
+        DocSink { cx, key, state: SinkState::Memory(Vec::new()) }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), crate::StorageError> {
+        match &mut self.state {
+            SinkState::Memory(buf) if buf.len() + bytes.len() <= self.cx.limits.inline_threshold => buf.extend_from_slice(bytes),
+            SinkState::Memory(buf) => {
+                let mut w = self.cx.blobs.writer(&self.key).await?;
+                w.write(buf).await?;
+                w.write(bytes).await?;
+                self.state = SinkState::Blob(w);
+            }
+            SinkState::Blob(w) => w.write(bytes).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn finish(self) -> Result<Blob, crate::StorageError> {
+        Ok(match self.state {
+            SinkState::Memory(buf) => Blob::Inline(buf),
+            SinkState::Blob(w) => Blob::Stored { len: w.finish().await?, key: self.key },
+        })
+    }
+}
+
+/// Copy everything `reader` yields into the Send's document `n` of `id`.
+pub async fn copy_document(cx: &NodeContext, id: &str, n: usize, reader: &mut dyn crate::BlobReader) -> Result<Blob, crate::StorageError> {
+    let mut sink = DocSink::new(cx, format!("outbound/{id}/doc{n}"));
+    while let Some(chunk) = reader.next().await? {
+        sink.write(&chunk).await?;
+    }
+    sink.finish().await
 }
 
 /// Why a form was refused.
@@ -160,20 +255,12 @@ impl<'a> FormIntake<'a> {
             };
             if self.current.as_ref().is_none_or(|(i, _)| *i != n) {
                 self.close().await?;
+                let key = format!("outbound/{}/doc{}", self.id, self.files.len());
                 self.files.push(Payload { filename, content_type: head.content_type.clone(), data: Blob::Inline(Vec::new()) });
-                self.current = Some((n, FileSink::Memory(Vec::new())));
+                self.current = Some((n, DocSink::new(self.cx, key)));
             }
-            let Some((_, sink)) = self.current.as_mut() else { continue };
-            match sink {
-                FileSink::Memory(buf) if buf.len() + bytes.len() <= self.cx.limits.inline_threshold => buf.extend_from_slice(&bytes),
-                FileSink::Memory(buf) => {
-                    let key = format!("outbound/{}/doc{}", self.id, self.files.len() - 1);
-                    let mut w = self.cx.blobs.writer(&key).await?;
-                    w.write(buf).await?;
-                    w.write(&bytes).await?;
-                    *sink = FileSink::Blob(w, key);
-                }
-                FileSink::Blob(w, _) => w.write(&bytes).await?,
+            if let Some((_, sink)) = self.current.as_mut() {
+                sink.write(&bytes).await?;
             }
         }
         Ok(())
@@ -182,10 +269,7 @@ impl<'a> FormIntake<'a> {
     /// The file being read is complete.
     async fn close(&mut self) -> Result<(), FormError> {
         let Some((_, sink)) = self.current.take() else { return Ok(()) };
-        let data = match sink {
-            FileSink::Memory(buf) => Blob::Inline(buf),
-            FileSink::Blob(w, key) => Blob::Stored { len: w.finish().await?, key },
-        };
+        let data = sink.finish().await?;
         if let Some(last) = self.files.last_mut() {
             last.data = data;
         }

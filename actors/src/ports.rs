@@ -201,6 +201,11 @@ pub trait ObjectStore: Send + Sync {
         self.put(key, data).await
     }
     async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError>;
+    /// An object read a piece at a time, for a large document (stores that can stream do; the
+    /// default reads it whole).
+    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn BlobReader + 'a>, ObjectError> {
+        Ok(Box::new(WholeReader::new(&self.get(key).await?)))
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectError>;
     /// Deleting a missing key succeeds.
     async fn delete(&self, key: &str) -> Result<(), ObjectError>;

@@ -22,6 +22,7 @@
 
 use crate::{as2_sender, event, outbound_intake, ActorError, NodeContext, ObjectError, ObjectInfo, Out, StationBucket};
 use std::collections::BTreeMap;
+use edinode_proto::envelope::Payload;
 
 /// How long a batch that could be neither queued nor moved stays remembered (a changed file is a
 /// new batch at once).
@@ -271,12 +272,15 @@ async fn take(cx: &NodeContext, station_name: &str, bucket: &StationBucket, b: &
         .ok_or_else(|| NotTaken::Refused(format!("no partner {} for station {station_name}", b.partner_as2)))?;
     let queued_key = format!("s3queued:{mid}");
     if cx.state.get(&queued_key).await.map_err(|e| NotTaken::Transient(e.to_string()))?.is_none() {
+        // Each file is copied as it is read: a large document never sits in memory.
+        let id = uuid::Uuid::new_v4().simple().to_string();
         let mut docs = Vec::new();
-        for f in &b.files {
-            let data = bucket.store.get(&f.key).await.map_err(from_object)?;
-            docs.push((file_name(&f.key), guess_type(&f.key).to_string(), data));
+        for (n, f) in b.files.iter().enumerate() {
+            let mut reader = bucket.store.reader(&f.key).await.map_err(from_object)?;
+            let data = outbound_intake::copy_document(cx, &id, n, reader.as_mut()).await.map_err(|e| if e.is_not_found() { NotTaken::Gone } else { NotTaken::Transient(e.to_string()) })?;
+            docs.push(Payload { filename: file_name(&f.key), content_type: guess_type(&f.key).to_string(), data });
         }
-        let send = outbound_intake::new_send(cx, station_name, &partner.name, Some(mid.to_string()), docs, "s3", now_ms).await.map_err(from_actor)?;
+        let send = outbound_intake::send_of(cx, id, station_name, &partner.name, Some(mid.to_string()), docs, "s3", now_ms);
         // Durably queued before anything says so: a refused publish leaves the files in place
         // (tried again at the next poll).
         publish(vec![as2_sender::submit(cx, &send).await.map_err(from_actor)?]).await.map_err(NotTaken::Transient)?;

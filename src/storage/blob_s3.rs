@@ -208,9 +208,10 @@ fn described(op: &str, key: &str, e: S3Error) -> StorageError {
 }
 
 /// An object's body read as it arrives, handed out in pieces of about a CHUNK.
-struct S3BlobReader {
-    body: ByteStream,
-    key: String,
+/// A GetObject body read a piece at a time (the node's blobs, and the station buckets' files).
+pub(crate) struct S3BlobReader {
+    pub(crate) body: ByteStream,
+    pub(crate) key: String,
 }
 
 #[async_trait::async_trait]

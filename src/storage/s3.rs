@@ -341,6 +341,10 @@ impl edinode_actors::ObjectStore for S3Store {
     async fn get(&self, key: &str) -> Result<Vec<u8>, edinode_actors::ObjectError> {
         S3Store::get(self, key).await.map_err(|e| object_error(format!("GetObject {key}"), e))
     }
+    async fn reader<'a>(&'a self, key: &str) -> Result<Box<dyn edinode_actors::BlobReader + 'a>, edinode_actors::ObjectError> {
+        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| object_error(format!("GetObject {key}"), map_err(e)))?;
+        Ok(Box::new(super::blob_s3::S3BlobReader { body: out.body, key: key.to_string() }))
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<edinode_actors::ObjectInfo>, edinode_actors::ObjectError> {
         Ok(S3Store::list(self, prefix)
             .await
