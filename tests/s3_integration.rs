@@ -424,3 +424,21 @@ fn without_outbound_the_inbound_grants_are_enough() {
     assert_eq!(v["s3"]["edinode"], serde_json::Value::Bool(true), "{v}");
     assert!(!std::fs::read_to_string(&node.log).unwrap().contains("S3 integration refused"));
 }
+
+#[test]
+fn a_large_file_in_the_outbox_is_sent_as_it_streams() {
+    let Outbox { node, got, s: _s, s3, _rt } = outbox();
+    // 48 MiB: read whole, it would take the node over the 96 MiB bound of tests/large.rs.
+    let big: Vec<u8> = (0..48u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    put_file(&s3, "AS2/send/edinode/acme/big.edi", &big);
+    wait_for(300, "the partner got it", || (got.lock().unwrap().len() == 1).then_some(()));
+    let r = got.lock().unwrap()[0].clone();
+    // The document follows the first header block of the body (its entity's, signed or not).
+    let start = r.body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(r.header("content-length").map(|v| v.trim().to_string()), Some(r.body.len().to_string()), "sent with its length");
+    assert!(r.body.len() >= start + big.len() && r.body[start..start + big.len()] == big[..], "the document arrived byte-exact");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.child.id())).unwrap();
+    let peak: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap();
+    assert!(peak < 96 * 1024, "node peak RSS {peak} KiB");
+    wait_for(10, "the source removed", || (!exists(&s3, "AS2/send/edinode/acme/big.edi")).then_some(()));
+}
