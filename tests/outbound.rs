@@ -27,6 +27,18 @@ fn final_status(admin: &str, id: &str, secs: u64) -> serde_json::Value {
 
 #[test]
 fn pyas2lib_accepts_every_combination_and_its_mdns_verify() {
+    pyas2lib_combinations(false);
+}
+
+/// The same with every message built as a large one is (stream threshold 1 byte): the layers
+/// pass through the streaming builder, the EnvelopedData goes out as indefinite-length BER, the
+/// body as pieces with its Content-Length.
+#[test]
+fn pyas2lib_accepts_every_combination_built_as_it_streams() {
+    pyas2lib_combinations(true);
+}
+
+fn pyas2lib_combinations(streamed: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ours = identity(dir, "edinode");
@@ -82,6 +94,9 @@ fn pyas2lib_accepts_every_combination_and_its_mdns_verify() {
             c2 = c,
         ));
     }
+    if streamed {
+        cfg = cfg.raw("\n[limits]\nstream_threshold_bytes = 1\n");
+    }
     let cfgp = cfg.write(dir);
     let node = start_node(&cfgp, dir, &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)]);
     let admin = node.url.clone();
@@ -117,6 +132,8 @@ fn pyas2lib_accepts_every_combination_and_its_mdns_verify() {
     let _ = receiver.kill();
     let _ = receiver.wait();
     assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), sent.len(), failures.join("\n"));
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    assert_eq!(log.contains("Large outbound layer streamed"), streamed, "the streaming builder ran exactly when the threshold asked for it");
 }
 
 #[allow(clippy::too_many_arguments)] // one call per side of the pair, each argument named there
