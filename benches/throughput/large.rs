@@ -19,6 +19,21 @@ pub struct LargeResult {
     pub problem: Option<String>,
 }
 
+/// Runs one OpenSSL command; false (and why, on stderr) when it fails.
+fn step(cmd: &mut std::process::Command, what: &str) -> bool {
+    match cmd.output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!("  openssl {what} failed: {}", String::from_utf8_lossy(&o.stderr).lines().take(3).collect::<Vec<_>>().join(" | "));
+            false
+        }
+        Err(e) => {
+            eprintln!("  openssl {what}: {e}");
+            false
+        }
+    }
+}
+
 /// The OpenSSL command line on the same message: decrypt, then verify the signed entity it
 /// gives (what the issue measures the node against). None when a step fails.
 fn openssl_cli(dir: &std::path::Path, body: &[u8], keys: &Keys) -> Option<f64> {
@@ -27,19 +42,6 @@ fn openssl_cli(dir: &std::path::Path, body: &[u8], keys: &Keys) -> Option<f64> {
     let dec = dir.join("decrypted.eml");
     std::fs::write(&der, body).ok()?;
     let t = Instant::now();
-    let step = |cmd: &mut Command, what: &str| -> bool {
-        match cmd.output() {
-            Ok(o) if o.status.success() => true,
-            Ok(o) => {
-                eprintln!("  openssl {what} failed: {}", String::from_utf8_lossy(&o.stderr).lines().take(3).collect::<Vec<_>>().join(" | "));
-                false
-            }
-            Err(e) => {
-                eprintln!("  openssl {what}: {e}");
-                false
-            }
-        }
-    };
     if !step(
         Command::new("openssl").args(["cms", "-decrypt", "-binary", "-inform", "DER", "-in"]).arg(&der).arg("-recip").arg(&keys.station.cert_pem).arg("-inkey").arg(&keys.station.key_pem).arg("-out").arg(&dec),
         "cms -decrypt",
@@ -155,6 +157,91 @@ pub fn run_large(cx: &Ctx, mib: usize) -> Result<LargeResult, String> {
     })
 }
 
+/// Sending one large document: node A takes it through POST /api/send, builds the message as
+/// it streams (sign sha256, encrypt aes256-cbc) and POSTs it to node B, which answers a signed
+/// synchronous MDN; timed from the submit to A's `sent` record. OpenSSL CLI = `openssl cms
+/// -sign` (detached) then `openssl cms -encrypt` of the same payload, as files.
+pub fn run_large_out(cx: &mut Ctx, pk: &crate::outbound::PairKeys, mib: usize) -> Result<LargeResult, String> {
+    use crate::outbound::{send_form, write_pair_config, ADMIN_TOKEN, FORM_BOUNDARY};
+    let mut payload = vec![0u8; mib * 1024 * 1024];
+    for chunk in payload.chunks_mut(1 << 20) {
+        openssl::rand::rand_bytes(chunk).map_err(|e| e.to_string())?;
+    }
+    let (pa, pb) = (cx.tempdir("edinode-bench-large-a-")?, cx.tempdir("edinode-bench-large-b-")?);
+    let file = pa.join("payload.bin");
+    std::fs::write(&file, &payload).map_err(|e| e.to_string())?;
+    let openssl_s = openssl_sign_encrypt(&pa, &file, pk);
+    eprintln!("  openssl cms -sign + -encrypt: {openssl_s:?} s");
+    let _ = std::fs::remove_file(&file);
+    let patient = |p: &std::path::Path| -> Result<(), String> {
+        let t = std::fs::read_to_string(p).map_err(|e| e.to_string())?.replace("sync_mdn_timeout_secs = 120", "sync_mdn_timeout_secs = 1800").replace("require_signed_mdn = true\n", "require_signed_mdn = true\ntimeout_secs = 1800\n");
+        std::fs::write(p, t).map_err(|e| e.to_string())
+    };
+    let cb = write_pair_config(&pb, "beta", &pk.beta, "alpha", &pk.alpha, None, "");
+    patient(&cb)?;
+    let mut b = start_node(&cx.bin, &cb, &pb)?;
+    let ca = write_pair_config(&pa, "alpha", &pk.alpha, "beta", &pk.beta, Some(&format!("{}/as2", b.url)), "");
+    patient(&ca)?;
+    let mut a = start_node(&cx.bin, &ca, &pa)?;
+    let pid = a.pid();
+    let base = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let n0 = cpu_ticks(&pid.to_string()).unwrap_or(0);
+    let form = send_form("alpha", "beta", "large.bin", &payload);
+    drop(payload);
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(1800)).build().map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let resp = client.post(format!("{}/api/send", a.url)).bearer_auth(ADMIN_TOKEN).header("Content-Type", format!("multipart/form-data; boundary={FORM_BOUNDARY}")).body(form).send().map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let id = v["id"].as_str().ok_or(format!("no id: {v}"))?.to_string();
+    let mut problem = None;
+    loop {
+        let got = client.get(format!("{}/api/messages/{id}", a.url)).bearer_auth(ADMIN_TOKEN).send().and_then(|r| r.bytes()).map_err(|e| e.to_string())?;
+        let m: serde_json::Value = serde_json::from_slice(&got).map_err(|e| e.to_string())?;
+        match m["summary"]["status"].as_str() {
+            Some("sent") => break,
+            Some("failed") => {
+                problem = Some(format!("failed: {}", m["summary"]["reason"]));
+                break;
+            }
+            _ if t0.elapsed() > Duration::from_secs(1800) => {
+                problem = Some("not sent within 30 min".into());
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let n1 = cpu_ticks(&pid.to_string()).unwrap_or(0);
+    let (nbad, bad) = a.log_problems(5);
+    if problem.is_some() && nbad > 0 {
+        eprintln!("    node A log: {nbad} WARN/ERROR lines, first: {bad:#?}");
+    }
+    a.kill();
+    b.kill();
+    Ok(LargeResult {
+        payload_mib: mib as f64,
+        body_mib: 0.0,
+        secs,
+        hwm_mib: hwm as f64 / 1024.0,
+        base_mib: base as f64 / 1024.0,
+        node_cpu_s: n1.saturating_sub(n0) as f64 / cx.s.tck,
+        openssl_s,
+        problem,
+    })
+}
+
+fn openssl_sign_encrypt(dir: &std::path::Path, payload: &std::path::Path, pk: &crate::outbound::PairKeys) -> Option<f64> {
+    use std::process::Command;
+    let (sig, enc) = (dir.join("cli.p7s"), dir.join("cli.p7m"));
+    let t = Instant::now();
+    let ok = step(Command::new("openssl").args(["cms", "-sign", "-binary", "-md", "sha256", "-outform", "DER", "-in"]).arg(payload).arg("-signer").arg(&pk.alpha.cert_pem).arg("-inkey").arg(&pk.alpha.key_pem).arg("-out").arg(&sig), "cms -sign")
+        && step(Command::new("openssl").args(["cms", "-encrypt", "-binary", "-aes256", "-outform", "DER", "-in"]).arg(payload).arg("-out").arg(&enc).arg(&pk.beta.cert_pem), "cms -encrypt");
+    let secs = t.elapsed().as_secs_f64();
+    let _ = (std::fs::remove_file(&sig), std::fs::remove_file(&enc));
+    ok.then_some(secs)
+}
+
 /// BENCH_LARGE_MIB: sizes in MiB, comma-separated (0 or empty skips).
 pub fn bench(cx: &mut Ctx) -> Vec<LargeResult> {
     let sizes: Vec<usize> = std::env::var("BENCH_LARGE_MIB").unwrap_or_else(|_| "100".into()).split(',').filter_map(|v| v.trim().parse().ok()).filter(|&m| m > 0).collect();
@@ -166,6 +253,48 @@ pub fn bench(cx: &mut Ctx) -> Vec<LargeResult> {
         }
     }
     out
+}
+
+/// The sending side, sizes as in [`bench`] (BENCH_LARGE_OUT=0 skips it).
+pub fn bench_out(cx: &mut Ctx) -> Vec<LargeResult> {
+    if std::env::var("BENCH_LARGE_OUT").is_ok_and(|v| v == "0") {
+        return Vec::new();
+    }
+    let sizes: Vec<usize> = std::env::var("BENCH_LARGE_MIB").unwrap_or_else(|_| "100".into()).split(',').filter_map(|v| v.trim().parse().ok()).filter(|&m| m > 0).collect();
+    let pk = crate::outbound::PairKeys { alpha: identity(&cx.keydir, "alpha"), beta: identity(&cx.keydir, "beta") };
+    let mut out = Vec::new();
+    for mib in sizes {
+        eprintln!("large message sent: {mib} MiB, embedded mode");
+        if let Ok(r) = run_large_out(cx, &pk, mib).map_err(|e| cx.fail(format!("large message sent: {e}"))) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+pub fn print_out(all: &[LargeResult]) {
+    if all.is_empty() {
+        return;
+    }
+    println!();
+    println!("Large messages sent: random-bytes document through POST /api/send on node A, signed sha256 + encrypted aes256-cbc as it streams, POSTed to node B with a signed synchronous MDN; time from the submit to A's `sent`; RSS and CPU of node A; OpenSSL CLI = `openssl cms -sign` (detached) then `openssl cms -encrypt` of the same payload.");
+    println!();
+    println!("| Payload | Time s | OpenSSL CLI s | Time / CLI | Node A peak RSS (VmHWM) MiB | Peak RSS / payload | Node A RSS before MiB | Node A CPU s | Result |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for l in all {
+        let cli = l.openssl_s.map_or("failed".to_string(), |s| format!("{s:.1}"));
+        let ratio = l.openssl_s.map_or("-".to_string(), |s| format!("{:.2}x", l.secs / s));
+        println!(
+            "| {:.0} MiB | {:.1} | {cli} | {ratio} | {:.0} | {:.3}x | {:.0} | {:.1} | {} |",
+            l.payload_mib,
+            l.secs,
+            l.hwm_mib,
+            l.hwm_mib / l.payload_mib,
+            l.base_mib,
+            l.node_cpu_s,
+            l.problem.clone().unwrap_or_else(|| "sent, MDN verified".into())
+        );
+    }
 }
 
 pub fn print(all: &[LargeResult]) {

@@ -42,6 +42,8 @@
 //!   BENCH_DJANGO_VENV [$CARGO_TARGET_DIR/bench-django-venv], made by benches/django/setup.sh;
 //! - BENCH_FLOOR_ITERS [2000] iterations of the RSA floor;
 //! - BENCH_LARGE_MIB [100] sizes in MiB, comma-separated, e.g. 100,1024 (0 skips the large message);
+//!   each size is received (large.rs) and then sent from node A to node B (BENCH_LARGE_OUT=0 skips
+//!   the sending);
 //! - BENCH_OUTBOUND_MESSAGES [1000] measured documents per outbound run (after
 //!   BENCH_OUTBOUND_WARMUP [50]), BENCH_S3_FILES [200] files per s3 run;
 //! - BENCH_PULLS [2000] measured PullRequests per pulls run (after BENCH_WARMUP),
@@ -127,6 +129,7 @@ fn main() {
         .collect();
     let received = inbound::bench(&mut cx, &receivers);
     let large = if want("large") { large::bench(&mut cx) } else { Vec::new() };
+    let large_out = if want("large") { large::bench_out(&mut cx) } else { Vec::new() };
     let pk = (want("outbound") || want("s3")).then(|| outbound::PairKeys { alpha: identity(&cx.keydir, "alpha"), beta: identity(&cx.keydir, "beta") });
     let sent = match &pk {
         Some(pk) if want("outbound") => outbound::bench(&mut cx, pk),
@@ -145,6 +148,7 @@ fn main() {
     inbound::print(&cx, &received, rsa.as_ref());
     floor::print(&costs, rsa.as_ref());
     large::print(&large);
+    large::print_out(&large_out);
     if let Some(o) = &sent {
         outbound::print(&cx, o);
     }
