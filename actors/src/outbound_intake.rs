@@ -86,7 +86,7 @@ async fn checked_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<
         let failed = |e: crate::StorageError| if e.is_not_found() { Refused::Reason(format!("claim-check {claim}: {e}")) } else { Refused::Failed(e.into()) };
         let mut reader = cx.blobs.reader(&claim).await.map_err(failed)?;
         let data = copy_document(cx, &id, 0, reader.as_mut()).await.map_err(failed)?;
-        if data.len() == 0 {
+        if data.is_empty() {
             return Err("empty document".into());
         }
         let doc = Payload { filename, content_type, data };
@@ -278,6 +278,7 @@ impl<'a> FormIntake<'a> {
 }
 
 /// A Send for documents already stored (or inline) under `id`.
+#[allow(clippy::too_many_arguments)]
 pub fn send_of(cx: &NodeContext, id: String, station: &str, partner: &str, message_id: Option<String>, documents: Vec<Payload>, source: &str, now_ms: i64) -> Send {
     let message_id = match message_id {
         Some(m) if m.starts_with('<') => m,
