@@ -185,35 +185,6 @@ fn large_config(cfg: ConfigBuilder, dir: &std::path::Path) -> std::path::PathBuf
     path
 }
 
-/// POST /api/send with the documents (the test process holds the whole form; the node must not).
-fn api_send_streamed(admin: &str, station: &str, partner: &str, docs: &[(&str, Vec<u8>)]) -> String {
-    let b = "large-form-boundary";
-    let mut all = Vec::with_capacity(docs.iter().map(|d| d.1.len() + 200).sum::<usize>() + 400);
-    for (k, v) in [("station", station), ("partner", partner)] {
-        all.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
-    }
-    for (name, data) in docs {
-        all.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/edi-x12\r\n\r\n").as_bytes());
-        all.extend_from_slice(data);
-        all.extend_from_slice(b"\r\n");
-    }
-    all.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    let resp = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(1800))
-        .build()
-        .unwrap()
-        .post(format!("{admin}/api/send"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("Content-Type", format!("multipart/form-data; boundary={b}"))
-        .body(all)
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
-    assert_eq!(status, 202, "{v}");
-    v["id"].as_str().unwrap().to_string()
-}
-
 /// Send `docs` from one node to another with `outbound` (the `[partners.beta.outbound]`
 /// lines): the sender takes them through /api/send, builds the message as it streams and
 /// POSTs it; the receiver delivers them byte-exact; the sender settles the message from the
@@ -235,7 +206,9 @@ fn send_large(docs: &[(&str, Vec<u8>)], outbound: &str) -> (u64, u64) {
         &da,
     );
     let na = start_node(&ca, &da, &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", ADMIN_TOKEN)]);
-    let id = api_send_streamed(&na.url, "alpha", "beta", docs);
+    let form: Vec<(&str, &str, Vec<u8>)> = docs.iter().map(|(n, d)| (*n, "application/edi-x12", d.clone())).collect();
+    let (id, _) = admin_send(&na.url, ADMIN_TOKEN, "alpha", "beta", &form);
+    drop(form);
     let m = wait_until(1800, &format!("message {id} to finish"), || {
         let m = admin_message(&na.url, ADMIN_TOKEN, &id);
         if matches!(m["summary"]["status"].as_str(), Some("sent") | Some("failed")) { Ok(m) } else { Err(m.to_string()) }

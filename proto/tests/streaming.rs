@@ -159,6 +159,32 @@ fn streaming_opens_every_combination_like_the_in_memory_path() {
     let keys = [(bkey.clone(), bcert.clone())];
     let trusted = [acert.clone()];
     let mut checked = 0;
+    for opts in layerings() {
+        let (sign, encrypt, compression, kt) = (opts.sign, opts.encrypt, opts.compression, opts.key_transport);
+        let built = build("alice", "bob", &docs(false), &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
+        let (entity, requested) = entity_of(&built);
+        let want = in_memory(entity.clone(), &keys, &trusted, requested);
+        // Byte by byte once per layering (slow in a debug build), then awkward sizes.
+        let bytewise = kt == KeyTransport::RsaPkcs1v15 && encrypt != Some(ContentCipher::Des3) && sign != Some(DigestAlg::Sha1);
+        let sizes: &[usize] = if bytewise { &[1, 7, 1000, 1 << 20] } else { &[3, 64, 1 << 20] };
+        for &chunk in sizes {
+            let got = streamed(entity.clone(), &keys, &trusted, requested, chunk);
+            let what = format!("sign {sign:?} encrypt {encrypt:?} {compression:?} {kt:?} chunk {chunk}");
+            assert_eq!(got.steps, want.steps, "{what}");
+            assert_eq!(got.mic, want.mic, "{what}");
+            assert_eq!(got.docs, want.docs, "{what}");
+            assert_eq!(got.mic, built.mic, "{what}: the MIC the sender expects");
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "{checked}");
+}
+
+/// Every layering: no signature, sha256 or sha1; no encryption, AES-256-CBC, 3DES or
+/// AES-128-GCM (PKCS#1 v1.5 and OAEP); no compression, before or after signing. A signed
+/// synchronous MDN is asked for.
+fn layerings() -> Vec<OutboundOptions> {
+    let mut out = Vec::new();
     for sign in [None, Some(DigestAlg::Sha256), Some(DigestAlg::Sha1)] {
         for encrypt in [None, Some(ContentCipher::Aes256Cbc), Some(ContentCipher::Des3), Some(ContentCipher::Aes128Gcm)] {
             for compression in [Compression::None, Compression::BeforeSigning, Compression::AfterSigning] {
@@ -166,27 +192,12 @@ fn streaming_opens_every_combination_like_the_in_memory_path() {
                     if encrypt.is_none() && kt == KeyTransport::RsaOaep {
                         continue;
                     }
-                    let opts = OutboundOptions { sign, encrypt, compression, key_transport: kt, mdn: MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, ..Default::default() };
-                    let built = build("alice", "bob", &docs(false), &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
-                    let (entity, requested) = entity_of(&built);
-                    let want = in_memory(entity.clone(), &keys, &trusted, requested);
-                    // Byte by byte once per layering (slow in a debug build), then awkward sizes.
-                    let bytewise = kt == KeyTransport::RsaPkcs1v15 && encrypt != Some(ContentCipher::Des3) && sign != Some(DigestAlg::Sha1);
-                    let sizes: &[usize] = if bytewise { &[1, 7, 1000, 1 << 20] } else { &[3, 64, 1 << 20] };
-                    for &chunk in sizes {
-                        let got = streamed(entity.clone(), &keys, &trusted, requested, chunk);
-                        let what = format!("sign {sign:?} encrypt {encrypt:?} {compression:?} {kt:?} chunk {chunk}");
-                        assert_eq!(got.steps, want.steps, "{what}");
-                        assert_eq!(got.mic, want.mic, "{what}");
-                        assert_eq!(got.docs, want.docs, "{what}");
-                        assert_eq!(got.mic, built.mic, "{what}: the MIC the sender expects");
-                        checked += 1;
-                    }
+                    out.push(OutboundOptions { sign, encrypt, compression, key_transport: kt, mdn: MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, ..Default::default() });
                 }
             }
         }
     }
-    assert!(checked > 150, "{checked}");
+    out
 }
 
 #[test]
@@ -361,47 +372,39 @@ fn streamed_outbound_every_combination_opens_to_the_documents_and_the_mic() {
     let trusted = [acert.clone()];
     let one = vec![docs(false).remove(1)];
     let mut checked = 0;
-    for sign in [None, Some(DigestAlg::Sha256), Some(DigestAlg::Sha1)] {
-        for encrypt in [None, Some(ContentCipher::Aes256Cbc), Some(ContentCipher::Des3), Some(ContentCipher::Aes128Gcm)] {
-            for compression in [Compression::None, Compression::BeforeSigning, Compression::AfterSigning] {
-                for kt in [KeyTransport::RsaPkcs1v15, KeyTransport::RsaOaep] {
-                    if encrypt.is_none() && kt == KeyTransport::RsaOaep {
-                        continue;
-                    }
-                    for (n, mdn) in [MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, MdnRequest::None].into_iter().enumerate() {
-                        let opts = OutboundOptions { sign, encrypt, compression, key_transport: kt, mdn, ..Default::default() };
-                        let docs = if n == 0 { docs(false) } else { one.clone() };
-                        let want = build("alice", "bob", &docs, &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
-                        for chunk in [3, 1000, 1 << 20] {
-                            let (got, _) = stream_build(&docs, &opts, &IDS, chunk);
-                            let what = format!("sign {sign:?} encrypt {encrypt:?} {compression:?} {kt:?} mdn {n} chunk {chunk}");
-                            let names = |b: &Built| b.headers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-                            assert_eq!(names(&got), names(&want), "{what}");
-                            if sign.is_none() && encrypt.is_none() {
-                                // Nothing random in it: the very bytes `build` makes.
-                                assert_eq!(got.headers, want.headers, "{what}");
-                                assert!(got.body == want.body, "{what}: body differs");
-                            }
-                            let (entity, requested) = entity_of(&got);
-                            let opened = in_memory(entity.clone(), &keys, &trusted, requested);
-                            let sent: Vec<_> = docs.iter().map(|d| (Some(d.filename.clone()), d.content_type.to_ascii_lowercase(), d.data.clone())).collect();
-                            let lower: Vec<_> = opened.docs.iter().map(|(f, t, d)| (f.clone(), t.to_ascii_lowercase(), d.clone())).collect();
-                            assert!(lower == sent, "{what}: the documents differ");
-                            assert_eq!(opened.mic, got.mic, "{what}: the MIC the receiver returns");
-                            if sign.is_some() || encrypt.is_some() {
-                                assert_eq!(got.mic.alg, want.mic.alg, "{what}");
-                            } else {
-                                assert_eq!(got.mic, want.mic, "{what}");
-                            }
-                            if chunk == 1000 {
-                                let s = streamed(entity, &keys, &trusted, requested, 4096);
-                                assert!(s.docs == opened.docs, "{what}: the streaming receiver opens other documents");
-                                assert_eq!(s.mic, got.mic, "{what}");
-                            }
-                            checked += 1;
-                        }
-                    }
+    for layering in layerings() {
+        let (sign, encrypt, compression, kt) = (layering.sign, layering.encrypt, layering.compression, layering.key_transport);
+        for (n, mdn) in [MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, MdnRequest::None].into_iter().enumerate() {
+            let opts = OutboundOptions { mdn, ..layering.clone() };
+            let docs = if n == 0 { docs(false) } else { one.clone() };
+            let want = build("alice", "bob", &docs, &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
+            for chunk in [3, 1000, 1 << 20] {
+                let (got, _) = stream_build(&docs, &opts, &IDS, chunk);
+                let what = format!("sign {sign:?} encrypt {encrypt:?} {compression:?} {kt:?} mdn {n} chunk {chunk}");
+                let names = |b: &Built| b.headers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+                assert_eq!(names(&got), names(&want), "{what}");
+                if sign.is_none() && encrypt.is_none() {
+                    // Nothing random in it: the very bytes `build` makes.
+                    assert_eq!(got.headers, want.headers, "{what}");
+                    assert!(got.body == want.body, "{what}: body differs");
                 }
+                let (entity, requested) = entity_of(&got);
+                let opened = in_memory(entity.clone(), &keys, &trusted, requested);
+                let sent: Vec<_> = docs.iter().map(|d| (Some(d.filename.clone()), d.content_type.to_ascii_lowercase(), d.data.clone())).collect();
+                let lower: Vec<_> = opened.docs.iter().map(|(f, t, d)| (f.clone(), t.to_ascii_lowercase(), d.clone())).collect();
+                assert!(lower == sent, "{what}: the documents differ");
+                assert_eq!(opened.mic, got.mic, "{what}: the MIC the receiver returns");
+                if sign.is_some() || encrypt.is_some() {
+                    assert_eq!(got.mic.alg, want.mic.alg, "{what}");
+                } else {
+                    assert_eq!(got.mic, want.mic, "{what}");
+                }
+                if chunk == 1000 {
+                    let s = streamed(entity, &keys, &trusted, requested, 4096);
+                    assert!(s.docs == opened.docs, "{what}: the streaming receiver opens other documents");
+                    assert_eq!(s.mic, got.mic, "{what}");
+                }
+                checked += 1;
             }
         }
     }

@@ -655,7 +655,9 @@ pub fn admin_send(admin: &str, token: &str, station: &str, partner: &str, docs: 
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    let resp = reqwest::blocking::Client::new()
+    // Documents of a GiB take minutes to store in a debug build on a busy machine.
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(1800)).build().unwrap();
+    let resp = client
         .post(format!("{admin}/api/send"))
         .bearer_auth(token)
         .header("Content-Type", format!("multipart/form-data; boundary={b}"))
