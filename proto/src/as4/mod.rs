@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(Severity::parse("fatal"), None);
     }
 
-    // One test per row of the answer table.
+    // The rows of the answer table.
     #[test]
     fn xml_level_failures_are_bad_requests() {
         for e in [
@@ -408,44 +408,16 @@ mod tests {
     }
 
     #[test]
-    fn mime_failure_is_0007() {
-        assert_eq!(As4Error::Mime("x".into()).answer(), Answer::Ebms(EbmsCode::MimeInconsistency));
-    }
-
-    #[test]
-    fn invalid_header_is_0009() {
-        assert_eq!(As4Error::InvalidHeader("x".into()).answer(), Answer::Ebms(EbmsCode::InvalidHeader));
-    }
-
-    #[test]
-    fn unrecognized_value_is_0001() {
-        assert_eq!(
-            As4Error::ValueNotRecognized("x".into()).answer(),
-            Answer::Ebms(EbmsCode::ValueNotRecognized)
-        );
-    }
-
-    #[test]
-    fn inconsistent_value_is_0003() {
-        assert_eq!(
-            As4Error::ValueInconsistent("x".into()).answer(),
-            Answer::Ebms(EbmsCode::ValueInconsistent)
-        );
-    }
-
-    #[test]
-    fn unsupported_exchange_is_0010() {
-        assert_eq!(
-            As4Error::NotSupported("x".into()).answer(),
-            Answer::Ebms(EbmsCode::ProcessingModeMismatch)
-        );
-    }
-
-    #[test]
-    fn bad_signature_is_0101() {
-        assert_eq!(
-            As4Error::FailedAuthentication("x".into()).answer(),
-            Answer::Ebms(EbmsCode::FailedAuthentication)
-        );
+    fn other_failures_are_their_ebms_codes() {
+        for (e, code) in [
+            (As4Error::Mime("x".into()), EbmsCode::MimeInconsistency),
+            (As4Error::InvalidHeader("x".into()), EbmsCode::InvalidHeader),
+            (As4Error::ValueNotRecognized("x".into()), EbmsCode::ValueNotRecognized),
+            (As4Error::ValueInconsistent("x".into()), EbmsCode::ValueInconsistent),
+            (As4Error::NotSupported("x".into()), EbmsCode::ProcessingModeMismatch),
+            (As4Error::FailedAuthentication("x".into()), EbmsCode::FailedAuthentication),
+        ] {
+            assert_eq!(e.answer(), Answer::Ebms(code), "{e}");
+        }
     }
 }
