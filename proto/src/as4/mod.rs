@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 
 /// XML namespaces used by AS4.
 pub mod ns {
-    pub const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
-    pub const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+    pub(crate) const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
+    pub(crate) const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
     pub const EB: &str = "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/";
     pub const WSSE: &str =
         "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
@@ -46,7 +46,7 @@ pub mod ns {
         "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
     pub const DS: &str = "http://www.w3.org/2000/09/xmldsig#";
     pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
-    pub const EBBP: &str = "http://docs.oasis-open.org/ebxml-bp/ebbp-signals-2.0";
+    pub(crate) const EBBP: &str = "http://docs.oasis-open.org/ebxml-bp/ebbp-signals-2.0";
 }
 
 /// The MPC a PullRequest without `mpc` attribute pulls from.
@@ -219,11 +219,11 @@ impl EbmsCode {
     }
 
     /// `Content`, `Communication`, `Unpackaging` or `Processing`.
-    pub fn category(self) -> &'static str {
+    pub(crate) fn category(self) -> &'static str {
         self.row().2
     }
 
-    pub fn default_severity(self) -> Severity {
+    pub(crate) fn default_severity(self) -> Severity {
         self.row().3
     }
 

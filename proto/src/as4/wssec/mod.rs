@@ -41,13 +41,13 @@ pub(crate) use sign::{SignPart, envelope, sign_envelope};
 pub use verify::verify;
 pub(crate) use verify::verify_parsed;
 
-pub const SWA_CONTENT_TRANSFORM: &str =
+pub(crate) const SWA_CONTENT_TRANSFORM: &str =
     "http://docs.oasis-open.org/wss/oasis-wss-SwAProfile-1.1#Attachment-Content-Signature-Transform";
-pub const SWA_COMPLETE_TRANSFORM: &str =
+pub(crate) const SWA_COMPLETE_TRANSFORM: &str =
     "http://docs.oasis-open.org/wss/oasis-wss-SwAProfile-1.1#Attachment-Complete-Signature-Transform";
-pub const X509V3: &str =
+pub(crate) const X509V3: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3";
-pub const BASE64_BINARY: &str =
+pub(crate) const BASE64_BINARY: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
 
 /// Our signing identity: the key and the certificate sent as BinarySecurityToken.
@@ -84,7 +84,7 @@ impl SignatureMethod {
         }
     }
 
-    pub fn from_uri(uri: &str) -> Option<SignatureMethod> {
+    pub(crate) fn from_uri(uri: &str) -> Option<SignatureMethod> {
         [
             SignatureMethod::RsaSha1,
             SignatureMethod::RsaSha256,
@@ -106,7 +106,7 @@ impl SignatureMethod {
 }
 
 /// The XML-DSig DigestMethod URI of a digest.
-pub fn digest_uri(d: DigestAlg) -> Option<&'static str> {
+pub(crate) fn digest_uri(d: DigestAlg) -> Option<&'static str> {
     Some(match d {
         DigestAlg::Sha1 => "http://www.w3.org/2000/09/xmldsig#sha1",
         DigestAlg::Sha224 => "http://www.w3.org/2001/04/xmldsig-more#sha224",
