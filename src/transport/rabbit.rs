@@ -159,20 +159,15 @@ impl RabbitTransport {
         let conn = connect(&self.url).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        ch.exchange_declare(
-            edinode_actors::queues::EVENTS_EXCHANGE.into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            edinode_actors::queues::INBOUND_EXCHANGE.into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
+        for exchange in [edinode_actors::queues::EVENTS_EXCHANGE, edinode_actors::queues::INBOUND_EXCHANGE] {
+            ch.exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        }
         // The dead-letter queue exists from the start, so operators (and tools) can watch it.
         declare_queue(&ch, edinode_actors::queues::DEAD).await?;
         *g = Some((conn, ch.clone()));

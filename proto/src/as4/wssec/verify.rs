@@ -323,6 +323,16 @@ mod tests {
     const FIXTURE: &str = "as4net_signed_pullrequest.xml";
     const FIXTURE_THUMBPRINT: &str = "5E320E3A1DDAC6606E12816B2744AE1EE2EE7BF5";
 
+    fn fixture_text() -> String {
+        String::from_utf8(testutil::fixture(FIXTURE)).unwrap()
+    }
+
+    /// `envelope` fails authentication, with a message containing `why`.
+    fn refused(envelope: &str, why: &str) {
+        let err = verify(envelope.as_bytes(), &[], &Limits::default()).unwrap_err();
+        assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains(why)), "{err}");
+    }
+
     #[test]
     #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
     fn as4net_pull_request_verifies_and_thumbprint_matches() {
@@ -347,19 +357,18 @@ mod tests {
         ] {
             let tampered = text.replacen(from, to, 1);
             assert_ne!(tampered, text);
-            let err = verify(tampered.as_bytes(), &[], &Limits::default()).unwrap_err();
-            assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains("digest mismatch")), "{err}");
+            refused(&tampered, "digest mismatch");
         }
     }
 
     #[test]
     #[ignore = "needs ../shared/fixtures (third-party captures); .ci/run runs it when present"]
     fn tampered_signature_value_or_body_fails() {
-        let text = String::from_utf8(testutil::fixture(FIXTURE)).unwrap();
+        let text = fixture_text();
         let t = text.replacen("<SignatureValue>Bki", "<SignatureValue>Bkj", 1);
-        assert!(matches!(verify(t.as_bytes(), &[], &Limits::default()), Err(As4Error::FailedAuthentication(_))));
+        refused(&t, "");
         let t = text.replacen("p2:Id=\"body-0a3cb8cb-05a2-4bad-89ed-a4316eb66362\"/>", "p2:Id=\"body-0a3cb8cb-05a2-4bad-89ed-a4316eb66362\"><x/></s12:Body>", 1);
-        assert!(matches!(verify(t.as_bytes(), &[], &Limits::default()), Err(As4Error::FailedAuthentication(_))));
+        refused(&t, "");
     }
 
     #[test]
@@ -367,21 +376,19 @@ mod tests {
     fn wrapped_messaging_is_rejected() {
         // Move the signed eb:Messaging into a wrapper header and put a forged one in its place
         // with the same id: the duplicate id is refused.
-        let text = String::from_utf8(testutil::fixture(FIXTURE)).unwrap();
+        let text = fixture_text();
         let start = text.find("<eb:Messaging").unwrap();
         let end = text.find("</eb:Messaging>").unwrap() + "</eb:Messaging>".len();
         let original = &text[start..end];
         let forged = original.replace("mpc/2", "mpc/evil");
         let wrapped = format!("<w:Wrapper xmlns:w=\"urn:w\">{original}</w:Wrapper>{forged}");
         let t = format!("{}{}{}", &text[..start], wrapped, &text[end..]);
-        let err = verify(t.as_bytes(), &[], &Limits::default()).unwrap_err();
-        assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains("more than one")), "{err}");
+        refused(&t, "more than one");
         // Forged copy without the id: the references resolve to the wrapped original, which is
         // not the eb:Messaging header that would be processed.
         let forged_no_id = forged.replace("wsu:Id=\"header-b9d43eff-cc79-4598-9516-4f5ffe7e8851\"", "");
         let t = format!("{}<w:Wrapper xmlns:w=\"urn:w\">{original}</w:Wrapper>{forged_no_id}{}", &text[..start], &text[end..]);
-        let err = verify(t.as_bytes(), &[], &Limits::default()).unwrap_err();
-        assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains("does not cover eb:Messaging")), "{err}");
+        refused(&t, "does not cover eb:Messaging");
     }
 
     #[test]
@@ -389,16 +396,14 @@ mod tests {
     fn references_are_bounded() {
         // Each Reference canonicalizes its target: more than the message needs are refused
         // before any is computed (a partner's digests cost nothing to forge).
-        let text = String::from_utf8(testutil::fixture(FIXTURE)).unwrap();
+        let text = fixture_text();
         let start = text.find("<Reference ").unwrap();
         let end = text.find("</Reference>").unwrap() + "</Reference>".len();
         let many = text[start..end].repeat(MAX_EXTRA_REFERENCES);
         let t = format!("{}{many}{}", &text[..start], &text[start..]);
-        let err = verify(t.as_bytes(), &[], &Limits::default()).unwrap_err();
-        assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains("more than 8 References")), "{err}");
+        refused(&t, "more than 8 References");
         let twice = format!("{}{}{}", &text[..start], &text[start..end], &text[start..]);
-        let err = verify(twice.as_bytes(), &[], &Limits::default()).unwrap_err();
-        assert!(matches!(err, As4Error::FailedAuthentication(ref m) if m.contains("more than one Reference to #header-")), "{err}");
+        refused(&twice, "more than one Reference to #header-");
     }
 
     #[test]
