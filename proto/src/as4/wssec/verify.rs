@@ -327,6 +327,11 @@ mod tests {
         String::from_utf8(testutil::fixture(FIXTURE)).unwrap()
     }
 
+    /// Where the first element opened by `open` and closed by `close` starts and ends in `text`.
+    fn element(text: &str, open: &str, close: &str) -> (usize, usize) {
+        (text.find(open).unwrap(), text.find(close).unwrap() + close.len())
+    }
+
     /// `envelope` fails authentication, with a message containing `why`.
     fn refused(envelope: &str, why: &str) {
         let err = verify(envelope.as_bytes(), &[], &Limits::default()).unwrap_err();
@@ -377,8 +382,7 @@ mod tests {
         // Move the signed eb:Messaging into a wrapper header and put a forged one in its place
         // with the same id: the duplicate id is refused.
         let text = fixture_text();
-        let start = text.find("<eb:Messaging").unwrap();
-        let end = text.find("</eb:Messaging>").unwrap() + "</eb:Messaging>".len();
+        let (start, end) = element(&text, "<eb:Messaging", "</eb:Messaging>");
         let original = &text[start..end];
         let forged = original.replace("mpc/2", "mpc/evil");
         let wrapped = format!("<w:Wrapper xmlns:w=\"urn:w\">{original}</w:Wrapper>{forged}");
@@ -397,8 +401,7 @@ mod tests {
         // Each Reference canonicalizes its target: more than the message needs are refused
         // before any is computed (a partner's digests cost nothing to forge).
         let text = fixture_text();
-        let start = text.find("<Reference ").unwrap();
-        let end = text.find("</Reference>").unwrap() + "</Reference>".len();
+        let (start, end) = element(&text, "<Reference ", "</Reference>");
         let many = text[start..end].repeat(MAX_EXTRA_REFERENCES);
         let t = format!("{}{many}{}", &text[..start], &text[start..]);
         refused(&t, "more than 8 References");
