@@ -6,10 +6,8 @@
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
-use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use openssl::x509::X509;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,25 +15,11 @@ use std::time::{Duration, Instant};
 pub const DEMO_AS2_ID: &str = "edinode-demo";
 
 /// A new RSA 2048 key and a self-signed certificate for `cn`, valid `days` from now.
-pub fn self_signed(cn: &str, days: u32) -> anyhow::Result<(PKey<Private>, X509)> {
-    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
-    let mut name = X509NameBuilder::new()?;
-    name.append_entry_by_text("CN", cn)?;
-    let name = name.build();
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
+fn self_signed(cn: &str, days: u32) -> anyhow::Result<(PKey<Private>, X509)> {
     let mut serial = BigNum::new()?;
     serial.rand(63, MsbOption::MAYBE_ZERO, false)?;
-    let serial = serial.to_asn1_integer()?;
-    b.set_serial_number(&serial)?;
-    b.set_subject_name(&name)?;
-    b.set_issuer_name(&name)?;
-    b.set_pubkey(&key)?;
     let (from, to) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(days)?);
-    b.set_not_before(&from)?;
-    b.set_not_after(&to)?;
-    b.sign(&key, MessageDigest::sha256())?;
-    Ok((key, b.build()))
+    Ok(edinode_proto::profile::self_signed_identity(cn, &serial, &from, &to, None)?)
 }
 
 /// What `init` wrote.

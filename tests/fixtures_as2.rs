@@ -12,6 +12,14 @@ fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     hs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
+/// A 200 answer carrying a signed MDN whose micalg is `micalg`.
+fn assert_signed_mdn(status: u16, mdn_headers: &[(String, String)], micalg: &str) {
+    assert_eq!(status, 200);
+    let ct = header(mdn_headers, "content-type").unwrap();
+    assert!(ct.starts_with("multipart/signed"), "a signed MDN was requested: {ct}");
+    assert!(ct.contains(&format!("micalg={micalg}")), "{ct}");
+}
+
 /// The Mendelson captures' setup: station pyas2lib (cert_test.pem), partner mecas2.
 fn mendelson_node(dir: &Path) -> NodeProc {
     let fx = fixtures().join("as2");
@@ -100,9 +108,7 @@ fn mendelson_signed_mic_matches_the_signed_entity() {
     signed.extend_from_slice(&part[hend + 2..]);
     let want = base64::engine::general_purpose::STANDARD.encode(openssl::sha::sha256(&signed));
     let (status, mdn_headers, mdn_body) = post_capture(&node.as2_url(), &headers, body);
-    assert_eq!(status, 200);
-    assert!(header(&mdn_headers, "content-type").unwrap().starts_with("multipart/signed"), "a signed MDN was requested");
-    assert!(header(&mdn_headers, "content-type").unwrap().contains("micalg=sha-256"));
+    assert_signed_mdn(status, &mdn_headers, "sha-256");
     let text = mdn_text(&mdn_body);
     assert!(text.contains(&format!("Received-Content-MIC: {want}, sha-256")), "{text}");
 }
@@ -117,9 +123,8 @@ fn sterling_capture_verifies_once_its_line_ends_are_restored() {
     let tmp = tempfile::tempdir().unwrap();
     let node = sterling_node(tmp.path(), "cert_sb2bi_public.pem");
     let (status, mdn_headers, text) = post_sterling(&node);
-    assert_eq!(status, 200);
-    assert!(header(&mdn_headers, "content-type").unwrap().starts_with("multipart/signed"), "Sterling asked for a signed sha1 receipt");
-    assert!(header(&mdn_headers, "content-type").unwrap().contains("micalg=sha1"));
+    // Sterling asked for a signed sha1 receipt.
+    assert_signed_mdn(status, &mdn_headers, "sha1");
     assert!(text.contains("Disposition: automatic-action/MDN-sent-automatically; processed\r\n"), "{text}");
     assert!(text.contains("Original-Message-ID: 0574493161569973Sterling20574493161569973MOKO"));
     let files = wait_for(10, "delivery", || {

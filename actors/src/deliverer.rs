@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 pub struct Deliverer;
 
 /// Make a path component safe (station and partner ids are partner-controlled text).
-pub fn safe_component(s: &str) -> String {
+pub(crate) fn safe_component(s: &str) -> String {
     let c: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' }).collect();
     let c = c.trim_start_matches('.').to_string();
     if c.is_empty() { "_".into() } else { c }

@@ -35,7 +35,7 @@ pub fn write_new(tmp: &Path, parts: &[&[u8]], fsync: bool) -> std::io::Result<()
 /// Give the finished file `tmp` the name `path` only if nothing has that name yet (a hard link
 /// fails with AlreadyExists otherwise, atomically, also across hosts on NFS), then drop `tmp`.
 /// Ok(false): the name is taken.
-pub fn link_no_clobber(tmp: &Path, path: &Path, fsync: bool) -> std::io::Result<bool> {
+pub(crate) fn link_no_clobber(tmp: &Path, path: &Path, fsync: bool) -> std::io::Result<bool> {
     let named = linked(std::fs::hard_link(tmp, path), path, fsync)?;
     if named {
         let _ = std::fs::remove_file(tmp);
@@ -62,7 +62,7 @@ fn linked(link: std::io::Result<()>, path: &Path, fsync: bool) -> std::io::Resul
 /// `O_TMPFILE`: nothing to create, rename or remove, nothing left behind by a crash), or a named
 /// temporary file where the file system cannot make unnamed ones. A named one is removed on
 /// drop.
-pub enum Unnamed {
+pub(crate) enum Unnamed {
     Fd(std::fs::File),
     Named(PathBuf),
 }
@@ -128,13 +128,13 @@ impl Drop for Unnamed {
 }
 
 /// Whether the file at `path` holds exactly `data` (to recognise our own earlier write).
-pub fn same_content(path: &Path, data: &[u8]) -> bool {
+pub(crate) fn same_content(path: &Path, data: &[u8]) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.len() == data.len() as u64) && std::fs::read(path).is_ok_and(|d| d == data)
 }
 
 /// Whether the file at `path` has `len` bytes with this SHA-256 (a large document, read a piece
 /// at a time).
-pub fn same_digest(path: &Path, len: u64, sha256: &[u8]) -> bool {
+pub(crate) fn same_digest(path: &Path, len: u64, sha256: &[u8]) -> bool {
     use std::io::Read;
     if !std::fs::metadata(path).is_ok_and(|m| m.len() == len) {
         return false;
@@ -198,7 +198,7 @@ pub fn remove_older(dir: &Path, before: std::time::SystemTime) -> std::io::Resul
 /// The identity of the inbox at `inbox` (a random id kept in `<inbox>/.edinode-inbox-id`, made
 /// on first use): equal for every node that shares the directory, different for nodes with
 /// inboxes of their own, whatever the paths are called.
-pub fn inbox_id(inbox: &Path) -> std::io::Result<String> {
+pub(crate) fn inbox_id(inbox: &Path) -> std::io::Result<String> {
     // Read once per process and inbox: it is asked for every delivered document.
     static KNOWN: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
     if let Some((_, id)) = KNOWN.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(p, _)| p == inbox) {

@@ -89,13 +89,13 @@ pub struct Accepted {
 
 /// Raw requests up to this size travel with the message ([`Inbound::raw`]) instead of as a
 /// blob of their own.
-pub const RAW_INLINE_MAX: u64 = 64 * 1024;
+pub(crate) const RAW_INLINE_MAX: u64 = 64 * 1024;
 
 /// Request headers never kept in a capture: credentials of the caller or of a proxy.
 const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
 
 /// Serialize the request head as an HTTP capture (headers, blank line), without credentials.
-pub fn raw_capture_head(headers: &[Header]) -> Vec<u8> {
+pub(crate) fn raw_capture_head(headers: &[Header]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     for h in headers.iter().filter(|h| !SECRET_HEADERS.iter().any(|s| h.name.eq_ignore_ascii_case(s))) {
         out.extend_from_slice(h.name.as_bytes());

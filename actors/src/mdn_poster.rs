@@ -20,7 +20,7 @@ pub struct MdnPoster {
 
 /// A client builder with a partner's TLS settings (its CA, our client certificate), no
 /// redirects, and the given time limit.
-pub fn client_builder(http: &HttpProfile, timeout: Duration) -> Result<reqwest::ClientBuilder, String> {
+pub(crate) fn client_builder(http: &HttpProfile, timeout: Duration) -> Result<reqwest::ClientBuilder, String> {
     let mut b = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(30)));
     if let Some(ca) = &http.ca_pem {
         for c in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| format!("partner CA: {e}"))? {

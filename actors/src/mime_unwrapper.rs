@@ -29,12 +29,12 @@ pub fn fail(ctx: Inbound, err: &ProcessingError) -> Result<Vec<Out>, ActorError>
 }
 
 /// The MIC algorithm to report: the first supported one the sender asked for.
-pub fn requested_mic_alg(ctx: &Inbound) -> Option<DigestAlg> {
+pub(crate) fn requested_mic_alg(ctx: &Inbound) -> Option<DigestAlg> {
     ctx.request.mdn.as_ref().and_then(|m| m.preferred_micalg())
 }
 
 /// The MIC algorithm of an unsigned message: the requested one, else sha1.
-pub fn unsigned_mic_alg(ctx: &Inbound) -> DigestAlg {
+pub(crate) fn unsigned_mic_alg(ctx: &Inbound) -> DigestAlg {
     requested_mic_alg(ctx).unwrap_or(DigestAlg::Sha1)
 }
 
@@ -109,7 +109,7 @@ async fn finish(cx: &NodeContext, mut ctx: Inbound, entity: Vec<u8>) -> Result<V
 }
 
 /// A file name for a document that came without one: from the Message-ID, made safe.
-pub fn default_filename(message_id: &str, index: usize, count: usize, content_type: &str) -> String {
+pub(crate) fn default_filename(message_id: &str, index: usize, count: usize, content_type: &str) -> String {
     let safe: String = message_id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' }).take(150).collect();
     let ext = match content_type {
         "application/edi-x12" | "application/edifact" | "application/edi-consent" => "edi",
@@ -139,7 +139,7 @@ impl Actor for MimeUnwrapper {
 }
 
 /// The stage for an entity whose layer `step` says what it is, with the entity as its input.
-pub fn hand_off(ctx: Inbound, entity: Blob, step: &Step) -> Result<Out, ActorError> {
+pub(crate) fn hand_off(ctx: Inbound, entity: Blob, step: &Step) -> Result<Out, ActorError> {
     match step {
         Step::Decrypt => Out::send(queues::DECRYPTOR, &Decrypt { ctx, entity }),
         Step::Verify => Out::send(queues::VERIFIER, &Verify { ctx, entity }),

@@ -26,7 +26,7 @@ impl<I: 'static> Message for Work<I> {
 }
 
 /// The text of a panic payload.
-pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
 }
 
@@ -94,14 +94,14 @@ where
 }
 
 /// A CPU-bound job; returns true when it panicked (the worker is then replaced).
-pub struct CpuJob(Box<dyn FnOnce() -> bool + Send>);
+pub(crate) struct CpuJob(Box<dyn FnOnce() -> bool + Send>);
 
 impl Message for CpuJob {
     type Result = ();
 }
 
 /// A worker thread of the CPU pool.
-pub struct CpuWorker;
+pub(crate) struct CpuWorker;
 
 impl actix::Actor for CpuWorker {
     type Context = SyncContext<Self>;

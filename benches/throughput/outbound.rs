@@ -221,7 +221,21 @@ pub struct OutboundRun {
     pub died: Option<String>,
 }
 
-pub fn print_log_problems(name: &str, lp: &(usize, Vec<String>)) {
+/// After a run's summary line: its failure samples (each labelled `what`), how a node ended if
+/// one did, and the WARN/ERROR lines of the nodes' logs.
+pub fn print_problems<'a>(what: &str, samples: impl IntoIterator<Item = &'a String>, died: &Option<String>, logs: &[(&str, &(usize, Vec<String>))]) {
+    for x in samples {
+        eprintln!("    {what}: {x}");
+    }
+    if let Some(d) = died {
+        eprintln!("    a node ended during the run: {d}");
+    }
+    for (name, lp) in logs {
+        print_log_problems(name, lp);
+    }
+}
+
+fn print_log_problems(name: &str, lp: &(usize, Vec<String>)) {
     if lp.0 > 0 {
         eprintln!("    node {name} log: {} WARN/ERROR lines, first:", lp.0);
         for l in &lp.1 {
@@ -310,14 +324,7 @@ pub fn run_outbound_once(cx: &mut Ctx, pk: &PairKeys, payload: &[u8], n: usize, 
         r.client_cpu_ms,
         r.delivered
     );
-    for x in r.submit_samples.iter().chain(&r.failed_samples) {
-        eprintln!("    failure: {x}");
-    }
-    if let Some(d) = &r.died {
-        eprintln!("    a node ended during the run: {d}");
-    }
-    print_log_problems("A", &r.log_a);
-    print_log_problems("B", &r.log_b);
+    print_problems("failure", r.submit_samples.iter().chain(&r.failed_samples), &r.died, &[("A", &r.log_a), ("B", &r.log_b)]);
     Ok(r)
 }
 

@@ -7,7 +7,7 @@
 
 use crate::common::*;
 use crate::load::*;
-use crate::outbound::ADMIN_TOKEN;
+use crate::outbound::{ADMIN_TOKEN, print_problems};
 use openssl::hash::MessageDigest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,12 +152,7 @@ pub fn run_pulls_once(cx: &Ctx, n: usize, payload_bytes: usize, run: usize, dir:
         r.client_cpu_ms,
         r.submit_per_s
     );
-    for f in &r.samples {
-        eprintln!("    failure: {f}");
-    }
-    if let Some(how) = &r.died {
-        eprintln!("    the node ended during the run: {how}");
-    }
+    print_problems("failure", &r.samples, &r.died, &[]);
     Ok(r)
 }
 

@@ -209,18 +209,10 @@ pub fn run_s3_once(cx: &mut Ctx, pk: &PairKeys, files: usize, run: usize) -> Res
         r.left_in_bucket,
         r.delivered
     );
-    for x in &r.failed_samples {
-        eprintln!("    failed: {x}");
-    }
-    if let Some(d) = &r.died {
-        eprintln!("    a node ended during the run: {d}");
-    }
-    print_log_problems("A", &r.log_a);
-    print_log_problems("B", &r.log_b);
+    print_problems("failed", &r.failed_samples, &r.died, &[("A", &r.log_a), ("B", &r.log_b)]);
     Ok(r)
 }
 
-/// The s3 mode: runs alternate between the S3 servers of BENCH_S3_SERVERS, like the receivers.
 /// The s3 mode: a fresh pair and S3 server per run; the median run by files/s and all runs.
 pub fn bench(cx: &mut Ctx, pk: &PairKeys) -> Option<(S3Run, Vec<S3Run>)> {
     let files = env_usize("BENCH_S3_FILES", 200).max(1);

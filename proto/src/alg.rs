@@ -91,7 +91,7 @@ impl DigestAlg {
     }
 
     /// The digest algorithm's OID (as in CMS digestAlgorithm fields).
-    pub fn oid(self) -> &'static str {
+    pub(crate) fn oid(self) -> &'static str {
         match self {
             DigestAlg::Md5 => "1.2.840.113549.2.5",
             DigestAlg::Sha1 => "1.3.14.3.2.26",
@@ -102,7 +102,7 @@ impl DigestAlg {
         }
     }
 
-    pub fn from_oid(oid: &str) -> Option<DigestAlg> {
+    pub(crate) fn from_oid(oid: &str) -> Option<DigestAlg> {
         DigestAlg::ALL.into_iter().find(|d| d.oid() == oid)
     }
 }

@@ -126,29 +126,20 @@ mod tests {
     }
 
     #[test]
-    fn decryption_maps_to_decryption_failed() {
-        assert_eq!(modifier(ProcessingError::Decryption("x".into())), "decryption-failed");
-    }
-    #[test]
-    fn authentication_maps_to_authentication_failed() {
-        assert_eq!(modifier(ProcessingError::Authentication("x".into())), "authentication-failed");
-    }
-    #[test]
-    fn integrity_maps_to_integrity_check_failed() {
-        assert_eq!(modifier(ProcessingError::Integrity("x".into())), "integrity-check-failed");
-    }
-    #[test]
-    fn decompression_maps_to_decompression_failed() {
-        assert_eq!(modifier(ProcessingError::Decompression("x".into())), "decompression-failed");
-    }
-    #[test]
-    fn policy_maps_to_insufficient_message_security() {
-        assert_eq!(modifier(ProcessingError::InsufficientSecurity("x".into())), "insufficient-message-security");
-    }
-    #[test]
-    fn anything_else_maps_to_unexpected_processing_error() {
-        assert_eq!(modifier(ProcessingError::Unexpected("x".into())), "unexpected-processing-error");
-        assert_eq!(modifier(MimeError::BadMultipart("x".into()).into()), "unexpected-processing-error");
+    fn each_failure_maps_to_its_modifier() {
+        for (e, m) in [
+            (ProcessingError::Decryption("x".into()), "decryption-failed"),
+            (ProcessingError::Authentication("x".into()), "authentication-failed"),
+            (ProcessingError::Integrity("x".into()), "integrity-check-failed"),
+            (ProcessingError::Decompression("x".into()), "decompression-failed"),
+            // A policy failure.
+            (ProcessingError::InsufficientSecurity("x".into()), "insufficient-message-security"),
+            // Anything else.
+            (ProcessingError::Unexpected("x".into()), "unexpected-processing-error"),
+            (MimeError::BadMultipart("x".into()).into(), "unexpected-processing-error"),
+        ] {
+            assert_eq!(modifier(e), m);
+        }
     }
     #[test]
     fn duplicate_is_a_positive_warning() {

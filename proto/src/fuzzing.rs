@@ -342,10 +342,10 @@ fn reply_ids() -> signals::SignalIds {
 // ---------------------------------------------------------------------------------------------
 
 /// One fuzz target: its name and entry function.
-pub type Target = (&'static str, fn(&[u8]));
+pub(crate) type Target = (&'static str, fn(&[u8]));
 
 /// One seed input: (target, name, bytes).
-pub type Seed = (&'static str, String, Vec<u8>);
+pub(crate) type Seed = (&'static str, String, Vec<u8>);
 
 /// The fuzz targets, by name (the `fuzz/fuzz_targets/<name>.rs` files and corpus folders).
 pub const TARGETS: [Target; 5] =

@@ -99,7 +99,7 @@ fn parse_dn_options(v: &str) -> (bool, Vec<String>) {
 
 /// Headers that decide who sent a message, to whom, and where answers go: each must appear at
 /// most once, or a reader could pick one copy and a checker another.
-pub const SINGLE_HEADERS: [&str; 7] = [
+pub(crate) const SINGLE_HEADERS: [&str; 7] = [
     "AS2-From",
     "AS2-To",
     "Message-ID",
@@ -110,7 +110,7 @@ pub const SINGLE_HEADERS: [&str; 7] = [
 ];
 
 /// The first of [`SINGLE_HEADERS`] that appears more than once.
-pub fn repeated_header(headers: &[Header]) -> Option<&'static str> {
+pub(crate) fn repeated_header(headers: &[Header]) -> Option<&'static str> {
     SINGLE_HEADERS.into_iter().find(|n| headers.iter().filter(|h| h.name.eq_ignore_ascii_case(n)).nth(1).is_some())
 }
 

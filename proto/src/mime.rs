@@ -67,7 +67,7 @@ pub(crate) fn header_end(raw: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// Parse a header block (folded lines allowed) into fields.
-pub fn parse_header_block(block: &[u8], limits: &MimeLimits) -> Result<Vec<Header>, MimeError> {
+pub(crate) fn parse_header_block(block: &[u8], limits: &MimeLimits) -> Result<Vec<Header>, MimeError> {
     if block.len() > limits.max_header_bytes {
         return Err(MimeError::HeaderTooLarge(limits.max_header_bytes));
     }
@@ -139,7 +139,7 @@ impl<'a> Entity<'a> {
     }
 
     /// Content-Transfer-Encoding, lower-cased; a missing one means binary.
-    pub fn transfer_encoding(&self) -> String {
+    pub(crate) fn transfer_encoding(&self) -> String {
         self.header("content-transfer-encoding").unwrap_or("binary").trim().to_ascii_lowercase()
     }
 
@@ -150,7 +150,7 @@ impl<'a> Entity<'a> {
 
     /// The body with its transfer encoding removed, borrowed when nothing needs decoding (a
     /// large binary layer is then not copied).
-    pub fn decoded_body_ref(&self) -> Result<std::borrow::Cow<'a, [u8]>, MimeError> {
+    pub(crate) fn decoded_body_ref(&self) -> Result<std::borrow::Cow<'a, [u8]>, MimeError> {
         match self.transfer_encoding().as_str() {
             "binary" | "8bit" | "7bit" | "" => Ok(std::borrow::Cow::Borrowed(self.body)),
             other => decode_transfer(self.body, other).map(std::borrow::Cow::Owned),
@@ -203,7 +203,7 @@ pub fn sanitize_filename(name: &str) -> Option<String> {
 }
 
 /// Undo a Content-Transfer-Encoding.
-pub fn decode_transfer(body: &[u8], cte: &str) -> Result<Vec<u8>, MimeError> {
+pub(crate) fn decode_transfer(body: &[u8], cte: &str) -> Result<Vec<u8>, MimeError> {
     match cte {
         "base64" => {
             let cleaned: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
@@ -378,7 +378,7 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// character but the colon in a field name; real mail and MIME headers only use letters, digits,
 /// `-` and `_`, and the narrower rule keeps bare documents from passing for headers: EDIFACT
 /// segments (`UNB+UNOA:2+...`), X12 (`ISA*00*...`), XML, JSON.
-pub fn header_block_end(raw: &[u8], limits: &MimeLimits) -> Option<usize> {
+pub(crate) fn header_block_end(raw: &[u8], limits: &MimeLimits) -> Option<usize> {
     let window = &raw[..raw.len().min(limits.max_header_bytes.saturating_add(2))];
     let mut pos = 0;
     let mut fields = 0usize;

@@ -1,9 +1,46 @@
 //! Stations (our AS2 identities) and partners, with their keys loaded: what the actors consult.
 
 use crate::alg::{ContentCipher, DigestAlg, MicSpelling, SignaturePadding};
+use openssl::asn1::Asn1TimeRef;
+use openssl::bn::BigNumRef;
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
-use openssl::x509::X509;
+use openssl::rsa::Rsa;
+use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::{X509, X509Builder, X509NameBuilder};
 use std::collections::HashMap;
+
+/// A fresh 2048-bit RSA key and a self-signed SHA-256 certificate for `CN=cn`: a new
+/// station's identity (`edinode init`) and the test identities (`testing::TestCert`). `ip`,
+/// when given, is the certificate's subjectAltName (a TLS server's).
+pub fn self_signed_identity(
+    cn: &str,
+    serial: &BigNumRef,
+    not_before: &Asn1TimeRef,
+    not_after: &Asn1TimeRef,
+    ip: Option<&str>,
+) -> Result<(PKey<Private>, X509), ErrorStack> {
+    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", cn)?;
+    let name = name.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = serial.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(&key)?;
+    b.set_not_before(not_before)?;
+    b.set_not_after(not_after)?;
+    if let Some(ip) = ip {
+        let san = SubjectAlternativeName::new().ip(ip).build(&b.x509v3_context(None, None))?;
+        b.append_extension(san)?;
+    }
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok((key, b.build()))
+}
 
 /// One of our AS2 identities.
 #[derive(Clone)]

@@ -7,17 +7,15 @@ use std::sync::OnceLock;
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
 use openssl::error::ErrorStack;
-use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use openssl::x509::X509;
 
 /// A private key and its self-signed certificate.
 pub type Identity = (PKey<Private>, X509);
 
 /// A self-signed test certificate to make, with a fresh 2048-bit RSA key, signed with
-/// SHA-256. The one builder of test keys and certificates in the workspace.
+/// SHA-256 ([`crate::profile::self_signed_identity`]). The one builder of test keys and
+/// certificates in the workspace.
 #[derive(Clone, Debug)]
 pub struct TestCert<'a> {
     pub cn: &'a str,
@@ -46,26 +44,9 @@ impl<'a> TestCert<'a> {
     }
 
     pub fn build(&self) -> Result<Identity, ErrorStack> {
-        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
-        let mut name = X509NameBuilder::new()?;
-        name.append_entry_by_text("CN", self.cn)?;
-        let name = name.build();
-        let mut b = X509Builder::new()?;
-        b.set_version(2)?;
-        let serial = BigNum::from_u32(self.serial)?.to_asn1_integer()?;
-        b.set_serial_number(&serial)?;
-        b.set_subject_name(&name)?;
-        b.set_issuer_name(&name)?;
-        b.set_pubkey(&key)?;
+        let serial = BigNum::from_u32(self.serial)?;
         let (not_before, not_after) = (Asn1Time::from_unix(self.not_before)?, Asn1Time::from_unix(self.not_after)?);
-        b.set_not_before(&not_before)?;
-        b.set_not_after(&not_after)?;
-        if let Some(ip) = self.ip {
-            let san = SubjectAlternativeName::new().ip(ip).build(&b.x509v3_context(None, None))?;
-            b.append_extension(san)?;
-        }
-        b.sign(&key, MessageDigest::sha256())?;
-        Ok((key, b.build()))
+        crate::profile::self_signed_identity(self.cn, &serial, &not_before, &not_after, self.ip)
     }
 }
 

@@ -126,7 +126,7 @@ pub fn decrypt(raw: &[u8], keys: &[(PKey<Private>, X509)], limits: &MimeLimits) 
 
 /// [`decrypt`] taking the entity by value, so a large one is not held alongside its parsed
 /// form and its plaintext.
-pub fn decrypt_owned(raw: Vec<u8>, keys: &[(PKey<Private>, X509)], limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
+pub(crate) fn decrypt_owned(raw: Vec<u8>, keys: &[(PKey<Private>, X509)], limits: &MimeLimits) -> Result<Vec<u8>, ProcessingError> {
     decrypt_layer(raw, keys, None, limits).map(|d| d.entity)
 }
 
@@ -252,7 +252,7 @@ pub fn verify(raw: &[u8], trusted: &[X509], mic_alg: Option<DigestAlg>, limits: 
 /// the two forms a store-and-forward hop may have turned CRLF into LF in: headers restored to
 /// CRLF (what the sender signs for a binary part), then everything in CRLF. Returns the bytes
 /// that verified, so the MIC is taken over them. The one signature check for messages and MDNs.
-pub fn verify_detached_entity(sig: &[u8], signed: &[u8], trusted: &[X509], limits: &MimeLimits) -> Result<(Vec<u8>, cms::Verified), CmsError> {
+pub(crate) fn verify_detached_entity(sig: &[u8], signed: &[u8], trusted: &[X509], limits: &MimeLimits) -> Result<(Vec<u8>, cms::Verified), CmsError> {
     let first = match cms::verify_detached(sig, signed, trusted) {
         Ok(v) => return Ok((signed.to_vec(), v)),
         Err(e) => e,

@@ -132,12 +132,39 @@ fn header<'a>(built: &'a Built, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+fn assert_headers(built: &Built, expected: &[(&str, Option<&str>)]) {
+    for (name, value) in expected {
+        assert_eq!(header(built, name), *value, "{name}");
+    }
+}
+
+/// `build` from edinode to acme (subject "x"), signed by alice and encrypted for bob where
+/// `opts` asks for it.
+fn build_for_acme(docs: &[Document], opts: &OutboundOptions) -> Built {
+    let (akey, acert) = alice();
+    let (_, bcert) = bob();
+    build("edinode", "acme", docs, opts, Some((akey, acert)), Some(bcert), &IDS, "x").unwrap()
+}
+
+/// `receive` as bob, trusting alice's signature.
+fn receive_as_bob(built: &Built) -> Received {
+    let (bkey, bcert) = bob();
+    let (_, acert) = alice();
+    receive(built, &[(bkey.clone(), bcert.clone())], std::slice::from_ref(acert), DigestAlg::Sha1)
+}
+
+/// `receive_as_bob`, checking the layers opened and the MIC.
+fn receive_through(built: &Built, steps: &[Step]) -> Received {
+    let got = receive_as_bob(built);
+    assert_eq!(got.steps, steps);
+    assert_eq!(got.mic, built.mic);
+    got
+}
+
 #[test]
 fn outbound_every_combination_unwraps_to_the_documents_and_the_mic() {
     let (akey, acert) = alice();
-    let (bkey, bcert) = bob();
-    let keys = [(bkey.clone(), bcert.clone())];
-    let trusted = [acert.clone()];
+    let (_, bcert) = bob();
     let signs = [
         None,
         Some(DigestAlg::Sha1),
@@ -207,7 +234,7 @@ fn outbound_every_combination_unwraps_to_the_documents_and_the_mic() {
                                 && !v.contains(['\r', '\n'])),
                         "{case}"
                     );
-                    let got = receive(&built, &keys, &trusted, DigestAlg::Sha1);
+                    let got = receive_as_bob(&built);
                     assert_eq!(got.docs.len(), docs.len(), "{case}");
                     for (d, r) in docs.iter().zip(&got.docs) {
                         assert_eq!(r.data, d.data, "{case}: {}", d.filename);
@@ -259,35 +286,26 @@ fn outbound_layer_order_and_headers() {
         "Bestellung f\u{fc}r M\u{fc}nchen",
     )
     .unwrap();
-    assert_eq!(header(&built, "AS2-From"), Some("edinode"));
-    assert_eq!(header(&built, "AS2-To"), Some("\"Acme Corp\""));
-    assert_eq!(header(&built, "AS2-Version"), Some("1.2"));
-    assert_eq!(header(&built, "Message-ID"), Some(IDS.message_id));
-    assert_eq!(header(&built, "Date"), Some(IDS.date));
-    assert_eq!(header(&built, "MIME-Version"), Some("1.0"));
-    assert_eq!(
-        header(&built, "EDIINT-Features"),
-        Some("multiple-attachments")
+    assert_headers(
+        &built,
+        &[
+            ("AS2-From", Some("edinode")),
+            ("AS2-To", Some("\"Acme Corp\"")),
+            ("AS2-Version", Some("1.2")),
+            ("Message-ID", Some(IDS.message_id)),
+            ("Date", Some(IDS.date)),
+            ("MIME-Version", Some("1.0")),
+            ("EDIINT-Features", Some("multiple-attachments")),
+            ("Disposition-Notification-To", Some("mailto:as2@edinode.example")),
+            (
+                "Disposition-Notification-Options",
+                Some("signed-receipt-protocol=optional, pkcs7-signature; signed-receipt-micalg=optional, sha-256"),
+            ),
+            ("Receipt-Delivery-Option", Some("https://edinode.example/mdn")),
+            ("Content-Type", Some("application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m")),
+            ("Content-Transfer-Encoding", Some("binary")),
+        ],
     );
-    assert_eq!(
-        header(&built, "Disposition-Notification-To"),
-        Some("mailto:as2@edinode.example")
-    );
-    assert_eq!(
-        header(&built, "Disposition-Notification-Options"),
-        Some(
-            "signed-receipt-protocol=optional, pkcs7-signature; signed-receipt-micalg=optional, sha-256"
-        )
-    );
-    assert_eq!(
-        header(&built, "Receipt-Delivery-Option"),
-        Some("https://edinode.example/mdn")
-    );
-    assert_eq!(
-        header(&built, "Content-Type"),
-        Some("application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m")
-    );
-    assert_eq!(header(&built, "Content-Transfer-Encoding"), Some("binary"));
     let subject = header(&built, "Subject").unwrap();
     assert!(
         subject.starts_with("=?utf-8?B?") && subject.is_ascii(),
@@ -308,18 +326,7 @@ fn outbound_layer_order_and_headers() {
     );
 
     // Inside: encrypted > signed > compressed > multipart/related.
-    let (bkey, bcert) = bob();
-    let got = receive(
-        &built,
-        &[(bkey.clone(), bcert.clone())],
-        std::slice::from_ref(acert),
-        DigestAlg::Sha1,
-    );
-    assert_eq!(
-        got.steps,
-        vec![Step::Decrypt, Step::Verify, Step::Decompress, Step::Payload]
-    );
-    assert_eq!(got.mic, built.mic);
+    receive_through(&built, &[Step::Decrypt, Step::Verify, Step::Decompress, Step::Payload]);
 }
 
 #[test]
@@ -329,18 +336,17 @@ fn outbound_unsigned_single_document_travels_in_the_http_headers() {
         ..Default::default()
     };
     let built = build("edinode", "acme", &one_doc(), &opts, None, None, &IDS, "").unwrap();
-    assert_eq!(header(&built, "Content-Type"), Some("application/edi-x12"));
-    assert_eq!(header(&built, "Content-Transfer-Encoding"), Some("binary"));
-    assert_eq!(
-        header(&built, "Content-Disposition"),
-        Some("attachment; filename=\"order 1.edi\"")
+    assert_headers(
+        &built,
+        &[
+            ("Content-Type", Some("application/edi-x12")),
+            ("Content-Transfer-Encoding", Some("binary")),
+            ("Content-Disposition", Some("attachment; filename=\"order 1.edi\"")),
+            ("Disposition-Notification-To", Some("edinode")),
+            ("Disposition-Notification-Options", None),
+            ("Subject", None),
+        ],
     );
-    assert_eq!(
-        header(&built, "Disposition-Notification-To"),
-        Some("edinode")
-    );
-    assert_eq!(header(&built, "Disposition-Notification-Options"), None);
-    assert_eq!(header(&built, "Subject"), None);
     assert_eq!(built.body, one_doc()[0].data);
     // No micalg requested: the configured algorithm (default sha1, what edinode's inbound
     // side uses when none is named), over the content without headers (RFC 4130 7.3.1).
@@ -382,8 +388,7 @@ fn outbound_unsigned_mic_follows_rfc4130() {
                 },
                 ..Default::default()
             };
-            let built =
-                build("edinode", "acme", &docs, &opts, None, Some(bcert), &IDS, "x").unwrap();
+            let built = build_for_acme(&docs, &opts);
             let rfc_bytes = match encrypt {
                 // The decrypted entity as decrypted: compressed, the compressed entity.
                 Some(_) => cms::decrypt(&built.body, &keys).unwrap(),
@@ -428,7 +433,6 @@ fn outbound_unsigned_mic_follows_rfc4130() {
 
 #[test]
 fn outbound_signed_mic_uses_the_signing_digest_and_advertises_it() {
-    let (akey, acert) = alice();
     // Asked for sha512 receipts but signing with sha1: we ask for sha1, the digest pyas2lib
     // and Mendelson will use whatever we ask.
     let opts = OutboundOptions {
@@ -438,17 +442,7 @@ fn outbound_signed_mic_uses_the_signing_digest_and_advertises_it() {
         },
         ..Default::default()
     };
-    let built = build(
-        "edinode",
-        "acme",
-        &one_doc(),
-        &opts,
-        Some((akey, acert)),
-        None,
-        &IDS,
-        "x",
-    )
-    .unwrap();
+    let built = build_for_acme(&one_doc(), &opts);
     assert_eq!(built.mic.alg, DigestAlg::Sha1);
     assert!(
         header(&built, "Disposition-Notification-Options")
@@ -473,22 +467,11 @@ fn outbound_signed_mic_uses_the_signing_digest_and_advertises_it() {
     let mut entity = b"Content-Type: application/edi-x12\r\nContent-Transfer-Encoding: binary\r\nContent-Disposition: attachment; filename=\"order 1.edi\"\r\n\r\n".to_vec();
     entity.extend_from_slice(&doc.data);
     assert_eq!(parts[0], &entity[..]);
-    assert_eq!(
-        receive(
-            &built,
-            &[],
-            std::slice::from_ref(acert),
-            DigestAlg::Sha1,
-        )
-        .mic,
-        built.mic
-    );
+    assert_eq!(receive_as_bob(&built).mic, built.mic);
 }
 
 #[test]
 fn outbound_pss_protection_and_oaep_unwrap() {
-    let (akey, acert) = alice();
-    let (bkey, bcert) = bob();
     let opts = OutboundOptions {
         sign: Some(DigestAlg::Sha256),
         pss: true,
@@ -501,32 +484,12 @@ fn outbound_pss_protection_and_oaep_unwrap() {
         },
         ..Default::default()
     };
-    let built = build(
-        "edinode",
-        "acme",
-        &three_docs(),
-        &opts,
-        Some((akey, acert)),
-        Some(bcert),
-        &IDS,
-        "x",
-    )
-    .unwrap();
+    let built = build_for_acme(&three_docs(), &opts);
     assert_eq!(
         header(&built, "Content-Type"),
         Some("application/pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m")
     );
-    let got = receive(
-        &built,
-        &[(bkey.clone(), bcert.clone())],
-        std::slice::from_ref(acert),
-        DigestAlg::Sha1,
-    );
-    assert_eq!(
-        got.steps,
-        vec![Step::Decrypt, Step::Decompress, Step::Verify, Step::Payload]
-    );
-    assert_eq!(got.mic, built.mic);
+    let got = receive_through(&built, &[Step::Decrypt, Step::Decompress, Step::Verify, Step::Payload]);
     assert_eq!(got.docs.len(), 3);
 }
 
@@ -536,45 +499,13 @@ fn outbound_is_reproducible_without_cms() {
         compression: Compression::BeforeSigning,
         ..Default::default()
     };
-    let a = build(
-        "edinode",
-        "acme",
-        &three_docs(),
-        &opts,
-        None,
-        None,
-        &IDS,
-        "x",
-    )
-    .unwrap();
-    let b = build(
-        "edinode",
-        "acme",
-        &three_docs(),
-        &opts,
-        None,
-        None,
-        &IDS,
-        "x",
-    )
-    .unwrap();
-    assert_eq!(a, b);
+    assert_eq!(build_for_acme(&three_docs(), &opts), build_for_acme(&three_docs(), &opts));
 }
 
 #[test]
 fn outbound_boundaries_avoid_the_content() {
     let docs = three_docs();
-    let built = build(
-        "edinode",
-        "acme",
-        &docs,
-        &OutboundOptions::default(),
-        None,
-        None,
-        &IDS,
-        "x",
-    )
-    .unwrap();
+    let built = build_for_acme(&docs, &OutboundOptions::default());
     let ct = ContentType::parse(header(&built, "Content-Type").unwrap());
     assert_eq!(ct.mime, "multipart/related");
     // The binary document contains "--" + the first choice, so the second one is used.
@@ -585,109 +516,22 @@ fn outbound_boundaries_avoid_the_content() {
 #[test]
 fn outbound_rejects_bad_input() {
     let (akey, acert) = alice();
-    let opts = OutboundOptions::default();
-    let doc = one_doc();
-    fn b(
-        from: &str,
-        to: &str,
-        docs: &[Document],
-        opts: &OutboundOptions,
-        ids: &OutboundIds<'_>,
-        signer: Option<(&PKey<Private>, &X509)>,
-    ) -> Result<Built, OutboundError> {
-        build(from, to, docs, opts, signer, None, ids, "s")
-    }
-    assert!(matches!(
-        b("edinode", "acme", &[], &opts, &IDS, None),
-        Err(OutboundError::NoDocuments)
-    ));
-    assert!(matches!(
-        b("", "acme", &doc, &opts, &IDS, None),
-        Err(OutboundError::Invalid {
-            field: "AS2-From",
-            ..
-        })
-    ));
-    assert!(matches!(
-        b("edinode", "ac\r\nme", &doc, &opts, &IDS, None),
-        Err(OutboundError::Invalid {
-            field: "AS2-To",
-            ..
-        })
-    ));
-    let bad_id = OutboundIds {
-        message_id: "no-brackets@x",
-        ..IDS
+    let one = |filename: &str, content_type: &str| {
+        vec![Document {
+            filename: filename.into(),
+            content_type: content_type.into(),
+            data: vec![],
+        }]
     };
-    assert!(matches!(
-        b("edinode", "acme", &doc, &opts, &bad_id, None),
-        Err(OutboundError::Invalid {
-            field: "Message-ID",
-            ..
-        })
-    ));
-    let bad_seed = OutboundIds {
-        boundary_seed: "a b",
-        ..IDS
-    };
-    assert!(matches!(
-        b("edinode", "acme", &doc, &opts, &bad_seed, None),
-        Err(OutboundError::Invalid {
-            field: "boundary_seed",
-            ..
-        })
-    ));
-    let bad_date = OutboundIds {
-        date: "Thu\r\nX: y",
-        ..IDS
-    };
-    assert!(b("edinode", "acme", &doc, &opts, &bad_date, None).is_err());
+    let plain = OutboundOptions::default();
     let signing = OutboundOptions {
         sign: Some(DigestAlg::Sha256),
         ..Default::default()
     };
-    assert!(matches!(
-        b("edinode", "acme", &doc, &signing, &IDS, None),
-        Err(OutboundError::MissingSigner)
-    ));
     let encrypting = OutboundOptions {
         encrypt: Some(ContentCipher::Aes128Cbc),
         ..Default::default()
     };
-    assert!(matches!(
-        b(
-            "edinode",
-            "acme",
-            &doc,
-            &encrypting,
-            &IDS,
-            Some((akey, acert))
-        ),
-        Err(OutboundError::MissingRecipient)
-    ));
-    for ct in [
-        "multipart/related; boundary=x",
-        "application/pkcs7-mime",
-        "edi",
-        "text/plain\r\nX: y",
-        "",
-    ] {
-        let d = vec![Document {
-            filename: "a".into(),
-            content_type: ct.into(),
-            data: vec![],
-        }];
-        assert!(
-            b("edinode", "acme", &d, &opts, &IDS, None).is_err(),
-            "{ct:?}"
-        );
-    }
-    let d = vec![Document {
-        filename: "a\nb".into(),
-        content_type: "text/plain".into(),
-        data: vec![],
-    }];
-    assert!(b("edinode", "acme", &d, &opts, &IDS, None).is_err());
     let bad_url = OutboundOptions {
         mdn: MdnRequest::Async {
             url: "ftp://x".into(),
@@ -695,11 +539,54 @@ fn outbound_rejects_bad_input() {
         },
         ..Default::default()
     };
-    assert!(matches!(
-        b("edinode", "acme", &doc, &bad_url, &IDS, None),
-        Err(OutboundError::Invalid {
-            field: "Receipt-Delivery-Option",
-            ..
-        })
-    ));
+    let bad_id = OutboundIds {
+        message_id: "no-brackets@x",
+        ..IDS
+    };
+    let bad_seed = OutboundIds {
+        boundary_seed: "a b",
+        ..IDS
+    };
+    let bad_date = OutboundIds {
+        date: "Thu\r\nX: y",
+        ..IDS
+    };
+    // (AS2-From, AS2-To, documents, options, ids, with a signer, the error: "" for any)
+    let mut cases = vec![
+        ("edinode", "acme", vec![], &plain, &IDS, false, "no documents"),
+        ("", "acme", one_doc(), &plain, &IDS, false, "invalid AS2-From"),
+        ("edinode", "ac\r\nme", one_doc(), &plain, &IDS, false, "invalid AS2-To"),
+        ("edinode", "acme", one_doc(), &plain, &bad_id, false, "invalid Message-ID"),
+        ("edinode", "acme", one_doc(), &plain, &bad_seed, false, "invalid boundary_seed"),
+        ("edinode", "acme", one_doc(), &plain, &bad_date, false, ""),
+        ("edinode", "acme", one_doc(), &signing, &IDS, false, "missing signer"),
+        ("edinode", "acme", one_doc(), &encrypting, &IDS, true, "missing recipient"),
+        ("edinode", "acme", one("a\nb", "text/plain"), &plain, &IDS, false, ""),
+        ("edinode", "acme", one_doc(), &bad_url, &IDS, false, "invalid Receipt-Delivery-Option"),
+    ];
+    for ct in [
+        "multipart/related; boundary=x",
+        "application/pkcs7-mime",
+        "edi",
+        "text/plain\r\nX: y",
+        "",
+    ] {
+        cases.push(("edinode", "acme", one("a", ct), &plain, &IDS, false, ""));
+    }
+    for (n, (from, to, docs, opts, ids, signed, expected)) in cases.into_iter().enumerate() {
+        let signer = signed.then_some((akey, acert));
+        let case = format!("case {n}: {from:?} {to:?} {docs:?} {ids:?}");
+        let err = match build(from, to, &docs, opts, signer, None, ids, "s") {
+            Ok(_) => panic!("{case}: built"),
+            Err(e) => e,
+        };
+        let kind = match &err {
+            OutboundError::NoDocuments => "no documents".to_string(),
+            OutboundError::MissingSigner => "missing signer".to_string(),
+            OutboundError::MissingRecipient => "missing recipient".to_string(),
+            OutboundError::Invalid { field, .. } => format!("invalid {field}"),
+            other => other.to_string(),
+        };
+        assert!(expected.is_empty() || kind == expected, "{case}: {err}");
+    }
 }

@@ -33,6 +33,71 @@ impl Acker for RabbitAcker {
     }
 }
 
+/// One consumer connection: deliveries go to `tx` until the stream fails (an error, to
+/// reconnect) or the receiver is gone (`Ok`).
+async fn consume_session(url: &str, queue: &str, prefetch: u16, tx: &mpsc::Sender<Delivery>) -> anyhow::Result<()> {
+    let conn = connect(url).await?;
+    let ch = conn.create_channel().await?;
+    declare_queue(&ch, queue).await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = ch.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    while let Some(d) = consumer.next().await {
+        let d = d?;
+        let headers = d.properties.headers().clone().unwrap_or_default();
+        let attempt = int_header(&headers, ATTEMPT_HEADER).unwrap_or(0);
+        let mut trace = Vec::new();
+        for k in ["traceparent", "tracestate"] {
+            if let Some(v) = str_header(&headers, k) {
+                trace.push((k.to_string(), v));
+            }
+        }
+        let mut strings: Vec<(String, String)> = headers.inner().keys().filter_map(|k| str_header(&headers, k.as_str()).map(|v| (k.as_str().to_string(), v))).collect();
+        if let Some(ct) = d.properties.content_type() {
+            strings.push(("content-type".into(), ct.as_str().to_string()));
+        }
+        let body = d.data.clone();
+        let redelivered = d.redelivered;
+        if tx.send(Delivery { body, attempt, trace, headers: strings, redelivered, acker: Box::new(RabbitAcker { delivery: d }) }).await.is_err() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("consumer stream ended")
+}
+
+/// One connection of a node's reply queue (exclusive, auto-deleted, no acks); `ready` is
+/// signalled once the first consumer is in place.
+async fn reply_session(url: &str, q: &str, tx: &mpsc::Sender<Vec<u8>>, ready: &mut Option<tokio::sync::oneshot::Sender<()>>) -> anyhow::Result<()> {
+    let conn = connect(url).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(q.into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default()).await?;
+    let mut consumer = ch
+        .basic_consume(q.into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    if let Some(r) = ready.take() {
+        let _ = r.send(());
+    }
+    while let Some(d) = consumer.next().await {
+        let d = d?;
+        if tx.send(d.data).await.is_err() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("reply consumer ended")
+}
+
+/// After a consumer session ended: `false` when the receiver is gone (stop), else logs why
+/// and waits a moment before the caller reconnects.
+async fn reconnect_after<T>(tx: &mpsc::Sender<T>, result: anyhow::Result<()>, lost: &str, queue: &str) -> bool {
+    if tx.is_closed() {
+        return false;
+    }
+    if let Err(error) = result {
+        tracing::warn!(message = lost, queue = %queue, %error);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    true
+}
+
 fn str_header(t: &FieldTable, name: &str) -> Option<String> {
     match t.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
@@ -94,20 +159,15 @@ impl RabbitTransport {
         let conn = connect(&self.url).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        ch.exchange_declare(
-            edinode_actors::queues::EVENTS_EXCHANGE.into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            edinode_actors::queues::INBOUND_EXCHANGE.into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
+        for exchange in [edinode_actors::queues::EVENTS_EXCHANGE, edinode_actors::queues::INBOUND_EXCHANGE] {
+            ch.exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        }
         // The dead-letter queue exists from the start, so operators (and tools) can watch it.
         declare_queue(&ch, edinode_actors::queues::DEAD).await?;
         *g = Some((conn, ch.clone()));
@@ -243,42 +303,10 @@ impl Transport for RabbitTransport {
         self.ensure_queue(&ch, &queue).await?;
         tokio::spawn(async move {
             loop {
-                let result: anyhow::Result<()> = async {
-                    let conn = connect(&url).await?;
-                    let ch = conn.create_channel().await?;
-                    declare_queue(&ch, &queue).await?;
-                    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-                    let mut consumer = ch.basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
-                    while let Some(d) = consumer.next().await {
-                        let d = d?;
-                        let headers = d.properties.headers().clone().unwrap_or_default();
-                        let attempt = int_header(&headers, ATTEMPT_HEADER).unwrap_or(0);
-                        let mut trace = Vec::new();
-                        for k in ["traceparent", "tracestate"] {
-                            if let Some(v) = str_header(&headers, k) {
-                                trace.push((k.to_string(), v));
-                            }
-                        }
-                        let mut strings: Vec<(String, String)> = headers.inner().keys().filter_map(|k| str_header(&headers, k.as_str()).map(|v| (k.as_str().to_string(), v))).collect();
-                        if let Some(ct) = d.properties.content_type() {
-                            strings.push(("content-type".into(), ct.as_str().to_string()));
-                        }
-                        let body = d.data.clone();
-                        let redelivered = d.redelivered;
-                        if tx.send(Delivery { body, attempt, trace, headers: strings, redelivered, acker: Box::new(RabbitAcker { delivery: d }) }).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    anyhow::bail!("consumer stream ended")
-                }
-                .await;
-                if tx.is_closed() {
+                let result = consume_session(&url, &queue, prefetch, &tx).await;
+                if !reconnect_after(&tx, result, "RabbitMQ consumer lost; reconnecting.", &queue).await {
                     return;
                 }
-                if let Err(error) = result {
-                    tracing::warn!(message = "RabbitMQ consumer lost; reconnecting.", queue = %queue, %error);
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
         Ok(rx)
@@ -293,32 +321,10 @@ impl Transport for RabbitTransport {
         let mut ready_tx = Some(ready_tx);
         tokio::spawn(async move {
             loop {
-                let result: anyhow::Result<()> = async {
-                    let conn = connect(&url).await?;
-                    let ch = conn.create_channel().await?;
-                    ch.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default()).await?;
-                    let mut consumer = ch
-                        .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-                        .await?;
-                    if let Some(r) = ready_tx.take() {
-                        let _ = r.send(());
-                    }
-                    while let Some(d) = consumer.next().await {
-                        let d = d?;
-                        if tx.send(d.data).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    anyhow::bail!("reply consumer ended")
-                }
-                .await;
-                if tx.is_closed() {
+                let result = reply_session(&url, &q, &tx, &mut ready_tx).await;
+                if !reconnect_after(&tx, result, "Reply queue lost; reconnecting.", &q).await {
                     return;
                 }
-                if let Err(error) = result {
-                    tracing::warn!(message = "Reply queue lost; reconnecting.", %error);
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
         let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;

@@ -305,6 +305,18 @@ def build_message(case, async_url=None):
     return Built(case, msg, mic_content)
 
 
+def pkcs7_mime(name, smime_type, der):
+    """An application/pkcs7-mime entity (binary) holding `der`."""
+    entity = email_message.Message()
+    entity.set_type("application/pkcs7-mime")
+    entity.set_param("name", name)
+    entity.set_param("smime-type", smime_type)
+    entity.add_header("Content-Disposition", "attachment", filename=name)
+    entity.add_header("Content-Transfer-Encoding", "binary")
+    entity.set_payload(der)
+    return entity
+
+
 def post_process(top, case, partner, org, fix_pss, encrypt, mic_content):
     """Steps pyas2lib's Message.build cannot do, applied to its output `top`."""
     as2_headers = [(k, v) for k, v in top.items() if k.lower() not in CONTENT_HEADERS]
@@ -323,22 +335,9 @@ def post_process(top, case, partner, org, fix_pss, encrypt, mic_content):
 
     if case.compress == "after":
         # RFC 5402 / RFC 3274: the whole multipart/signed entity, compressed.
-        compressed = email_message.Message()
-        compressed.set_type("application/pkcs7-mime")
-        compressed.set_param("name", "smime.p7z")
-        compressed.set_param("smime-type", "compressed-data")
-        compressed.add_header("Content-Disposition", "attachment", filename="smime.p7z")
-        compressed.add_header("Content-Transfer-Encoding", "binary")
-        compressed.set_payload(as2cms.compress_message(mime_to_bytes(entity)))
-        entity = compressed
+        entity = pkcs7_mime("smime.p7z", "compressed-data", as2cms.compress_message(mime_to_bytes(entity)))
 
     if encrypt:
-        enveloped = email_message.Message()
-        enveloped.set_type("application/pkcs7-mime")
-        enveloped.set_param("name", "smime.p7m")
-        enveloped.set_param("smime-type", "enveloped-data")
-        enveloped.add_header("Content-Disposition", "attachment", filename="smime.p7m")
-        enveloped.add_header("Content-Transfer-Encoding", "binary")
         der = as2cms.encrypt_message(
             mime_to_bytes(entity),
             partner.enc_alg,
@@ -347,8 +346,7 @@ def post_process(top, case, partner, org, fix_pss, encrypt, mic_content):
         )
         if case.oaep and case.oaep_params == "explicit":
             der = explicit_oaep_params(der)
-        enveloped.set_payload(der)
-        entity = enveloped
+        entity = pkcs7_mime("smime.p7m", "enveloped-data", der)
 
     for k, v in as2_headers:
         entity.add_header(k, v)
@@ -810,35 +808,46 @@ def cmd_send_batch():
     return 0
 
 
-def cmd_build():
+def each_case(blank, handle):
+    """The one-output-per-case loop of `build` and `check-mdn`: `blank(case_id)` is a case's
+    output before `handle(case, d, out)` fills it in; an exception becomes its `error` and
+    the exit code 1."""
     rc = 0
     for d in read_cases():
-        case_id = d.get("id") if isinstance(d, dict) else None
-        out = {"id": case_id, "message_id": None, "mic": None, "mic_alg": None, "mics": None,
-               "out_path": None, "error": None}
+        out = blank(d.get("id") if isinstance(d, dict) else None)
         try:
             if "__bad__" in d:
                 raise CaseError(d["__bad__"])
-            case = Case(d)
-            if not case.out_path:
-                raise CaseError("out_path is required for build")
-            if case.is_async and not case.async_mdn_url:
-                raise CaseError("async_mdn_url is required to build a message asking for an async MDN")
-            built = build_message(case, async_url=case.async_mdn_url)
-            with open(case.out_path, "wb") as f:
-                f.write(built.raw_request())
-            out.update(
-                message_id=built.message_id,
-                mic=built.mic,
-                mic_alg=built.mic_alg,
-                mics={a: built.mic_in(a) for a in DIGEST_ALGORITHMS} if built.mic else None,
-                out_path=case.out_path,
-            )
+            handle(Case(d), d, out)
         except Exception as e:  # noqa: BLE001
             out["error"] = f"{type(e).__name__}: {e}"
             rc = 1
         emit(out)
     return rc
+
+
+def cmd_build():
+    def blank(case_id):
+        return {"id": case_id, "message_id": None, "mic": None, "mic_alg": None, "mics": None,
+                "out_path": None, "error": None}
+
+    def handle(case, _d, out):
+        if not case.out_path:
+            raise CaseError("out_path is required for build")
+        if case.is_async and not case.async_mdn_url:
+            raise CaseError("async_mdn_url is required to build a message asking for an async MDN")
+        built = build_message(case, async_url=case.async_mdn_url)
+        with open(case.out_path, "wb") as f:
+            f.write(built.raw_request())
+        out.update(
+            message_id=built.message_id,
+            mic=built.mic,
+            mic_alg=built.mic_alg,
+            mics={a: built.mic_in(a) for a in DIGEST_ALGORITHMS} if built.mic else None,
+            out_path=case.out_path,
+        )
+
+    return each_case(blank, handle)
 
 
 class _SavedMessage:
@@ -860,24 +869,14 @@ class _SavedMessage:
 
 
 def cmd_check_mdn():
-    rc = 0
-    for d in read_cases():
-        case_id = d.get("id") if isinstance(d, dict) else None
-        result = empty_result(case_id)
-        try:
-            if "__bad__" in d:
-                raise CaseError(d["__bad__"])
-            case = Case(d)
-            if not case.message_id:
-                raise CaseError("message_id is required for check-mdn")
-            result["message_id"] = case.message_id
-            raw = read_file(d.get("mdn_path"), "mdn_path")
-            result.update(evaluate_mdn(raw, _SavedMessage(case, d)))
-        except Exception as e:  # noqa: BLE001
-            result["error"] = f"{type(e).__name__}: {e}"
-            rc = 1
-        emit(result)
-    return rc
+    def handle(case, d, result):
+        if not case.message_id:
+            raise CaseError("message_id is required for check-mdn")
+        result["message_id"] = case.message_id
+        raw = read_file(d.get("mdn_path"), "mdn_path")
+        result.update(evaluate_mdn(raw, _SavedMessage(case, d)))
+
+    return each_case(empty_result, handle)
 
 
 def main(argv):

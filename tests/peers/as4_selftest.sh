@@ -12,28 +12,17 @@
 # "as4 selftest: N passed, N failed"; exits non-zero on failure.
 set -euo pipefail
 
-[ $# -eq 1 ] && [ -n "$1" ] || { echo "usage: $0 VENV_DIR" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-venv="${1%/}"
-"$here/setup.sh" "$venv" as4
-py="$venv/bin/python"
+name="as4 selftest"
+. "$here/selftest_lib.sh"
+selftest_begin as4 "$@"
 # The AS4.NET fixture lives in shared/ beside the main checkout (AS4_FIXTURE overrides).
 fixture="${AS4_FIXTURE:-$here/../../../shared/fixtures/as4/as4net_signed_pullrequest.xml}"
 [ -f "$fixture" ] || { echo "as4 selftest: fixture $fixture not found (set AS4_FIXTURE)" >&2; exit 1; }
 
-tmp="$(mktemp -d)"
-stub_pid=""
-cleanup() {
-    if [ -n "$stub_pid" ]; then kill "$stub_pid" 2>/dev/null || true; wait "$stub_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
 # Keys: the client (puller), the node (stub), a stranger.
+selftest_keys as4-selftest client node other
 for who in client node other; do
-    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 -subj "/CN=as4-selftest-$who" \
-        -keyout "$tmp/$who.key" -out "$tmp/$who.crt" >/dev/null 2>&1 </dev/null \
-        || { echo "as4 selftest: openssl req failed" >&2; exit 1; }
     openssl x509 -in "$tmp/$who.crt" -noout -fingerprint -sha1 </dev/null \
         | sed 's/.*=//; s/://g' >"$tmp/$who.tp"
 done
@@ -74,11 +63,7 @@ cfg = {"key_pem": f"{tmp}/node.key", "cert_pem": f"{tmp}/node.crt",
 json.dump(cfg, open(f"{tmp}/stub.json", "w"))
 PY
 
-"$py" "$here/as4client.py" stub-server "$tmp/stub.json" "$tmp/port" 2>"$tmp/stub.log" </dev/null &
-stub_pid=$!
-for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
-[ -s "$tmp/port" ] || { cat "$tmp/stub.log" >&2; echo "as4 selftest: stub server did not start" >&2; exit 1; }
-export SELFTEST_PORT="$(cat "$tmp/port")"
+selftest_server "$tmp/stub.log" "$py" "$here/as4client.py" stub-server "$tmp/stub.json" "$tmp/port"
 
 "$py" - <<'PY'
 import base64, hashlib, json, os, subprocess, sys, urllib.request

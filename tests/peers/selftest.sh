@@ -11,25 +11,13 @@
 # and that `check-mdn` judges a saved MDN. Prints "selftest: N passed, N failed".
 set -euo pipefail
 
-[ $# -eq 1 ] && [ -n "$1" ] || { echo "usage: $0 VENV_DIR" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-venv="${1%/}"
-"$here/setup.sh" "$venv" as2
-py="$venv/bin/python"
-
-tmp="$(mktemp -d)"
-receiver_pid=""
-cleanup() {
-    if [ -n "$receiver_pid" ]; then kill "$receiver_pid" 2>/dev/null || true; wait "$receiver_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+name="selftest"
+. "$here/selftest_lib.sh"
+selftest_begin as2 "$@"
 
 # Keys: the peer (pyas2lib side), the node (smoke receiver), and a stranger.
-for who in peer node other; do
-    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 -subj "/CN=as2peer-selftest-$who" \
-        -keyout "$tmp/$who.key" -out "$tmp/$who.crt" >/dev/null 2>&1 </dev/null
-done
+selftest_keys as2peer-selftest peer node other
 mkdir -p "$tmp/store"
 cat >"$tmp/receiver.json" <<EOF
 {"org": {"name": "SMOKE NODE", "key_pem": "$tmp/node.key", "cert_pem": "$tmp/node.crt"},
@@ -37,12 +25,9 @@ cat >"$tmp/receiver.json" <<EOF
  "store_dir": "$tmp/store"}
 EOF
 
-"$py" "$here/smoke_receiver.py" "$tmp/receiver.json" "$tmp/port" 2>"$tmp/receiver.log" </dev/null &
-receiver_pid=$!
-for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
-[ -s "$tmp/port" ] || { cat "$tmp/receiver.log" >&2; echo "selftest: smoke receiver did not start" >&2; exit 1; }
+selftest_server "$tmp/receiver.log" "$py" "$here/smoke_receiver.py" "$tmp/receiver.json" "$tmp/port"
 
-export SELFTEST_TMP="$tmp" SELFTEST_PORT="$(cat "$tmp/port")" SELFTEST_PEER="$here/as2peer.py"
+export SELFTEST_TMP="$tmp" SELFTEST_PEER="$here/as2peer.py"
 "$py" - <<'PY'
 import hashlib, http.client, itertools, json, os, subprocess, sys, time
 

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The pull authorization map, re-read when its file changes (see the module doc).
-pub struct AuthorizationFile {
+pub(crate) struct AuthorizationFile {
     path: PathBuf,
     inner: Mutex<AuthzState>,
 }

@@ -63,7 +63,7 @@ mod submission;
 #[cfg(test)]
 mod tests;
 
-pub use authz::AuthorizationFile;
+use authz::AuthorizationFile;
 pub use submission::{Properties, Submission, SubmittedPart};
 use mpc_store::{done_key, queue_set, short_hash, sub_key, um_key};
 

@@ -93,7 +93,7 @@ impl Submission {
     }
 
     /// The user message to queue, stamped `now_ms`.
-    pub fn into_user_message(self, now_ms: i64) -> Result<UserMessage, String> {
+    pub(crate) fn into_user_message(self, now_ms: i64) -> Result<UserMessage, String> {
         let message_id = self.message_id.unwrap_or_else(|| format!("{}@edinode", uuid::Uuid::new_v4()));
         check_message_id(&message_id)?;
         let tag = &short_hash(&message_id)[..12];

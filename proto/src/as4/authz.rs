@@ -47,7 +47,7 @@ pub enum Decision {
 }
 
 /// Normalizes a thumbprint for comparison (see the module doc).
-pub fn normalize_thumbprint(t: &str) -> String {
+pub(crate) fn normalize_thumbprint(t: &str) -> String {
     t.chars()
         .filter(|c| !c.is_whitespace() && !matches!(c, ':' | '\u{200E}' | '\u{200F}' | '\u{FEFF}'))
         .map(|c| c.to_ascii_uppercase())

@@ -12,12 +12,12 @@ use roxmltree::{Document, Node, NodeType};
 
 use super::As4Error;
 
-pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
-pub const EXC_C14N_WITH_COMMENTS: &str = "http://www.w3.org/2001/10/xml-exc-c14n#WithComments";
+pub(crate) const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+pub(crate) const EXC_C14N_WITH_COMMENTS: &str = "http://www.w3.org/2001/10/xml-exc-c14n#WithComments";
 
 /// Parameters of one exclusive canonicalization.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExcC14n {
+pub(crate) struct ExcC14n {
     pub with_comments: bool,
     /// The InclusiveNamespaces PrefixList; `#default` stands for the default namespace.
     pub inclusive_prefixes: Vec<String>,
@@ -25,12 +25,12 @@ pub struct ExcC14n {
 
 /// At most this many distinct prefixes in an InclusiveNamespaces PrefixList (each element
 /// checks its in-scope namespaces against the list; senders name a handful).
-pub const MAX_INCLUSIVE_PREFIXES: usize = 16;
+pub(crate) const MAX_INCLUSIVE_PREFIXES: usize = 16;
 
 impl ExcC14n {
     /// From an Algorithm URI; `None` for anything but exclusive C14N, or a PrefixList of more
     /// than [`MAX_INCLUSIVE_PREFIXES`] distinct prefixes.
-    pub fn from_algorithm(uri: &str, prefix_list: Option<&str>) -> Option<ExcC14n> {
+    pub(crate) fn from_algorithm(uri: &str, prefix_list: Option<&str>) -> Option<ExcC14n> {
         let with_comments = match uri {
             EXC_C14N => false,
             EXC_C14N_WITH_COMMENTS => true,
@@ -56,7 +56,7 @@ impl ExcC14n {
 }
 
 /// Canonicalizes `apex` and its descendants (a document subset whose only root is `apex`).
-pub fn canonicalize_subtree(apex: Node, opts: &ExcC14n, out: &mut Vec<u8>) -> Result<(), As4Error> {
+pub(crate) fn canonicalize_subtree(apex: Node, opts: &ExcC14n, out: &mut Vec<u8>) -> Result<(), As4Error> {
     if !apex.is_element() {
         return Err(As4Error::Malformed("can only canonicalize an element".into()));
     }
@@ -65,7 +65,7 @@ pub fn canonicalize_subtree(apex: Node, opts: &ExcC14n, out: &mut Vec<u8>) -> Re
 
 /// Canonicalizes a whole document (no XML declaration, no DTD, comments and PIs around the
 /// document element on their own lines).
-pub fn canonicalize_document(doc: &Document, opts: &ExcC14n, out: &mut Vec<u8>) -> Result<(), As4Error> {
+pub(crate) fn canonicalize_document(doc: &Document, opts: &ExcC14n, out: &mut Vec<u8>) -> Result<(), As4Error> {
     let mut seen_root = false;
     for child in doc.root().children() {
         match child.node_type() {

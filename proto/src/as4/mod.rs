@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 
 /// XML namespaces used by AS4.
 pub mod ns {
-    pub const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
-    pub const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+    pub(crate) const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
+    pub(crate) const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
     pub const EB: &str = "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/";
     pub const WSSE: &str =
         "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
@@ -46,7 +46,7 @@ pub mod ns {
         "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
     pub const DS: &str = "http://www.w3.org/2000/09/xmldsig#";
     pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
-    pub const EBBP: &str = "http://docs.oasis-open.org/ebxml-bp/ebbp-signals-2.0";
+    pub(crate) const EBBP: &str = "http://docs.oasis-open.org/ebxml-bp/ebbp-signals-2.0";
 }
 
 /// The MPC a PullRequest without `mpc` attribute pulls from.
@@ -219,11 +219,11 @@ impl EbmsCode {
     }
 
     /// `Content`, `Communication`, `Unpackaging` or `Processing`.
-    pub fn category(self) -> &'static str {
+    pub(crate) fn category(self) -> &'static str {
         self.row().2
     }
 
-    pub fn default_severity(self) -> Severity {
+    pub(crate) fn default_severity(self) -> Severity {
         self.row().3
     }
 
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(Severity::parse("fatal"), None);
     }
 
-    // One test per row of the answer table.
+    // The rows of the answer table.
     #[test]
     fn xml_level_failures_are_bad_requests() {
         for e in [
@@ -408,44 +408,16 @@ mod tests {
     }
 
     #[test]
-    fn mime_failure_is_0007() {
-        assert_eq!(As4Error::Mime("x".into()).answer(), Answer::Ebms(EbmsCode::MimeInconsistency));
-    }
-
-    #[test]
-    fn invalid_header_is_0009() {
-        assert_eq!(As4Error::InvalidHeader("x".into()).answer(), Answer::Ebms(EbmsCode::InvalidHeader));
-    }
-
-    #[test]
-    fn unrecognized_value_is_0001() {
-        assert_eq!(
-            As4Error::ValueNotRecognized("x".into()).answer(),
-            Answer::Ebms(EbmsCode::ValueNotRecognized)
-        );
-    }
-
-    #[test]
-    fn inconsistent_value_is_0003() {
-        assert_eq!(
-            As4Error::ValueInconsistent("x".into()).answer(),
-            Answer::Ebms(EbmsCode::ValueInconsistent)
-        );
-    }
-
-    #[test]
-    fn unsupported_exchange_is_0010() {
-        assert_eq!(
-            As4Error::NotSupported("x".into()).answer(),
-            Answer::Ebms(EbmsCode::ProcessingModeMismatch)
-        );
-    }
-
-    #[test]
-    fn bad_signature_is_0101() {
-        assert_eq!(
-            As4Error::FailedAuthentication("x".into()).answer(),
-            Answer::Ebms(EbmsCode::FailedAuthentication)
-        );
+    fn other_failures_are_their_ebms_codes() {
+        for (e, code) in [
+            (As4Error::Mime("x".into()), EbmsCode::MimeInconsistency),
+            (As4Error::InvalidHeader("x".into()), EbmsCode::InvalidHeader),
+            (As4Error::ValueNotRecognized("x".into()), EbmsCode::ValueNotRecognized),
+            (As4Error::ValueInconsistent("x".into()), EbmsCode::ValueInconsistent),
+            (As4Error::NotSupported("x".into()), EbmsCode::ProcessingModeMismatch),
+            (As4Error::FailedAuthentication("x".into()), EbmsCode::FailedAuthentication),
+        ] {
+            assert_eq!(e.answer(), Answer::Ebms(code), "{e}");
+        }
     }
 }

@@ -87,31 +87,25 @@ pub(crate) struct OutPart<'a> {
     pub bytes: &'a [u8],
 }
 
+/// `v` has 1 to `max` characters, each an ASCII letter or digit or one of `extra`.
+fn is_token(v: &str, max: usize, extra: &str) -> bool {
+    !v.is_empty() && v.len() <= max && v.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
 /// Checks a Content-ID we generate: it must be usable verbatim in `<...>` and in a `cid:` URL.
 pub(crate) fn check_content_id(what: &'static str, cid: &str) -> Result<(), BuildError> {
-    let ok = !cid.is_empty()
-        && cid.len() <= 250
-        && cid.chars().all(|c| c.is_ascii_alphanumeric() || "-._~@!$'*+=^/:".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(BuildError::Invalid {
-            what,
-            reason: format!("{cid:?}: use letters, digits and -._~@!$'*+=^/: only"),
-        })
+    if is_token(cid, 250, "-._~@!$'*+=^/:") {
+        return Ok(());
     }
+    Err(BuildError::Invalid { what, reason: format!("{cid:?}: use letters, digits and -._~@!$'*+=^/: only") })
 }
 
 /// Checks a MIME boundary (RFC 2046 bchars without space, 1 to 70 characters).
 pub(crate) fn check_boundary(b: &str) -> Result<(), BuildError> {
-    let ok = !b.is_empty()
-        && b.len() <= 70
-        && b.chars().all(|c| c.is_ascii_alphanumeric() || "'()+_,-./:=?".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(BuildError::Invalid { what: "boundary", reason: format!("{b:?} is not a MIME boundary") })
+    if is_token(b, 70, "'()+_,-./:=?") {
+        return Ok(());
     }
+    Err(BuildError::Invalid { what: "boundary", reason: format!("{b:?} is not a MIME boundary") })
 }
 
 /// Checks a Content-Type value we write into a part header.

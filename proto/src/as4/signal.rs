@@ -38,7 +38,7 @@ impl Incoming {
     }
 
     /// The user message ids this message settles (by Receipt or by Error), in order, deduplicated.
-    pub fn settled_message_ids(&self) -> Vec<&str> {
+    pub(crate) fn settled_message_ids(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         let ids = self
             .receipts
@@ -97,7 +97,7 @@ pub fn parse(content_type: &str, body: &[u8], limits: &Limits) -> Result<Incomin
 }
 
 /// Parses a SOAP envelope received with these attachments.
-pub fn parse_envelope(
+pub(crate) fn parse_envelope(
     envelope: &[u8],
     attachments: &[Attachment],
     limits: &Limits,

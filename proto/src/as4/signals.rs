@@ -192,11 +192,6 @@ pub fn receipt(ref_to: &str, ids: &SignalIds) -> Result<Vec<u8>, BuildError> {
     build(&[(s, ids.clone())], None)
 }
 
-/// An unsigned PullRequest (`None`: the default MPC).
-pub fn pull_request(mpc: Option<&str>, ids: &SignalIds) -> Result<Vec<u8>, BuildError> {
-    build(&[(Signal::PullRequest { mpc: mpc.map(str::to_string) }, ids.clone())], None)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Shared with user_message: eb:Messaging and Body in canonical form
 // ---------------------------------------------------------------------------------------------
@@ -251,6 +246,11 @@ pub(crate) fn message_info(out: &mut String, ids: &SignalIds, ref_to: Option<&st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unsigned PullRequest (`None`: the default MPC).
+    fn pull_request(mpc: Option<&str>, ids: &SignalIds) -> Result<Vec<u8>, BuildError> {
+        build(&[(Signal::PullRequest { mpc: mpc.map(str::to_string) }, ids.clone())], None)
+    }
     use crate::as4::signal::{self, Incoming};
     use crate::as4::{DEFAULT_MPC, Limits, testutil};
 

@@ -20,7 +20,7 @@ use super::xml::{self, attr, is, leaf, only_child};
 use super::{As4Error, BuildError, InboundError, Limits, ns};
 
 /// The part property that names a payload's MIME type (AS4 profile / eDelivery).
-pub const MIME_TYPE_PROPERTY: &str = "MimeType";
+pub(crate) const MIME_TYPE_PROPERTY: &str = "MimeType";
 
 /// `eb:From` / `eb:To`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,12 +2,12 @@
 //! Recursion happens only to find the end of indefinite-length elements, and never deeper than
 //! [`ber::MAX_DEPTH`]; a definite length is never trusted beyond the bytes actually present.
 
-pub const MAX_DEPTH: usize = 24;
-pub const TAG_INTEGER: u32 = 2;
-pub const TAG_OCTET_STRING: u32 = 4;
-pub const TAG_OID: u32 = 6;
-pub const TAG_SEQUENCE: u32 = 16;
-pub const TAG_SET: u32 = 17;
+pub(crate) const MAX_DEPTH: usize = 24;
+pub(crate) const TAG_INTEGER: u32 = 2;
+pub(crate) const TAG_OCTET_STRING: u32 = 4;
+pub(crate) const TAG_OID: u32 = 6;
+pub(crate) const TAG_SEQUENCE: u32 = 16;
+pub(crate) const TAG_SET: u32 = 17;
 
 /// An element's identifier and length, as read from its header.
 #[derive(Debug, Clone, Copy)]
@@ -21,14 +21,14 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn is_universal(&self, constructed: bool, tag: u32) -> bool {
+    pub(crate) fn is_universal(&self, constructed: bool, tag: u32) -> bool {
         self.class == 0 && self.constructed == constructed && self.tag == tag
     }
 }
 
 /// A complete element; `content` excludes the end-of-contents octets.
 #[derive(Debug, Clone, Copy)]
-pub struct Tlv<'a> {
+pub(crate) struct Tlv<'a> {
     pub class: u8,
     pub constructed: bool,
     pub tag: u32,
@@ -36,11 +36,11 @@ pub struct Tlv<'a> {
 }
 
 impl<'a> Tlv<'a> {
-    pub fn is_universal(&self, constructed: bool, tag: u32) -> bool {
+    pub(crate) fn is_universal(&self, constructed: bool, tag: u32) -> bool {
         self.class == 0 && self.constructed == constructed && self.tag == tag
     }
 
-    pub fn is_context(&self, constructed: bool, tag: u32) -> bool {
+    pub(crate) fn is_context(&self, constructed: bool, tag: u32) -> bool {
         self.class == 2 && self.constructed == constructed && self.tag == tag
     }
 
@@ -53,7 +53,7 @@ impl<'a> Tlv<'a> {
     }
 }
 
-pub struct Children<'a> {
+pub(crate) struct Children<'a> {
     rest: &'a [u8],
     depth: usize,
 }
@@ -76,7 +76,7 @@ impl<'a> Children<'a> {
     }
 }
 
-pub fn read_header(input: &[u8]) -> Result<Header, String> {
+pub(crate) fn read_header(input: &[u8]) -> Result<Header, String> {
     let h = read_header_prefix(input)?.ok_or("truncated header")?;
     if let Some(n) = h.len
         && n > input.len().saturating_sub(h.header_len)
@@ -89,7 +89,7 @@ pub fn read_header(input: &[u8]) -> Result<Header, String> {
 /// The header at the start of `input`, which may hold only a prefix of the element (a stream
 /// read so far): `None` when the header itself is not complete yet. The length is not checked
 /// against the input.
-pub fn read_header_prefix(input: &[u8]) -> Result<Option<Header>, String> {
+pub(crate) fn read_header_prefix(input: &[u8]) -> Result<Option<Header>, String> {
     let mut pos = 0usize;
     let mut byte = || -> Option<u8> {
         let b = *input.get(pos)?;
@@ -190,7 +190,7 @@ pub fn read(input: &[u8], depth: usize) -> Result<(Tlv<'_>, &[u8]), String> {
 }
 
 /// Collects the pieces of an OCTET STRING, primitive or constructed (chunked, nested).
-pub fn collect_octets<'a>(
+pub(crate) fn collect_octets<'a>(
     tlv: &Tlv<'a>,
     depth: usize,
     out: &mut Vec<&'a [u8]>,
@@ -213,7 +213,7 @@ pub fn collect_octets<'a>(
 }
 
 /// Dotted form of an OID's content octets.
-pub fn oid_to_string(bytes: &[u8]) -> Result<String, String> {
+pub(crate) fn oid_to_string(bytes: &[u8]) -> Result<String, String> {
     if bytes.is_empty() || bytes.len() > 128 {
         return Err("bad OID length".into());
     }

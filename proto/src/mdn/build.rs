@@ -130,7 +130,7 @@ pub fn build(content: &MdnContent<'_>, ids: &MdnIds<'_>, signer: Option<&MdnSign
 }
 
 /// Quote an AS2 name when it contains characters that need it.
-pub fn quote_name(name: &str) -> String {
+pub(crate) fn quote_name(name: &str) -> String {
     if name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@!#$%&'*+/=?^`{|}~".contains(&b)) {
         name.to_string()
     } else {

@@ -14,7 +14,8 @@ pub mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use build::{base64_lines, build, quote_name, BuiltMdn, MdnContent, MdnIds, MdnSigner};
+pub use build::{base64_lines, build, BuiltMdn, MdnContent, MdnIds, MdnSigner};
+pub(crate) use build::quote_name;
 pub use judge::{judge, Awaited, MdnVerdict, Refusal};
 pub use parse::{parse, MdnError, ParsedMdn};
 

@@ -20,6 +20,11 @@ fn mic() -> Mic {
 }
 
 /// An MDN as edinode's own inbound side builds it (the partner is bob, signing).
+/// A processed MDN from bob with the usual MIC spelling.
+fn processed(mic: &Mic, signed: bool) -> mdn::BuiltMdn {
+    built_mdn(&Disposition::Processed, Some(mic), signed, MicSpelling::Rfc5751)
+}
+
 fn built_mdn(
     disposition: &Disposition,
     mic: Option<&Mic>,
@@ -73,12 +78,7 @@ fn sent(mic: &Mic, mdn_signed: bool) -> Awaited<'_> {
 #[test]
 fn mdn_parse_signed_and_unsigned_delivered() {
     for signed in [false, true] {
-        let m = built_mdn(
-            &Disposition::Processed,
-            Some(&mic()),
-            signed,
-            MicSpelling::Rfc5751,
-        );
+        let m = processed(&mic(), signed);
         let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
         assert_eq!(p.signed, signed);
         assert_eq!(p.signer.is_some(), signed);
@@ -111,12 +111,7 @@ fn mdn_parse_signed_and_unsigned_delivered() {
 
 #[test]
 fn mdn_parse_rollover_trusts_any_partner_certificate() {
-    let m = built_mdn(
-        &Disposition::Processed,
-        Some(&mic()),
-        true,
-        MicSpelling::Rfc5751,
-    );
+    let m = processed(&mic(), true);
     let trusted = vec![carol().1.clone(), bob().1.clone()];
     let p = parse(&m.headers, &m.body, &trusted, &LIMITS).unwrap();
     assert_eq!(
@@ -129,12 +124,7 @@ fn mdn_parse_rollover_trusts_any_partner_certificate() {
 fn mdn_parse_tampered_mic_is_a_mismatch() {
     let other = crate::unwrap::compute_mic(b"something else", DigestAlg::Sha256);
     for signed in [false, true] {
-        let m = built_mdn(
-            &Disposition::Processed,
-            Some(&other),
-            signed,
-            MicSpelling::Rfc5751,
-        );
+        let m = processed(&other, signed);
         let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
         assert_eq!(
             judge(Ok(&p), &sent(&mic(), false)),
@@ -146,12 +136,7 @@ fn mdn_parse_tampered_mic_is_a_mismatch() {
     }
     // Another algorithm is another MIC.
     let sha1 = crate::unwrap::compute_mic(b"what we sent", DigestAlg::Sha1);
-    let m = built_mdn(
-        &Disposition::Processed,
-        Some(&sha1),
-        true,
-        MicSpelling::Rfc5751,
-    );
+    let m = processed(&sha1, true);
     let p = parse(&m.headers, &m.body, &bobs(), &LIMITS).unwrap();
     assert!(matches!(
         judge(Ok(&p), &sent(&mic(), true)),
@@ -161,12 +146,7 @@ fn mdn_parse_tampered_mic_is_a_mismatch() {
 
 #[test]
 fn mdn_parse_tampered_signed_part_is_signature_invalid() {
-    let m = built_mdn(
-        &Disposition::Processed,
-        Some(&mic()),
-        true,
-        MicSpelling::Rfc5751,
-    );
+    let m = processed(&mic(), true);
     let at = mime::find(&m.body, b"The message was received.").unwrap();
     let mut body = m.body.clone();
     body[at + 4] = b'X';
@@ -192,12 +172,7 @@ fn mdn_parse_tampered_signed_part_is_signature_invalid() {
 
 #[test]
 fn mdn_parse_unknown_signer_is_signature_invalid() {
-    let m = built_mdn(
-        &Disposition::Processed,
-        Some(&mic()),
-        true,
-        MicSpelling::Rfc5751,
-    );
+    let m = processed(&mic(), true);
     for trusted in [
         vec![carol().1.clone()],
         vec![alice().1.clone(), carol().1.clone()],
@@ -271,33 +246,31 @@ fn mdn_judge_failed() {
     assert_eq!(v, MdnVerdict::Failed(d));
 }
 
+/// The judgement of an MDN that did not parse: a refusal whose text starts with `text`.
+fn refused_for(e: &MdnError, signed_asked: bool, text: &str) -> Refusal {
+    let MdnVerdict::Refused(r) = judge(Err(e), &sent(&mic(), signed_asked)) else {
+        panic!("not refused")
+    };
+    assert!(r.to_string().starts_with(text), "{r}");
+    r
+}
+
 #[test]
 fn mdn_judge_refuses_malformed() {
     let (h, b) = report("Reporting-UA: x\r\n");
     let e = parse(&h, &b, &[], &LIMITS).unwrap_err();
-    let MdnVerdict::Refused(r) = judge(Err(&e), &sent(&mic(), false)) else {
-        panic!()
-    };
+    let r = refused_for(&e, false, "unreadable MDN: ");
     assert!(matches!(r, Refusal::Malformed(_)), "{r:?}");
-    assert!(r.to_string().starts_with("unreadable MDN: "), "{r}");
 }
 
 #[test]
 fn mdn_judge_refuses_bad_signature() {
-    let m = built_mdn(
-        &Disposition::Processed,
-        Some(&mic()),
-        true,
-        MicSpelling::Rfc5751,
-    );
+    let m = processed(&mic(), true);
     // Signed by bob, but the partner is carol.
     let e = parse(&m.headers, &m.body, &[carol().1.clone()], &LIMITS).unwrap_err();
     for asked in [true, false] {
-        let MdnVerdict::Refused(r) = judge(Err(&e), &sent(&mic(), asked)) else {
-            panic!()
-        };
+        let r = refused_for(&e, asked, "MDN signature invalid: ");
         assert!(matches!(r, Refusal::SignatureInvalid(_)), "{r:?}");
-        assert!(r.to_string().starts_with("MDN signature invalid: "), "{r}");
     }
 }
 
@@ -555,12 +528,7 @@ fn mdn_parse_rejects_what_is_not_an_mdn() {
 
 #[test]
 fn mdn_parse_garbage_never_panics() {
-    let m = built_mdn(
-        &Disposition::Processed,
-        Some(&mic()),
-        true,
-        MicSpelling::Rfc5751,
-    );
+    let m = processed(&mic(), true);
     let trusted = bobs();
     for i in (0..m.body.len()).step_by(13) {
         let _ = parse(&m.headers, &m.body[..i], &trusted, &LIMITS);

@@ -85,7 +85,7 @@ pub fn content_mic(entity: &[u8], alg: DigestAlg, limits: &MimeLimits) -> Mic {
 
 /// What an unsigned message we send is made of.
 #[derive(Debug, Clone, Copy)]
-pub struct UnsignedMessage<'a> {
+pub(crate) struct UnsignedMessage<'a> {
     /// The payload entity as built (one document, or the multipart/related of several).
     pub payload: &'a [u8],
     /// The document, when there is only one.
@@ -101,7 +101,7 @@ pub struct UnsignedMessage<'a> {
 /// The MIC an RFC 4130 receiver returns for an unsigned message (in `alg`), and the others a
 /// receiver may return: every other basis in `alg`, sha1 and sha256, and the RFC basis in sha1
 /// and sha256 (`standard` when `alg_requested` is false: the receiver then chooses).
-pub fn expected_unsigned(m: &UnsignedMessage<'_>, alg: DigestAlg, alg_requested: bool, limits: &MimeLimits) -> (Mic, Vec<AltMic>) {
+pub(crate) fn expected_unsigned(m: &UnsignedMessage<'_>, alg: DigestAlg, alg_requested: bool, limits: &MimeLimits) -> (Mic, Vec<AltMic>) {
     use std::borrow::Cow;
     let rfc: &[u8] = m.encrypted.unwrap_or(&m.sent[m.sent_body.min(m.sent.len())..]);
     let mut bases: Vec<(MicBasis, Cow<'_, [u8]>)> = vec![(MicBasis::Rfc4130, Cow::Borrowed(rfc)), (MicBasis::PayloadEntity, Cow::Borrowed(m.payload))];
