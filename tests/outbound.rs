@@ -240,12 +240,20 @@ fn tampered_mic_or_signature_in_the_mdn_is_a_failure() {
     let p2 = identity(tmp.path(), "acme2");
     // A wrong MIC, correctly signed by the partner.
     let p_key = Identity { key: partner.key.clone(), cert: partner.cert.clone(), key_pem: partner.key_pem.clone(), cert_pem: partner.cert_pem.clone() };
-    let url = fake_partner(move |h, _| mdn_for(h, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", &p_key));
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let url = fake_partner(move |h, b| {
+        seen.lock().unwrap().push(b.to_vec());
+        mdn_for(h, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", &p_key)
+    });
     let node = simple_node(tmp.path(), &me, &partner, &url, "encrypt = \"none\"\nmdn = \"sync\"\nrequire_signed_mdn = true");
-    let (id, _) = api_send(&node.url, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA~".to_vec())]);
+    let (id, _) = api_send(&node.url, "edinode", "acme", &[("a.txt", "text/plain; charset=utf-8", b"ISA~".to_vec())]);
     let m = final_status(&node.url, &id, 30);
     assert_eq!(m["summary"]["status"], "failed");
     assert!(m["summary"]["reason"].as_str().unwrap().contains("MIC mismatch"), "{m}");
+    // The document's type went out as the API client wrote it, its charset included.
+    let sent = String::from_utf8_lossy(&bodies.lock().unwrap()[0]).to_string();
+    assert!(sent.contains("Content-Type: text/plain; charset=utf-8\r\n"), "{sent}");
     drop(node);
     // A good MIC is impossible to forge here; a signature by someone else must fail.
     let tmp2 = tempfile::tempdir().unwrap();

@@ -256,7 +256,9 @@ impl<'a> FormIntake<'a> {
             if self.current.as_ref().is_none_or(|(i, _)| *i != n) {
                 self.close().await?;
                 let key = format!("outbound/{}/doc{}", self.id, self.files.len());
-                self.files.push(Payload { filename, content_type: head.content_type.clone(), data: Blob::Inline(Vec::new()) });
+                // The type as the client wrote it (a charset stays); none given: octet-stream.
+                let content_type = head.content_type_field.clone().unwrap_or_else(|| "application/octet-stream".into());
+                self.files.push(Payload { filename, content_type, data: Blob::Inline(Vec::new()) });
                 self.current = Some((n, DocSink::new(self.cx, key)));
             }
             if let Some((_, sink)) = self.current.as_mut() {

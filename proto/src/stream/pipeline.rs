@@ -154,6 +154,8 @@ pub struct DocumentHead {
     pub content_type: String,
     /// The Content-Disposition `name` (a form field's name in multipart/form-data).
     pub name: Option<String>,
+    /// The Content-Type field as written, parameters included (None: the part has none).
+    pub content_type_field: Option<String>,
 }
 
 fn head_of(headers: &[Header]) -> DocumentHead {
@@ -162,7 +164,8 @@ fn head_of(headers: &[Header]) -> DocumentHead {
         let cd = ContentType::parse(&format!("x/x; {}", v.split_once(';').map(|(_, p)| p).unwrap_or("")));
         cd.param("name").map(str::to_string)
     });
-    DocumentHead { filename: e.filename(), content_type: e.content_type().mime, name }
+    let content_type_field = e.header("content-type").map(|v| v.trim().to_string());
+    DocumentHead { filename: e.filename(), content_type: e.content_type().mime, name, content_type_field }
 }
 
 /// The payload entity split into its documents as it streams ([`crate::unwrap::documents`]'s
