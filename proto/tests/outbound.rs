@@ -14,6 +14,8 @@ use edinode_proto::cms;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
+mod common;
+
 const IDS: OutboundIds<'static> = OutboundIds {
     message_id: "<20260101.1@edinode>",
     boundary_seed: "seed42",
@@ -64,64 +66,20 @@ fn http_headers(built: &Built) -> Vec<mime::Header> {
         .collect()
 }
 
-/// What edinode's inbound side makes of a built message: the loop of
-/// actors/src/mime_unwrapper.rs (and the Verifier / Decryptor it routes to), with the MIC
-/// rule of the actors (`Security`). `unsigned_default` stands in for the actor's fallback
-/// algorithm.
+/// What edinode's inbound side makes of a built message ([`common::open_in_memory`]).
 struct Received {
     pub docs: Vec<unwrap::Document>,
     pub mic: Mic,
     pub steps: Vec<Step>,
 }
 
-fn receive(
-    built: &Built,
-    keys: &[(PKey<Private>, X509)],
-    trusted: &[X509],
-    unsigned_default: DigestAlg,
-) -> Received {
-    let limits = MimeLimits::default();
+fn receive(built: &Built, keys: &[(PKey<Private>, X509)], trusted: &[X509], unsigned_default: DigestAlg) -> Received {
     let headers = http_headers(built);
     let request = As2Request::from_headers(&headers).expect("valid AS2 headers");
     let requested = request.mdn.as_ref().and_then(|m| m.preferred_micalg());
-    let unsigned_alg = requested.unwrap_or(unsigned_default);
-    let mut entity = unwrap::entity_from_http(&headers, &built.body);
-    let mut security = edinode_proto::envelope::Security::default();
-    let mut steps = Vec::new();
-    for _ in 0..10 {
-        let step = unwrap::classify(&entity, &limits).unwrap();
-        steps.push(step.clone());
-        let mic_due = security.unsigned_mic_due().then_some(unsigned_alg);
-        match step {
-            Step::Decrypt => {
-                let d = unwrap::decrypt_layer(entity, keys, mic_due, &limits).unwrap();
-                security.mic = d.mic.or(security.mic);
-                entity = d.entity;
-            }
-            Step::Verify => {
-                let v = unwrap::verify(&entity, trusted, requested, &limits).unwrap();
-                security.signed_by(v.signer_thumbprint.clone(), v.mic.clone());
-                entity = v.inner;
-            }
-            Step::Decompress => {
-                let mic = mic_due.map(|a| unwrap::mic::content_mic(&entity, a, &limits));
-                security.mic = mic.or(security.mic);
-                entity = unwrap::decompress(&entity, 1 << 24, &limits).unwrap();
-            }
-            Step::Payload => {
-                let mic = mic_due.map(|a| unwrap::mic::content_mic(&entity, a, &limits));
-                security.mic = mic.or(security.mic);
-                break;
-            }
-        }
-        security.depth += 1;
-    }
-    assert_eq!(steps.last(), Some(&Step::Payload), "unwrapped to a payload");
-    Received {
-        docs: unwrap::documents(&entity, &limits).unwrap(),
-        mic: security.mic.expect("the outermost layer sets the MIC"),
-        steps,
-    }
+    let entity = unwrap::entity_from_http(&headers, &built.body);
+    let (docs, mic, steps) = common::open_in_memory(entity, keys, trusted, requested, unsigned_default);
+    Received { docs, mic, steps }
 }
 
 fn header<'a>(built: &'a Built, name: &str) -> Option<&'a str> {

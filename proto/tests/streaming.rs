@@ -15,6 +15,8 @@ use edinode_proto::unwrap::{self, Step};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
+mod common;
+
 const IDS: OutboundIds<'static> = OutboundIds { message_id: "<20260101.1@edinode>", boundary_seed: "seed42", date: "Thu, 01 Jan 2026 00:00:00 +0000" };
 
 fn docs(big: bool) -> Vec<Document> {
@@ -36,41 +38,10 @@ struct Opened {
     steps: Vec<Step>,
 }
 
-/// The in-memory way (as in proto/tests/outbound.rs and the actors).
+/// The in-memory way ([`common::open_in_memory`], sha1 for unsigned messages).
 fn in_memory(entity: Vec<u8>, keys: &[(PKey<Private>, X509)], trusted: &[X509], requested: Option<DigestAlg>) -> Opened {
-    let limits = MimeLimits::default();
-    let mut entity = entity;
-    let mut security = edinode_proto::envelope::Security::default();
-    let mut steps = Vec::new();
-    let unsigned = requested.unwrap_or(DigestAlg::Sha1);
-    loop {
-        let step = unwrap::classify(&entity, &limits).unwrap();
-        steps.push(step.clone());
-        let mic_due = security.unsigned_mic_due().then_some(unsigned);
-        match step {
-            Step::Decrypt => {
-                let d = unwrap::decrypt_layer(entity, keys, mic_due, &limits).unwrap();
-                security.mic = d.mic.or(security.mic);
-                entity = d.entity;
-            }
-            Step::Verify => {
-                let v = unwrap::verify(&entity, trusted, requested, &limits).unwrap();
-                security.signed_by(v.signer_thumbprint.clone(), v.mic.clone());
-                entity = v.inner;
-            }
-            Step::Decompress => {
-                security.mic = mic_due.map(|a| unwrap::mic::content_mic(&entity, a, &limits)).or(security.mic);
-                entity = unwrap::decompress(&entity, 1 << 30, &limits).unwrap();
-            }
-            Step::Payload => {
-                security.mic = mic_due.map(|a| unwrap::mic::content_mic(&entity, a, &limits)).or(security.mic);
-                break;
-            }
-        }
-        security.depth += 1;
-    }
-    let docs = unwrap::documents(&entity, &limits).unwrap().into_iter().map(|d| (d.filename, d.content_type, d.data)).collect();
-    Opened { docs, mic: security.mic.unwrap(), steps }
+    let (docs, mic, steps) = common::open_in_memory(entity, keys, trusted, requested, DigestAlg::Sha1);
+    Opened { docs: docs.into_iter().map(|d| (d.filename, d.content_type, d.data)).collect(), mic, steps }
 }
 
 /// The streaming way, `chunk` bytes at a time (classification from the entity's head only).

@@ -50,22 +50,9 @@ pub fn sign_detached(
     digest: DigestAlg,
     opts: &SignOptions,
 ) -> Result<Vec<u8>, CmsError> {
-    if opts.padding == SignaturePadding::Pss && digest == DigestAlg::Md5 {
-        // RFC 4055 defines RSASSA-PSS parameters for SHA-1 and SHA-2 only; OpenSSL cannot
-        // encode an MD5 PSS AlgorithmIdentifier.
-        return Err(CmsError::Unsupported("RSASSA-PSS with MD5".into()));
-    }
-    let protection = if opts.algorithm_protection && opts.signed_attributes {
-        // The attribute has to repeat the SignerInfo's digestAlgorithm and signatureAlgorithm
-        // byte for byte, and OpenSSL only fills in the latter (for PSS: with its parameters)
-        // while finishing. So sign once to learn both, then sign for real with the attribute.
-        let probe = sign_once(data, key, cert, digest, opts, None)?;
-        Some(ffi::algorithm_protection_value(&probe)?)
-    } else {
-        None
-    };
-    let cms = sign_once(data, key, cert, digest, opts, protection.as_deref())?;
-    cms.to_der().map_err(openssl_err)
+    let mut signer = DetachedSigner::new(key, cert, digest, opts)?;
+    signer.update(data)?;
+    signer.finish()
 }
 
 /// A detached signature over content that arrives in pieces ([`sign_detached`] for content
@@ -75,12 +62,17 @@ pub struct DetachedSigner(ffi::ContentStream);
 impl DetachedSigner {
     pub fn new(key: &PKey<Private>, cert: &X509, digest: DigestAlg, opts: &SignOptions) -> Result<DetachedSigner, CmsError> {
         if opts.padding == SignaturePadding::Pss && digest == DigestAlg::Md5 {
+            // RFC 4055 defines RSASSA-PSS parameters for SHA-1 and SHA-2 only; OpenSSL cannot
+            // encode an MD5 PSS AlgorithmIdentifier.
             return Err(CmsError::Unsupported("RSASSA-PSS with MD5".into()));
         }
         let protection = if opts.algorithm_protection && opts.signed_attributes {
-            // The attribute's value does not depend on the content: learnt from a signature
-            // over nothing.
-            let probe = sign_once(&[], key, cert, digest, opts, None)?;
+            // The attribute has to repeat the SignerInfo's digestAlgorithm and
+            // signatureAlgorithm byte for byte, and OpenSSL only fills in the latter (for PSS:
+            // with its parameters) while finishing. So sign once to learn both (they do not
+            // depend on the content: a signature over nothing), then sign for real with it.
+            let probe = prepare(key, cert, digest, opts, None)?;
+            ffi::finalize(&probe, &[], ffi::CMS_BINARY)?;
             Some(ffi::algorithm_protection_value(&probe)?)
         } else {
             None
@@ -98,19 +90,6 @@ impl DetachedSigner {
         self.0.finish(&mut Vec::new())?;
         self.0.cms().to_der().map_err(openssl_err)
     }
-}
-
-fn sign_once(
-    data: &[u8],
-    key: &PKey<Private>,
-    cert: &X509,
-    digest: DigestAlg,
-    opts: &SignOptions,
-    protection: Option<&[u8]>,
-) -> Result<CmsContentInfo, CmsError> {
-    let cms = prepare(key, cert, digest, opts, protection)?;
-    ffi::finalize(&cms, data, ffi::CMS_BINARY)?;
-    Ok(cms)
 }
 
 /// A SignedData with its SignerInfo set up, waiting for its content (CMS_PARTIAL).
