@@ -27,11 +27,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// The time set of asynchronous MDN deadlines.
-pub const MDN_DEADLINES: &str = "mdn-deadlines";
+pub(crate) const MDN_DEADLINES: &str = "mdn-deadlines";
 
 /// What we remember while an asynchronous MDN is outstanding.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AwaitingMdn {
+pub(crate) struct AwaitingMdn {
     pub id: String,
     pub station: String,
     pub partner: String,
@@ -113,7 +113,7 @@ pub fn send_key(id: &str) -> String {
 /// An HTTP client for a partner's agreement (its CA, our client certificate, timeouts).
 /// The HTTP client for a partner: its TLS settings, its time limit, and no redirects (a message
 /// goes only to the configured URL).
-pub fn client_for(http: &HttpProfile) -> Result<reqwest::Client, String> {
+pub(crate) fn client_for(http: &HttpProfile) -> Result<reqwest::Client, String> {
     crate::mdn_poster::client_builder(http, Duration::from_secs(http.timeout_secs))?.build().map_err(|e| e.to_string())
 }
 

@@ -168,7 +168,7 @@ impl NodeContext {
     /// Stream `input` through `codec` on the CPU pool into the blob `work/<id>/<hint>`, a piece
     /// at a time: memory stays at a few pieces whatever the size. `Ok(Err(e))`: the codec
     /// refused the content (nothing is stored); the codec comes back for what it learnt (a MIC).
-    pub async fn stream_through<C: Codec + 'static>(&self, ctx: &Inbound, input: &Blob, hint: &str, codec: C) -> Result<Result<(C, Blob), ProcessingError>, ActorError> {
+    pub(crate) async fn stream_through<C: Codec + 'static>(&self, ctx: &Inbound, input: &Blob, hint: &str, codec: C) -> Result<Result<(C, Blob), ProcessingError>, ActorError> {
         let key = format!("work/{}/{hint}", ctx.id);
         let mut reader = self.reader(input).await?;
         let mut writer = self.blobs.writer(&key).await?;
@@ -220,7 +220,7 @@ impl NodeContext {
     }
 
     /// Like [`NodeContext::blob`] for bytes given in pieces (large ones are never joined).
-    pub async fn blob_parts(&self, ctx: &Inbound, hint: &str, parts: &[&[u8]]) -> Result<Blob, ActorError> {
+    pub(crate) async fn blob_parts(&self, ctx: &Inbound, hint: &str, parts: &[&[u8]]) -> Result<Blob, ActorError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len <= self.limits.inline_threshold {
             return Ok(Blob::Inline(parts.concat()));
@@ -239,7 +239,7 @@ impl NodeContext {
 
     /// Add summary fields and record a status together; retried briefly, then logged and
     /// counted (never failing the stage).
-    pub async fn annotate_and_status(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) {
+    pub(crate) async fn annotate_and_status(&self, id: &str, fields: &[(&str, String)], status: &str, detail: &str) {
         if let Err(error) = self.tracked("status", || self.state.annotate_and_record(id, fields, status, detail)).await {
             tracing::warn!(message = "Failed to record message summary and status.", %error, id, status);
         }

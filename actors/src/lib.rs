@@ -37,7 +37,7 @@ pub mod mdn_sender;
 pub mod metrics;
 pub mod mime_unwrapper;
 pub mod outbound_intake;
-pub mod outbound_stream;
+mod outbound_stream;
 pub mod pull_sender;
 pub mod runtime;
 pub mod s3_outbox;

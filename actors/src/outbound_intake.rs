@@ -41,7 +41,7 @@ impl Actor for OutboundIntake {
 
 /// Validate the headers and build the Send (documents kept inline or in the blob store).
 /// `Ok(Err(reason))`: the document cannot be sent as given; `Err`: the stores failed (try again).
-pub async fn to_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<u8>, now_ms: i64) -> Result<Result<Send, String>, ActorError> {
+pub(crate) async fn to_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<u8>, now_ms: i64) -> Result<Result<Send, String>, ActorError> {
     Ok(match checked_send(cx, headers, body, now_ms).await {
         Ok(send) => Ok(send),
         Err(Refused::Reason(r)) => Err(r),
@@ -100,7 +100,7 @@ async fn checked_send(cx: &NodeContext, headers: &[(String, String)], body: Vec<
 
 /// Where claim-checked documents wait in the node's blob store (`claim-check` header values
 /// name keys below it).
-pub const CLAIMS_PREFIX: &str = "claims/";
+pub(crate) const CLAIMS_PREFIX: &str = "claims/";
 
 /// A `claim-check` value as a blob key: only below [`CLAIMS_PREFIX`], no climbing out of it.
 fn claim_key(v: &str) -> Result<String, String> {
@@ -109,7 +109,7 @@ fn claim_key(v: &str) -> Result<String, String> {
 }
 
 /// Build a Send for documents; `message_id` (idempotency key) is generated when absent.
-pub async fn new_send(cx: &NodeContext, station: &str, partner: &str, message_id: Option<String>, docs: Vec<(String, String, Vec<u8>)>, source: &str, now_ms: i64) -> Result<Send, ActorError> {
+pub(crate) async fn new_send(cx: &NodeContext, station: &str, partner: &str, message_id: Option<String>, docs: Vec<(String, String, Vec<u8>)>, source: &str, now_ms: i64) -> Result<Send, ActorError> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut documents = Vec::with_capacity(docs.len());
     for (i, (filename, content_type, data)) in docs.into_iter().enumerate() {
@@ -152,7 +152,7 @@ pub struct FormIntake<'a> {
 
 /// Where a document's bytes go as they arrive: memory while they stay under
 /// `limits.inline_threshold_bytes` (the Send carries them inline), else the blob `key`.
-pub struct DocSink<'a> {
+pub(crate) struct DocSink<'a> {
     cx: &'a NodeContext,
     key: String,
     state: SinkState<'a>,
@@ -191,7 +191,7 @@ impl<'a> DocSink<'a> {
 }
 
 /// Copy everything `reader` yields into the Send's document `n` of `id`.
-pub async fn copy_document(cx: &NodeContext, id: &str, n: usize, reader: &mut dyn crate::BlobReader) -> Result<Blob, crate::StorageError> {
+pub(crate) async fn copy_document(cx: &NodeContext, id: &str, n: usize, reader: &mut dyn crate::BlobReader) -> Result<Blob, crate::StorageError> {
     let mut sink = DocSink::new(cx, format!("outbound/{id}/doc{n}"));
     while let Some(chunk) = reader.next().await? {
         sink.write(&chunk).await?;

@@ -63,7 +63,7 @@ impl StorageError {
     }
 
     /// Whether trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         self.kind == StorageErrorKind::Unavailable
     }
 }

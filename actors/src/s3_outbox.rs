@@ -46,14 +46,14 @@ pub struct Batch {
 
 /// The latest moment an object listed with `last_modified_ms` may have been written: a
 /// whole-second time (AWS truncates to seconds) stands for any moment of that second.
-pub fn modified_by(last_modified_ms: i64) -> i64 {
+pub(crate) fn modified_by(last_modified_ms: i64) -> i64 {
     if last_modified_ms % 1000 == 0 { last_modified_ms + 999 } else { last_modified_ms }
 }
 
 /// Group a listing of `AS2/send/<station>/` into batches that are ripe at `now_ms`.
 /// `test_partner(as2_id)` says whether a partner of this station is a test partner (`None`:
 /// no such partner; its files are grouped as a production partner's and fail when taken).
-pub fn ripe_batches(station_as2: &str, listing: &[ObjectInfo], test_partner: impl Fn(&str) -> Option<bool>, now_ms: i64, pickup_age_ms: i64, steady_ms: i64) -> Vec<Batch> {
+pub(crate) fn ripe_batches(station_as2: &str, listing: &[ObjectInfo], test_partner: impl Fn(&str) -> Option<bool>, now_ms: i64, pickup_age_ms: i64, steady_ms: i64) -> Vec<Batch> {
     let root = format!("AS2/send/{station_as2}/");
     let mut singles = Vec::new();
     let mut subs: BTreeMap<(String, String, String), Vec<ObjectInfo>> = BTreeMap::new();
@@ -167,7 +167,7 @@ enum Moved {
 
 /// Poll one station's outbox once; returns what to publish.
 /// Publishes outputs durably (the node's transport, with confirms) and says whether it did.
-pub type Publisher<'a> = &'a (dyn Fn(Vec<Out>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> + Sync);
+pub(crate) type Publisher<'a> = &'a (dyn Fn(Vec<Out>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> + Sync);
 
 /// One poll of a station's outbox. A batch is published through `publish` before it is marked
 /// queued and its files deleted, so a broker that refuses it leaves the files where they are.

@@ -22,7 +22,7 @@ pub fn compress(data: &[u8]) -> Result<Vec<u8>, CmsError> {
 
 /// Everything of a DER CompressedData ContentInfo before its zlib stream of `z_len` bytes (the
 /// zlib stream is the end of the structure: a large one is written after this as it is).
-pub fn compressed_prefix(z_len: u64) -> Vec<u8> {
+pub(crate) fn compressed_prefix(z_len: u64) -> Vec<u8> {
     // Innermost out: the eContent OCTET STRING, [0], the encapsulated content info, the
     // CompressedData, [0], the ContentInfo. Each header counts what follows it.
     let mut prefix = der::header(0x04, z_len);

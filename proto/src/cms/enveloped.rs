@@ -45,7 +45,7 @@ pub fn decrypt(der: &[u8], keys: &[(PKey<Private>, X509)]) -> Result<Vec<u8>, Cm
 
 /// Like [`decrypt`], taking the DER by value: with one key pair the input is freed as soon as
 /// it is parsed, so a large message is not held three times (input, structure, output).
-pub fn decrypt_owned(der: Vec<u8>, keys: &[(PKey<Private>, X509)]) -> Result<Vec<u8>, CmsError> {
+pub(crate) fn decrypt_owned(der: Vec<u8>, keys: &[(PKey<Private>, X509)]) -> Result<Vec<u8>, CmsError> {
     if keys.len() != 1 {
         return decrypt(&der, keys);
     }
@@ -94,7 +94,7 @@ pub fn encrypt(
 
 /// [`encrypt`] for content that arrives in pieces: the same structure (for the same key and
 /// IV), written as indefinite-length BER with the content in chunks as it is encrypted.
-pub struct Encryptor(ffi::ContentStream);
+pub(crate) struct Encryptor(ffi::ContentStream);
 
 impl Encryptor {
     pub fn new(recipient: &X509, cipher: ContentCipher, kt: KeyTransport) -> Result<Encryptor, CmsError> {

@@ -22,9 +22,12 @@ use openssl::cms::CmsContentInfo;
 use openssl::error::ErrorStack;
 use openssl::x509::X509NameRef;
 
-pub use compressed::{compress, compressed_prefix, decompress};
-pub use enveloped::{decrypt, decrypt_owned, encrypt, Encryptor};
-pub use signed::{sign_detached, DetachedSigner, signer_digests, verify_detached, verify_detached_digests, verify_embedded, SignOptions, Verified};
+pub use compressed::{compress, decompress};
+pub(crate) use compressed::compressed_prefix;
+pub use enveloped::{decrypt, encrypt};
+pub(crate) use enveloped::{decrypt_owned, Encryptor};
+pub use signed::{sign_detached, SignOptions, Verified};
+pub(crate) use signed::{signer_digests, verify_detached, verify_detached_digests, verify_embedded, DetachedSigner};
 
 pub(crate) mod ber;
 mod compressed;

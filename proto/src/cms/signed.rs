@@ -57,7 +57,7 @@ pub fn sign_detached(
 
 /// A detached signature over content that arrives in pieces ([`sign_detached`] for content
 /// too large to hold): the same SignedData, the content hashed as it passes.
-pub struct DetachedSigner(ffi::ContentStream);
+pub(crate) struct DetachedSigner(ffi::ContentStream);
 
 impl DetachedSigner {
     pub fn new(key: &PKey<Private>, cert: &X509, digest: DigestAlg, opts: &SignOptions) -> Result<DetachedSigner, CmsError> {
@@ -133,12 +133,12 @@ fn prepare(
 /// Verifies a detached signature over `data` (hashed exactly as given). The signer must be one
 /// of `trusted` (matched by the SignerInfo's issuer+serial or subject key identifier; a
 /// certificate carried only inside the CMS is never used). No chain or validity-period checks.
-pub fn verify_detached(sig: &[u8], data: &[u8], trusted: &[X509]) -> Result<Verified, CmsError> {
+pub(crate) fn verify_detached(sig: &[u8], data: &[u8], trusted: &[X509]) -> Result<Verified, CmsError> {
     verify_inner(sig, Some(data), trusted).map(|(_, v)| v)
 }
 
 /// Verifies an opaque (embedded-content) SignedData and returns its content.
-pub fn verify_embedded(der: &[u8], trusted: &[X509]) -> Result<(Vec<u8>, Verified), CmsError> {
+pub(crate) fn verify_embedded(der: &[u8], trusted: &[X509]) -> Result<(Vec<u8>, Verified), CmsError> {
     verify_inner(der, None, trusted)
 }
 
@@ -245,7 +245,7 @@ fn verify_inner(
 
 /// The digest algorithms of a signature's SignerInfos (what a streamed content must be hashed
 /// with for [`verify_detached_digests`]).
-pub fn signer_digests(sig: &[u8]) -> Result<Vec<DigestAlg>, CmsError> {
+pub(crate) fn signer_digests(sig: &[u8]) -> Result<Vec<DigestAlg>, CmsError> {
     let fixed = rfc4055::supply_params(sig, |_, _| None)?;
     let cms = parse(fixed.as_deref().unwrap_or(sig))?;
     let mut out = Vec::new();
@@ -264,7 +264,7 @@ pub fn signer_digests(sig: &[u8]) -> Result<Vec<DigestAlg>, CmsError> {
 /// signed attributes is checked by OpenSSL; each SignerInfo's messageDigest must equal the
 /// content's digest. A signature without signed attributes covers the content itself and
 /// cannot be checked this way (Unsupported).
-pub fn verify_detached_digests(sig: &[u8], digests: &[(DigestAlg, Vec<u8>)], trusted: &[X509]) -> Result<Verified, CmsError> {
+pub(crate) fn verify_detached_digests(sig: &[u8], digests: &[(DigestAlg, Vec<u8>)], trusted: &[X509]) -> Result<Verified, CmsError> {
     let Checked { mut cms, verified, all_attributed, certs } = check_signers(sig, trusted)?;
     if !all_attributed {
         return Err(CmsError::Unsupported("a signature without signed attributes over a large (streamed) message".into()));

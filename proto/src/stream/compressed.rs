@@ -59,7 +59,7 @@ enum State {
 }
 
 /// The streaming decompressor; output beyond `limit` bytes in all is an error.
-pub struct Decompressor {
+pub(crate) struct Decompressor {
     limit: u64,
     state: State,
     backlog: Vec<u8>,

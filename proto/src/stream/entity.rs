@@ -6,7 +6,7 @@ use crate::error::ProcessingError;
 use crate::mime::{self, ContentType, Header, MimeLimits};
 
 /// Reads the header block, then hands out the decoded body.
-pub struct BodyReader {
+pub(crate) struct BodyReader {
     limits: MimeLimits,
     head: Vec<u8>,
     headers: Option<Vec<Header>>,
@@ -132,7 +132,7 @@ impl Codec for Base64 {
 /// Content as decrypted or decompressed becomes the next entity: kept as it is when it starts
 /// with a header block, else given `Content-Type: application/octet-stream` (the rule of
 /// [`crate::unwrap::as_entity`], decided on the first `max_header_bytes`).
-pub struct AsEntity {
+pub(crate) struct AsEntity {
     limits: MimeLimits,
     deciding: Option<Vec<u8>>,
 }

@@ -32,7 +32,7 @@ pub const CHUNK: usize = 1 << 20;
 
 /// The most a CMS structure's leading part (everything before its content octets: the
 /// RecipientInfos, algorithm parameters) may take.
-pub const MAX_CMS_HEAD: usize = 1 << 20;
+pub(crate) const MAX_CMS_HEAD: usize = 1 << 20;
 
 /// One streaming step: input in, output appended.
 pub trait Codec: Send {

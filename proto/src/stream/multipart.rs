@@ -14,7 +14,7 @@ pub enum Event<'a> {
     End(usize),
 }
 
-pub struct Splitter {
+pub(crate) struct Splitter {
     /// "\n--" + boundary.
     delim: Vec<u8>,
     /// Bytes not handed out yet (they might start a delimiter).
@@ -36,10 +36,6 @@ impl Splitter {
         }
         // The body's first line may be a delimiter: a line break is put in front of the body.
         Ok(Splitter { delim: format!("\n--{boundary}").into_bytes(), carry: b"\n".to_vec(), part: None, closed: false, max_parts: limits.max_parts })
-    }
-
-    pub fn closed(&self) -> bool {
-        self.closed
     }
 
     /// Feed body bytes.

@@ -11,12 +11,12 @@ const MAX_TRAILER: usize = 64 * 1024;
 /// Which identifier the outer element carries: `[0] IMPLICIT OCTET STRING` in
 /// EncryptedContentInfo, a plain OCTET STRING in EncapsulatedContentInfo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outer {
+pub(crate) enum Outer {
     ContextZero,
     OctetString,
 }
 
-pub struct OctetStream {
+pub(crate) struct OctetStream {
     outer: Outer,
     header: Vec<u8>,
     /// The open constructed elements, innermost last: content bytes left (None: indefinite).
@@ -31,11 +31,6 @@ pub struct OctetStream {
 impl OctetStream {
     pub fn new(outer: Outer) -> OctetStream {
         OctetStream { outer, header: Vec::new(), frames: Vec::new(), chunk_left: 0, started: false, done: false, trailer: Vec::new() }
-    }
-
-    /// The element ended.
-    pub fn done(&self) -> bool {
-        self.done
     }
 
     /// What followed the element (at most 64 KiB of it).

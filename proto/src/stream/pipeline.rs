@@ -14,7 +14,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 /// A running digest that ends as a MIC.
-pub struct MicHasher {
+pub(crate) struct MicHasher {
     alg: DigestAlg,
     h: Hasher,
 }

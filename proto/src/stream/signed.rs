@@ -13,7 +13,7 @@ use openssl::hash::Hasher;
 use openssl::x509::X509;
 
 /// The most the signature part may take.
-pub const MAX_SIGNATURE_PART: usize = 1 << 20;
+pub(crate) const MAX_SIGNATURE_PART: usize = 1 << 20;
 
 fn auth(m: impl Into<String>) -> ProcessingError {
     ProcessingError::Authentication(m.into())
