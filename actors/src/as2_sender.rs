@@ -208,7 +208,7 @@ impl Actor for As2Sender {
         span.record("size", size);
         let built = if crate::outbound_stream::streams(cx, &s) {
             match crate::outbound_stream::build(cx, &s, partner, station).await? {
-                Ok(m) => Message { headers: m.built.headers.clone(), mic: m.built.mic.clone(), mic_alternatives: Vec::new(), body: Body::Streamed(m) },
+                Ok(m) => Message { headers: m.built.headers.clone(), mic: m.built.mic.clone(), mic_alternatives: m.built.mic_alternatives.clone(), body: Body::Streamed(m) },
                 Err(e) => return Ok(conclude(cx, &s, false, &format!("cannot build the message: {e}"), None).await),
             }
         } else {

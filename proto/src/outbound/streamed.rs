@@ -19,8 +19,8 @@
 //!   AuthEnvelopedData) in indefinite-length BER with the content in chunks;
 //! - an unsigned message that is not encrypted takes one more pass for its MIC.
 //!
-//! Unlike `build`, the MICs over the other bases receivers use for unsigned messages are not
-//! computed: [`StreamBuilt`] has only the RFC 4130 one.
+//! An unsigned message takes one more pass over its payload entity for the MICs over the other
+//! bases receivers return (`build`'s `mic_alternatives`, the same ones).
 
 use std::collections::BTreeSet;
 
@@ -35,7 +35,9 @@ use super::{checked, http_headers, sign_options, Compression, OutboundError, Out
 use crate::alg::{ContentCipher, DigestAlg};
 use crate::cms::{self, CmsError, DetachedSigner, Encryptor};
 use crate::mdn::Mic;
+use crate::mime::ContentType;
 use crate::stream::pipeline::MicHasher;
+use crate::unwrap::mic::{AltMic, MicBasis};
 
 /// A document the node holds (source number = its position).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,9 @@ pub struct StreamBuilt {
     /// The body's length in bytes.
     pub len: u64,
     pub mic: Mic,
+    /// As [`super::Built::mic_alternatives`]: for an unsigned message, the MICs over the other
+    /// bases receivers return.
+    pub mic_alternatives: Vec<AltMic>,
     pub message_id: String,
 }
 
@@ -90,6 +95,7 @@ impl Entity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Payload,
+    PayloadMics,
     CompressBeforeSigning,
     Sign,
     CompressAfterSigning,
@@ -103,8 +109,8 @@ enum Running {
     Scan(BoundaryScan),
     Deflate(Box<Compress>),
     Sign { signer: DetachedSigner, digest: DigestAlg, mic: MicHasher, scan: BoundaryScan },
-    Encrypt { enc: Encryptor, cipher: ContentCipher, mic: Option<MicHasher> },
-    Mic(MicHasher),
+    Encrypt { enc: Encryptor, cipher: ContentCipher, taps: Vec<Tap> },
+    Taps(Vec<Tap>),
 }
 
 /// Builds one message pass by pass (see the module documentation).
@@ -127,6 +133,8 @@ pub struct StreamBuilder {
     produced: u64,
     current: Option<Entity>,
     mic: Option<Mic>,
+    /// An unsigned message's digests per MIC basis (in each algorithm of [`Self::mic_algs`]).
+    bases: Vec<(MicBasis, Vec<Mic>)>,
 }
 
 fn hash_err(e: crate::error::ProcessingError) -> OutboundError {
@@ -170,6 +178,7 @@ impl StreamBuilder {
             produced: 0,
             current: None,
             mic: None,
+            bases: Vec::new(),
         })
     }
 
@@ -183,7 +192,7 @@ impl StreamBuilder {
             let stage = self.stage;
             match stage {
                 Stage::Payload => {
-                    self.stage = Stage::CompressBeforeSigning;
+                    self.stage = Stage::PayloadMics;
                     if self.docs.len() > 1 {
                         self.running = Running::Scan(BoundaryScan::new("Rel", &self.seed));
                         let pieces = (0..self.docs.len()).map(Piece::Source).collect();
@@ -191,6 +200,26 @@ impl StreamBuilder {
                     }
                     let d = &self.docs[0];
                     self.current = Some(Entity { headers: document_headers(&d.filename, &d.content_type)?, body: vec![Piece::Source(0)] });
+                }
+                Stage::PayloadMics => {
+                    self.stage = Stage::CompressBeforeSigning;
+                    if self.signing.is_none() {
+                        // The bases other receivers use for an unsigned message: the payload
+                        // entity (as is, and with CRLF line ends when it is text), the document.
+                        let entity = self.entity()?;
+                        let head = header_block(&entity.headers, 0).len() as u64;
+                        let text = self.docs.len() == 1 && ContentType::parse(&self.docs[0].content_type).mime.starts_with("text/");
+                        let mut taps = vec![self.tap(MicBasis::PayloadEntity, 0, false)?];
+                        if text {
+                            taps.push(self.tap(MicBasis::PayloadEntityCrlf, 0, true)?);
+                        }
+                        if self.docs.len() == 1 {
+                            taps.push(self.tap(MicBasis::Document, head, false)?);
+                        }
+                        let pieces = entity.pieces();
+                        self.running = Running::Taps(taps);
+                        return Ok(BuildStep::Pass { pieces, stores: false });
+                    }
                 }
                 Stage::CompressBeforeSigning | Stage::CompressAfterSigning => {
                     let (when, next) = if stage == Stage::CompressBeforeSigning { (Compression::BeforeSigning, Stage::Sign) } else { (Compression::AfterSigning, Stage::Encrypt) };
@@ -214,17 +243,21 @@ impl StreamBuilder {
                     if let Some((cipher, cert)) = &self.encryption {
                         let enc = Encryptor::new(cert, *cipher, self.opts.key_transport)?;
                         // Unsigned: the MIC is over the entity we encrypt.
-                        let mic = if self.mic.is_none() { Some(MicHasher::new(self.unsigned_mic_alg()).map_err(hash_err)?) } else { None };
-                        self.running = Running::Encrypt { enc, cipher: *cipher, mic };
+                        let taps = if self.mic.is_none() { vec![self.tap(MicBasis::Rfc4130, 0, false)?] } else { Vec::new() };
+                        self.running = Running::Encrypt { enc, cipher: *cipher, taps };
                         return Ok(BuildStep::Pass { pieces: self.entity()?.pieces(), stores: true });
                     }
                 }
                 Stage::Mic => {
                     self.stage = Stage::Done;
                     if self.mic.is_none() {
-                        // Unsigned and not encrypted: the MIC is over the body we send.
-                        self.running = Running::Mic(MicHasher::new(self.unsigned_mic_alg()).map_err(hash_err)?);
-                        return Ok(BuildStep::Pass { pieces: self.entity()?.body.clone(), stores: false });
+                        // Unsigned and not encrypted: the MIC is over the body we send; the
+                        // entity as sent, headers included, is another receivers' basis.
+                        let entity = self.entity()?;
+                        let head = header_block(&entity.headers, 0).len() as u64;
+                        let pieces = entity.pieces();
+                        self.running = Running::Taps(vec![self.tap(MicBasis::Rfc4130, head, false)?, self.tap(MicBasis::SentEntity, 0, false)?]);
+                        return Ok(BuildStep::Pass { pieces, stores: false });
                     }
                 }
                 Stage::Done => return self.done().map(BuildStep::Done),
@@ -244,13 +277,17 @@ impl StreamBuilder {
                 mic.update(input).map_err(hash_err)?;
                 scan.push(input);
             }
-            Running::Encrypt { enc, mic, .. } => {
-                if let Some(m) = mic {
-                    m.update(input).map_err(hash_err)?;
+            Running::Encrypt { enc, taps, .. } => {
+                for t in taps.iter_mut() {
+                    t.feed(input)?;
                 }
                 enc.push(input, out)?;
             }
-            Running::Mic(m) => m.update(input).map_err(hash_err)?,
+            Running::Taps(taps) => {
+                for t in taps.iter_mut() {
+                    t.feed(input)?;
+                }
+            }
         }
         self.produced += (out.len() - before) as u64;
         Ok(())
@@ -293,16 +330,14 @@ impl StreamBuilder {
                 body.push(Piece::Bytes(close));
                 self.current = Some(Entity { headers: signed_headers(&b, digest), body });
             }
-            Running::Encrypt { mut enc, cipher, mic } => {
+            Running::Encrypt { mut enc, cipher, taps } => {
                 enc.finish(out)?;
                 let len = self.produced + (out.len() - before) as u64;
                 let source = self.stored(len);
-                if let Some(mut m) = mic {
-                    self.mic = Some(m.mic().map_err(hash_err)?);
-                }
+                self.tapped(taps)?;
                 self.current = Some(Entity { headers: enveloped_headers(cipher), body: vec![Piece::Source(source)] });
             }
-            Running::Mic(mut m) => self.mic = Some(m.mic().map_err(hash_err)?),
+            Running::Taps(taps) => self.tapped(taps)?,
         }
         Ok(())
     }
@@ -320,6 +355,59 @@ impl StreamBuilder {
         self.opts.mdn.signed().unwrap_or(self.opts.mic_alg_when_unsigned)
     }
 
+    /// The algorithms an unsigned message's MICs are taken in: the expected one, then sha1
+    /// and sha256 (as `unwrap::mic::expected_unsigned` lists them).
+    fn mic_algs(&self) -> Vec<DigestAlg> {
+        let mut algs = vec![self.unsigned_mic_alg()];
+        for a in [DigestAlg::Sha1, DigestAlg::Sha256] {
+            if !algs.contains(&a) {
+                algs.push(a);
+            }
+        }
+        algs
+    }
+
+    fn tap(&self, basis: MicBasis, skip: u64, crlf: bool) -> Result<Tap, OutboundError> {
+        let hashers = self.mic_algs().into_iter().map(MicHasher::new).collect::<Result<_, _>>().map_err(hash_err)?;
+        Ok(Tap { basis, skip, crlf, prev: 0, hashers })
+    }
+
+    /// A pass's taps are complete: the RFC 4130 one is the MIC, all are bases.
+    fn tapped(&mut self, taps: Vec<Tap>) -> Result<(), OutboundError> {
+        for mut t in taps {
+            let mics = t.hashers.iter_mut().map(|h| h.mic()).collect::<Result<Vec<_>, _>>().map_err(hash_err)?;
+            if t.basis == MicBasis::Rfc4130 {
+                self.mic = mics.first().cloned();
+            }
+            self.bases.push((t.basis, mics));
+        }
+        Ok(())
+    }
+
+    /// [`unwrap::mic::expected_unsigned`]'s alternatives from the digests the passes took.
+    fn alternatives(&self) -> Vec<AltMic> {
+        let order = [MicBasis::Rfc4130, MicBasis::PayloadEntity, MicBasis::PayloadEntityCrlf, MicBasis::Document, MicBasis::SentEntity];
+        let alg = self.unsigned_mic_alg();
+        let requested = self.opts.mdn.signed().is_some();
+        let mut seen: Vec<&Vec<Mic>> = Vec::new();
+        let mut out = Vec::new();
+        for basis in order {
+            let Some((_, mics)) = self.bases.iter().find(|(b, _)| *b == basis) else { continue };
+            // Two bases over the same bytes are one.
+            if seen.contains(&mics) {
+                continue;
+            }
+            seen.push(mics);
+            for m in mics {
+                if basis == MicBasis::Rfc4130 && m.alg == alg {
+                    continue;
+                }
+                out.push(AltMic { basis, mic: m.clone(), standard: basis == MicBasis::Rfc4130 && !requested });
+            }
+        }
+        out
+    }
+
     fn done(&mut self) -> Result<StreamBuilt, OutboundError> {
         let current = self.current.take().ok_or_else(|| invalid("stream", "already built"))?;
         let mic = self.mic.take().ok_or_else(|| invalid("stream", "no MIC"))?;
@@ -334,7 +422,49 @@ impl StreamBuilder {
                 Piece::Source(i) => self.lens[*i],
             })
             .sum();
-        Ok(StreamBuilt { headers, body: current.body, len, mic, message_id: self.message_id.clone() })
+        let mic_alternatives = if self.signing.is_none() { self.alternatives() } else { Vec::new() };
+        Ok(StreamBuilt { headers, body: current.body, len, mic, mic_alternatives, message_id: self.message_id.clone() })
+    }
+}
+
+/// Digests of one MIC basis, in several algorithms, over the pass's bytes after the first
+/// `skip` (a header block), with bare LFs made CRLF when `crlf` (as `mime::canonicalize_crlf`).
+struct Tap {
+    basis: MicBasis,
+    skip: u64,
+    crlf: bool,
+    /// The last byte fed (CRLF canonicalization across chunk edges).
+    prev: u8,
+    hashers: Vec<MicHasher>,
+}
+
+impl Tap {
+    fn feed(&mut self, input: &[u8]) -> Result<(), OutboundError> {
+        let skipped = (self.skip.min(input.len() as u64)) as usize;
+        self.skip -= skipped as u64;
+        let input = &input[skipped..];
+        if input.is_empty() {
+            return Ok(());
+        }
+        let canonical;
+        let bytes = if self.crlf {
+            let mut out = Vec::with_capacity(input.len() + input.len() / 32);
+            for &b in input {
+                if b == b'\n' && self.prev != b'\r' {
+                    out.push(b'\r');
+                }
+                out.push(b);
+                self.prev = b;
+            }
+            canonical = out;
+            &canonical[..]
+        } else {
+            input
+        };
+        for h in &mut self.hashers {
+            h.update(bytes).map_err(hash_err)?;
+        }
+        Ok(())
     }
 }
 
