@@ -422,3 +422,41 @@ fn streamed_outbound_refuses_what_build_refuses() {
     assert!(matches!(b.next_step().unwrap(), BuildStep::Pass { .. }));
     assert!(b.next_step().is_err(), "a pass must be finished first");
 }
+
+#[test]
+fn streaming_verifies_a_signature_without_signed_attributes() {
+    use base64::Engine;
+    let limits = MimeLimits::default();
+    let (akey, acert) = alice();
+    let content = b"Content-Type: application/edi-x12\r\nContent-Disposition: attachment; filename=\"u.edi\"\r\n\r\nISA*UNATTRIBUTED~\r\nIEA*1~\r\n".to_vec();
+    let opts = edinode_proto::cms::SignOptions { signed_attributes: false, ..Default::default() };
+    let sig = edinode_proto::cms::sign_detached(&content, akey, acert, DigestAlg::Sha256, &opts).unwrap();
+    let signed = |content: &[u8]| {
+        let mut e = b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"u1\"\r\n\r\n--u1\r\n".to_vec();
+        e.extend_from_slice(content);
+        e.extend_from_slice(b"\r\n--u1\r\nContent-Type: application/pkcs7-signature\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+        e.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&sig).as_bytes());
+        e.extend_from_slice(b"\r\n--u1--\r\n");
+        e
+    };
+    let trusted = [acert.clone()];
+    let want = in_memory(signed(&content), &[], &trusted, Some(DigestAlg::Sha256));
+    for chunk in [1, 7, 4096] {
+        let got = streamed(signed(&content), &[], &trusted, Some(DigestAlg::Sha256), chunk);
+        assert_eq!((got.docs.clone(), got.mic.clone(), got.steps.clone()), (want.docs.clone(), want.mic.clone(), want.steps.clone()), "chunk {chunk}");
+    }
+    // The content altered, or checked against someone else's certificate: refused.
+    let check = |entity: &[u8], trusted: &[X509]| {
+        let mut s = SignedSplit::new(&[DigestAlg::Sha256], limits).unwrap();
+        run(&mut s, entity, 100).unwrap();
+        let parts = s.into_parts().unwrap();
+        let sig = parts.signature(&limits).unwrap();
+        parts.verify(&sig, trusted, Some(DigestAlg::Sha256)).map(|_| ())
+    };
+    let mut altered = content.clone();
+    let at = mime::find(&altered, b"IEA*1").unwrap();
+    altered[at] = b'J';
+    assert!(check(&signed(&altered), &trusted).is_err(), "altered content");
+    assert!(check(&signed(&content), &[carol().1.clone()]).is_err(), "unknown signer");
+    assert!(check(&signed(&content), &trusted).is_ok());
+}

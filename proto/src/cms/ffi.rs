@@ -76,6 +76,7 @@ unsafe extern "C" {
     ) -> c_int;
     fn CMS_signed_delete_attr(si: *mut CMS_SignerInfo, loc: c_int) -> *mut X509_ATTRIBUTE;
     fn CMS_signed_get_attr_count(si: *const CMS_SignerInfo) -> c_int;
+    fn CMS_SignerInfo_get0_signature(si: *mut CMS_SignerInfo) -> *mut ASN1_OCTET_STRING;
     fn CMS_signed_get0_data_by_OBJ(si: *mut CMS_SignerInfo, oid: *const ASN1_OBJECT, lastpos: c_int, type_: c_int) -> *mut c_void;
     fn CMS_signed_add1_attr_by_OBJ(
         si: *mut CMS_SignerInfo,
@@ -259,6 +260,19 @@ impl Drop for MemBioIn<'_> {
     fn drop(&mut self) {
         // SAFETY: we own the BIO.
         unsafe { openssl_sys::BIO_free_all(self.ptr) }
+    }
+}
+
+/// A copy of an ASN1_STRING's bytes.
+///
+/// # Safety
+/// `s` must point to a live ASN1_STRING.
+unsafe fn string_bytes(s: *const openssl_sys::ASN1_STRING) -> Vec<u8> {
+    // SAFETY: the caller guarantees `s`; length and data are read together and copied.
+    unsafe {
+        let len = usize::try_from(openssl_sys::ASN1_STRING_length(s)).unwrap_or(0);
+        let data = openssl_sys::ASN1_STRING_get0_data(s);
+        if data.is_null() { Vec::new() } else { std::slice::from_raw_parts(data, len).to_vec() }
     }
 }
 
@@ -498,13 +512,16 @@ impl SignerInfo<'_> {
                 let _ = ErrorStack::get();
                 return None;
             }
-            let s = v.cast::<openssl_sys::ASN1_STRING>();
-            let len = usize::try_from(openssl_sys::ASN1_STRING_length(s)).unwrap_or(0);
-            let data = openssl_sys::ASN1_STRING_get0_data(s);
-            if data.is_null() {
-                return Some(Vec::new());
-            }
-            Some(std::slice::from_raw_parts(data, len).to_vec())
+            Some(string_bytes(v.cast()))
+        }
+    }
+
+    /// The signature value.
+    pub fn signature(&self) -> Vec<u8> {
+        // SAFETY: the OCTET STRING belongs to the live SignerInfo and is copied at once.
+        unsafe {
+            let v = CMS_SignerInfo_get0_signature(self.ptr);
+            if v.is_null() { Vec::new() } else { string_bytes(v.cast()) }
         }
     }
 

@@ -262,19 +262,39 @@ pub(crate) fn signer_digests(sig: &[u8]) -> Result<Vec<DigestAlg>, CmsError> {
 /// Verifies a detached signature over a content that was hashed as it streamed past:
 /// `digests` holds the content's digest in each of [`signer_digests`]. The signature over the
 /// signed attributes is checked by OpenSSL; each SignerInfo's messageDigest must equal the
-/// content's digest. A signature without signed attributes covers the content itself and
-/// cannot be checked this way (Unsupported).
+/// content's digest. A signature without signed attributes is over the content's digest
+/// itself: checked against `digests` with the signer's key (RSA PKCS#1 v1.5; RSASSA-PSS
+/// without signed attributes is Unsupported here).
 pub(crate) fn verify_detached_digests(sig: &[u8], digests: &[(DigestAlg, Vec<u8>)], trusted: &[X509]) -> Result<Verified, CmsError> {
     let Checked { mut cms, verified, all_attributed, certs } = check_signers(sig, trusted)?;
+    let ours = |alg: DigestAlg| digests.iter().find(|(a, _)| *a == alg).map(|(_, v)| v).ok_or_else(|| CmsError::Unsupported(format!("the content was not hashed with {alg:?}")));
     if !all_attributed {
-        return Err(CmsError::Unsupported("a signature without signed attributes over a large (streamed) message".into()));
+        for si in ffi::signer_infos(&cms)? {
+            let (d, s) = si.algorithms()?;
+            if si.has_signed_attributes() || s == OID_RSASSA_PSS {
+                return Err(CmsError::Unsupported("over a large (streamed) message: RSASSA-PSS without signed attributes, or signers with and without them".into()));
+            }
+            let alg = DigestAlg::from_oid(&d).ok_or_else(|| CmsError::Unsupported(format!("signature digest algorithm {d}")))?;
+            let cert = trusted.iter().find(|t| si.matches(t)).ok_or_else(|| CmsError::UnknownSigner(si.describe_id()))?;
+            let key = cert.public_key().map_err(openssl_err)?;
+            let md = openssl::md::Md::from_nid(alg.message_digest().type_()).ok_or_else(|| CmsError::Unsupported(format!("digest {alg:?}")))?;
+            let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&key).map_err(openssl_err)?;
+            ctx.verify_init().map_err(openssl_err)?;
+            ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1).map_err(openssl_err)?;
+            ctx.set_signature_md(md).map_err(openssl_err)?;
+            if !ctx.verify(ours(alg)?, &si.signature()).unwrap_or(false) {
+                let _ = ErrorStack::get();
+                return Err(CmsError::SignatureInvalid("the signature does not match the content".into()));
+            }
+        }
+        return Ok(verified);
     }
     cms.verify(Some(&certs), None, Some(&[]), None, VERIFY_FLAGS | CMSOptions::NO_CONTENT_VERIFY)
         .map_err(|e| CmsError::SignatureInvalid(e.to_string()))?;
     for si in ffi::signer_infos(&cms)? {
         let (d, _) = si.algorithms()?;
         let alg = DigestAlg::from_oid(&d).ok_or_else(|| CmsError::Unsupported(format!("signature digest algorithm {d}")))?;
-        let ours = digests.iter().find(|(a, _)| *a == alg).map(|(_, v)| v).ok_or_else(|| CmsError::Unsupported(format!("the content was not hashed with {alg:?}")))?;
+        let ours = ours(alg)?;
         let theirs = si.message_digest().ok_or_else(|| CmsError::Malformed("a SignerInfo without a messageDigest attribute".into()))?;
         if ours.len() != theirs.len() || !openssl::memcmp::eq(ours, &theirs) {
             return Err(CmsError::ContentAltered("content digest mismatch: the signed content was altered".into()));
