@@ -365,9 +365,12 @@ fn unreceipted_message_is_offered_again_settled_ones_never() {
     for id in ["m1@test", "m2@test", "m3@test"] {
         queue(&node, &simple(id, mpc));
     }
+    // Taken before the pull: m1's lease starts while the node answers it, so time since this
+    // instant is never shorter than the lease has run (after the answer, it can be, by the
+    // answer's latency).
+    let pulled_m1 = Instant::now();
     let r = e.pull(&node, mpc, Some(&e.puller), json!({}));
     assert_eq!(um_id(&r), "m1@test");
-    let pulled_m1 = Instant::now();
     assert_eq!(um_id(&e.pull(&node, mpc, Some(&e.puller), json!({}))), "m2@test");
     // A Receipt on its own: 200, empty body.
     let rc = client("receipt", &json!({"url": format!("{}/as4", node.url), "ref_to_message_id": "m2@test", "sign": true, "key_pem": e.puller.key_pem, "cert_pem": e.puller.cert_pem}));
