@@ -400,32 +400,36 @@ pub async fn send(req: HttpRequest, mut body: web::Payload, st: web::Data<HttpSt
         FormError::Malformed(m) => bad(&m),
         FormError::Storage(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
     };
-    let read = async {
-        let mut form = FormIntake::new(&cx, &id, ct.param("boundary").unwrap_or(""), st.limits.max_send as u64)?;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| FormError::Malformed(format!("reading the request: {e}")))?;
-            form.push(&chunk).await?;
+    // Whatever refuses the form, the files it stored go with it.
+    let checked = async {
+        let read = async {
+            let mut form = FormIntake::new(&cx, &id, ct.param("boundary").unwrap_or(""), st.limits.max_send as u64)?;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| FormError::Malformed(format!("reading the request: {e}")))?;
+                form.push(&chunk).await?;
+            }
+            form.finish().await
+        };
+        let form = read.await.map_err(refused)?;
+        let field = |n: &str| form.fields.get(n).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let (Some(station), Some(partner)) = (field("station"), field("partner")) else {
+            return Err(bad("station and partner are required"));
+        };
+        let pair_known = matches!(cx.directory.partner_by_name(&partner), Some((_, s)) if s.name == station);
+        if form.files.is_empty() || !pair_known {
+            return Err(bad(if pair_known { "at least one file is required" } else { "unknown station/partner pair" }));
         }
-        form.finish().await
+        let message_id = field("message_id");
+        Ok((form.files, station, partner, message_id))
     };
-    let form = match read.await {
-        Ok(f) => f,
-        Err(e) => {
+    let (files, station, partner, message_id) = match checked.await {
+        Ok(v) => v,
+        Err(response) => {
             let _ = cx.blobs.delete_prefix(&format!("outbound/{id}/")).await;
-            return refused(e);
+            return response;
         }
     };
-    let field = |n: &str| form.fields.get(n).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    let (Some(station), Some(partner)) = (field("station"), field("partner")) else {
-        let _ = cx.blobs.delete_prefix(&format!("outbound/{id}/")).await;
-        return bad("station and partner are required");
-    };
-    let pair_known = matches!(cx.directory.partner_by_name(&partner), Some((_, s)) if s.name == station);
-    if form.files.is_empty() || !pair_known {
-        let _ = cx.blobs.delete_prefix(&format!("outbound/{id}/")).await;
-        return bad(if pair_known { "at least one file is required" } else { "unknown station/partner pair" });
-    }
-    let send = edinode_actors::outbound_intake::send_of(&cx, id, &station, &partner, field("message_id"), form.files, "api", crate::storage::now_ms());
+    let send = edinode_actors::outbound_intake::send_of(&cx, id, &station, &partner, message_id, files, "api", crate::storage::now_ms());
     let out = match edinode_actors::as2_sender::submit(&cx, &send).await {
         Ok(o) => o,
         Err(e) => return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),

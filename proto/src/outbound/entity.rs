@@ -79,9 +79,8 @@ pub(super) fn document_entity(doc: &Document) -> Result<Entity, OutboundError> {
 
 /// A document's header fields, its type and name checked.
 pub(super) fn document_headers(filename: &str, content_type: &str) -> Result<Vec<(&'static str, String)>, OutboundError> {
-    let doc = Document { filename: filename.to_string(), content_type: content_type.to_string(), data: Vec::new() };
-    check_line("document content type", &doc.content_type, false)?;
-    let ct = ContentType::parse(&doc.content_type);
+    check_line("document content type", content_type, false)?;
+    let ct = ContentType::parse(content_type);
     let well_formed = ct.mime.split_once('/').is_some_and(|(t, s)| {
         let token = |x: &str| {
             !x.is_empty()
@@ -93,7 +92,7 @@ pub(super) fn document_headers(filename: &str, content_type: &str) -> Result<Vec
     if !well_formed {
         return Err(invalid(
             "document content type",
-            format!("{:.60} is not a type/subtype", doc.content_type),
+            format!("{content_type:.60} is not a type/subtype"),
         ));
     }
     // The receiver would take these for a MIME structure or a security layer, not a document.
@@ -107,13 +106,13 @@ pub(super) fn document_headers(filename: &str, content_type: &str) -> Result<Vec
         ));
     }
     let mut headers = vec![
-        ("Content-Type", doc.content_type.trim().to_string()),
+        ("Content-Type", content_type.trim().to_string()),
         ("Content-Transfer-Encoding", "binary".to_string()),
     ];
-    if !doc.filename.is_empty() {
+    if !filename.is_empty() {
         headers.push((
             "Content-Disposition",
-            format!("attachment; {}", filename_param(&doc.filename)?),
+            format!("attachment; {}", filename_param(filename)?),
         ));
     }
     Ok(headers)
