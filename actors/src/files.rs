@@ -181,9 +181,13 @@ pub fn remove_older(dir: &Path, before: std::time::SystemTime) -> std::io::Resul
     for e in rd.flatten() {
         let meta = e.metadata()?;
         if meta.is_dir() {
-            n += remove_older(&e.path(), before)?;
-            // Only when empty: a blob may be written into it right now.
-            let _ = std::fs::remove_dir(e.path());
+            let removed = remove_older(&e.path(), before)?;
+            n += removed;
+            // Only a folder this sweep emptied, and only when empty: a folder with nothing
+            // old in it may have just been made for a blob being written right now.
+            if removed > 0 {
+                let _ = std::fs::remove_dir(e.path());
+            }
         } else if meta.modified().is_ok_and(|m| m < before) {
             match std::fs::remove_file(e.path()) {
                 Ok(()) => n += 1,

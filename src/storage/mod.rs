@@ -48,8 +48,15 @@ impl FsBlobStore {
     /// Move a finished temporary file to its key (replacing: a key has one writer).
     fn publish(&self, tmp: &Path, path: &Path) -> Result<(), StorageError> {
         let parent = path.parent().ok_or_else(|| StorageError::invalid("blob key without a folder"))?;
-        std::fs::create_dir_all(parent).map_err(|e| StorageError::io(format!("create {}", parent.display()), e))?;
-        std::fs::rename(tmp, path).map_err(|e| StorageError::io(format!("rename to {}", path.display()), e))?;
+        let mut tries = 0;
+        loop {
+            std::fs::create_dir_all(parent).map_err(|e| StorageError::io(format!("create {}", parent.display()), e))?;
+            match std::fs::rename(tmp, path) {
+                // The folder was removed between the two calls (a sweep emptying it): once more.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries == 0 && tmp.exists() => tries += 1,
+                r => break r.map_err(|e| StorageError::io(format!("rename to {}", path.display()), e))?,
+            }
+        }
         if self.fsync {
             files::sync_dir(parent).map_err(|e| StorageError::io(format!("sync {}", parent.display()), e))?;
         }

@@ -83,6 +83,8 @@ mod tests {
             "retention_days": 30, "orphan_hours": 24
         }))
         .unwrap();
+        // A folder just made for a blob about to be written (nothing old in it) stays.
+        std::fs::create_dir_all(dir.path().join("blobs/outbound/fresh")).unwrap();
         let now = crate::storage::now_ms();
         let removed = sweep_once(&blobs, &state, "node-a", &plan(&s), now).await.unwrap().unwrap();
         assert_eq!(removed, [("work/", 1), ("raw/", 1), ("receipts/", 1), ("outbound/", 1)]);
@@ -93,6 +95,7 @@ mod tests {
             assert!(blobs.get(kept).await.is_ok(), "{kept} kept");
         }
         assert!(!dir.path().join("blobs/work/old").exists(), "emptied folders go too");
+        assert!(dir.path().join("blobs/outbound/fresh").exists(), "a new, empty folder is left to its writer");
         // Another node in the same hour leaves it to the first.
         assert_eq!(sweep_once(&blobs, &state, "node-b", &plan(&s), now).await.unwrap(), None);
     }
