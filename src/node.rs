@@ -8,7 +8,7 @@ use crate::runner::{self, RetryPolicy};
 use crate::storage::{LocalState, RedisState};
 use crate::transport::{local::LocalTransport, rabbit::RabbitTransport, Transport};
 use actix_web::{web, App, HttpServer};
-use edinode_actors::{Limits, NodeContext, StateStore};
+use edinode_actors::{Actor, Limits, NodeContext, StateStore};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,7 +204,21 @@ fn tls_acceptor(h: &crate::config::HttpSettings) -> anyhow::Result<openssl::ssl:
     Ok(b)
 }
 
+/// Starts a consumer whose queue is open.
+type Start = Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>;
+
 impl Node {
+    /// Open `actor`'s queue if it is selected (the embedded spool replays here); the returned
+    /// start runs it.
+    async fn consumer<A: Actor>(&self, selected: &dyn Fn(&str) -> bool, actor: A, prefetch: u16, retry: RetryPolicy) -> anyhow::Result<Option<Start>> {
+        if !selected(A::BINDING.name) {
+            return Ok(None);
+        }
+        let rx = self.transport.consume(A::BINDING.queue, prefetch).await?;
+        let (cx, t) = (self.cx.clone(), self.transport.clone());
+        Ok(Some(Box::new(move || runner::spawn(actor, cx, t, rx, usize::from(prefetch), retry))))
+    }
+
     /// Start the selected actors; returns once they consume. Then serve HTTP if selected.
     pub async fn run(self) -> anyhow::Result<()> {
         let actors = config::actors(&self.settings.node.actors).map_err(anyhow::Error::msg)?;
@@ -215,18 +229,12 @@ impl Node {
         // Open every consumer first (the embedded spool replays here), then start processing.
         let mut pending = Vec::new();
         macro_rules! consumer {
-            ($name:literal, $actor:expr, $ty:ty) => {
-                consumer!($name, $actor, $ty, prefetch, retry)
+            ($actor:expr) => {
+                consumer!($actor, prefetch, retry)
             };
-            ($name:literal, $actor:expr, $ty:ty, $prefetch:expr, $retry:expr) => {
-                if has($name) {
-                    let pf: u16 = $prefetch;
-                    let rx = self.transport.consume(<$ty as Actor>::QUEUE, pf).await?;
-                    pending.push(Box::new({
-                        let (cx, t, retry) = (self.cx.clone(), self.transport.clone(), $retry.clone());
-                        let conc = usize::from(pf);
-                        move || runner::spawn($actor, cx, t, rx, conc, retry)
-                    }) as Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>);
+            ($actor:expr, $prefetch:expr, $retry:expr) => {
+                if let Some(start) = self.consumer(&has, $actor, $prefetch, $retry.clone()).await? {
+                    pending.push(start);
                 }
             };
         }
@@ -234,18 +242,18 @@ impl Node {
         let mdn_retry = RetryPolicy { max_attempts: m.async_post_attempts.max(1), base: Duration::from_millis(m.async_retry_base_ms) };
         let mdn_poster = edinode_actors::mdn_poster::MdnPoster { timeout: Duration::from_secs(m.async_post_timeout_secs.max(1)) };
         use edinode_actors::*;
-        consumer!("mime_unwrapper", mime_unwrapper::MimeUnwrapper, mime_unwrapper::MimeUnwrapper);
-        consumer!("decryptor", decryptor::Decryptor, decryptor::Decryptor);
-        consumer!("verifier", verifier::Verifier, verifier::Verifier);
-        consumer!("mdn_sender", mdn_sender::MdnSender, mdn_sender::MdnSender);
-        consumer!("mdn_poster", mdn_poster, mdn_poster::MdnPoster, m.async_post_concurrency.max(1), mdn_retry);
-        consumer!("deliverer", deliverer::Deliverer, deliverer::Deliverer);
-        consumer!("as2_sender", as2_sender::As2Sender::default(), as2_sender::As2Sender);
-        consumer!("outbound_intake", outbound_intake::OutboundIntake, outbound_intake::OutboundIntake);
+        consumer!(mime_unwrapper::MimeUnwrapper);
+        consumer!(decryptor::Decryptor);
+        consumer!(verifier::Verifier);
+        consumer!(mdn_sender::MdnSender);
+        consumer!(mdn_poster, m.async_post_concurrency.max(1), mdn_retry);
+        consumer!(deliverer::Deliverer);
+        consumer!(as2_sender::As2Sender::default());
+        consumer!(outbound_intake::OutboundIntake);
         if has("s3_outbox") {
             for (station, bucket) in self.cx.buckets.iter().filter(|(_, b)| b.outbound) {
                 let (cx, t, station, bucket) = (self.cx.clone(), self.transport.clone(), station.clone(), bucket.clone());
-                pending.push(Box::new(move || tokio::spawn(crate::intake::poll_s3_outbox(cx, t, station, bucket))));
+                pending.push(Box::new(move || tokio::spawn(crate::intake::poll_s3_outbox(cx, t, station, bucket))) as Start);
             }
         }
         if has("mdn_monitor") {

@@ -114,8 +114,8 @@ async fn dead_letter(t: &dyn Transport, cx: &NodeContext, actor: &str, queue: &s
 async fn process<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
     let span = tracing::info_span!(
         "actor",
-        otel.name = A::NAME,
-        actor = A::NAME,
+        otel.name = A::BINDING.name,
+        actor = A::BINDING.name,
         node = %cx.node_id,
         attempt = d.attempt,
         message_id = tracing::field::Empty,
@@ -150,12 +150,12 @@ const DONE_TTL_SECS: u64 = 7 * 24 * 3600;
 
 async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: &dyn Transport, retry: &RetryPolicy, d: Delivery) {
     let started = std::time::Instant::now();
-    let done = done_key(A::NAME, &d);
+    let done = done_key(A::BINDING.name, &d);
     if d.redelivered {
         // Handled before and its outputs published, but the acknowledgement was lost (a crash,
         // a broker restart): do not start a second chain or repeat an effect.
         if let Ok(Some(value)) = cx.state.get(&done).await {
-            tracing::info!(message = "Redelivered input already handled; acknowledging it.", actor = A::NAME);
+            tracing::info!(message = "Redelivered input already handled; acknowledging it.", actor = A::BINDING.name);
             drop_blobs(cx, drops_of(&value)).await;
             finish(d, true).await;
             return;
@@ -164,7 +164,7 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
     let input: A::Input = match A::decode(&d.body, &d.headers) {
         Ok(i) => i,
         Err(e) => {
-            let r = dead_letter(t, cx, A::NAME, A::QUEUE, &d, &format!("undecodable message: {e}")).await;
+            let r = dead_letter(t, cx, A::BINDING.name, A::BINDING.queue, &d, &format!("undecodable message: {e}")).await;
             finish(d, r.is_ok()).await;
             return;
         }
@@ -173,10 +173,10 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
     // as a transient failure and the supervisor restarts the actor.
     let result = match actor.send(Work { input, span: tracing::Span::current() }).await {
         Ok(r) => r,
-        Err(e) => Err(ActorError::Transient(format!("{} unavailable: {e}", A::NAME))),
+        Err(e) => Err(ActorError::Transient(format!("{} unavailable: {e}", A::BINDING.name))),
     };
     let ok = match result {
-        Ok(outs) => match publish_with_dead(cx, t, A::NAME, A::QUEUE, &d, outs).await {
+        Ok(outs) => match publish_with_dead(cx, t, A::BINDING.name, A::BINDING.queue, &d, outs).await {
             Ok(after) => {
                 let (records, drops): (Vec<Out>, Vec<Out>) = after.into_iter().partition(|o| matches!(o, Out::Status { .. }));
                 let records: Vec<StatusRecord> = records
@@ -188,26 +188,26 @@ async fn process_in_span<A: Actor>(actor: &Addr<Stage<A>>, cx: &NodeContext, t: 
                     .collect();
                 match cx.settle(&records, (&done, &drops_value(&drops), DONE_TTL_SECS)).await {
                     Ok(()) => drop_blobs(cx, drops).await,
-                    Err(error) => tracing::warn!(message = "Could not record a finished input and its statuses; a redelivery would repeat it.", actor = A::NAME, %error),
+                    Err(error) => tracing::warn!(message = "Could not record a finished input and its statuses; a redelivery would repeat it.", actor = A::BINDING.name, %error),
                 }
                 true
             }
             Err(error) => {
-                tracing::warn!(message = "Failed to publish an actor's output; will retry.", actor = A::NAME, %error);
+                tracing::warn!(message = "Failed to publish an actor's output; will retry.", actor = A::BINDING.name, %error);
                 false
             }
         },
         Err(ActorError::Transient(reason)) if d.attempt + 1 < retry.max_attempts => {
-            tracing::warn!(message = "Transient failure; retrying.", actor = A::NAME, attempt = d.attempt + 1, %reason);
-            cx.metrics.retries.with_label_values(&[A::NAME]).inc();
+            tracing::warn!(message = "Transient failure; retrying.", actor = A::BINDING.name, attempt = d.attempt + 1, %reason);
+            cx.metrics.retries.with_label_values(&[A::BINDING.name]).inc();
             // The wait happens in the broker or spool: this slot is free for the next delivery.
-            let again = Publish { queue: A::QUEUE, body: &d.body, attempt: d.attempt + 1, reason: None, origin: None, trace: &d.trace };
+            let again = Publish { queue: A::BINDING.queue, body: &d.body, attempt: d.attempt + 1, reason: None, origin: None, trace: &d.trace };
             t.publish_delayed(again, retry.delay(d.attempt)).await.is_ok()
         }
-        Err(ActorError::Transient(reason)) | Err(ActorError::Permanent(reason)) => dead_letter(t, cx, A::NAME, A::QUEUE, &d, &reason).await.is_ok(),
+        Err(ActorError::Transient(reason)) | Err(ActorError::Permanent(reason)) => dead_letter(t, cx, A::BINDING.name, A::BINDING.queue, &d, &reason).await.is_ok(),
     };
-    cx.metrics.stage_seconds.with_label_values(&[A::NAME]).observe(started.elapsed().as_secs_f64());
-    tracing::debug!(message = "Handled.", actor = A::NAME, ok, ms = started.elapsed().as_millis() as u64);
+    cx.metrics.stage_seconds.with_label_values(&[A::BINDING.name]).observe(started.elapsed().as_secs_f64());
+    tracing::debug!(message = "Handled.", actor = A::BINDING.name, ok, ms = started.elapsed().as_millis() as u64);
     finish(d, ok).await;
 }
 
@@ -237,6 +237,7 @@ pub fn spawn<A: Actor>(actor: A, cx: NodeContext, t: Arc<dyn Transport>, mut rx:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edinode_actors::Binding;
 
     #[test]
     fn the_done_marker_names_the_blobs_a_redelivery_still_drops() {
@@ -261,10 +262,8 @@ mod tests {
         seen: Arc<Mutex<Vec<String>>>,
     }
 
-    #[async_trait::async_trait]
     impl Actor for Flaky {
-        const NAME: &'static str = "flaky";
-        const QUEUE: &'static str = "test.flaky";
+        const BINDING: Binding = Binding::new("flaky", "test.flaky");
         type Input = String;
 
         async fn handle(&self, _cx: &NodeContext, input: String) -> Result<Vec<Out>, ActorError> {
@@ -300,10 +299,8 @@ mod tests {
         handled: Arc<Mutex<usize>>,
     }
 
-    #[async_trait::async_trait]
     impl Actor for Counting {
-        const NAME: &'static str = "counting";
-        const QUEUE: &'static str = "test.counting";
+        const BINDING: Binding = Binding::new("counting", "test.counting");
         type Input = String;
 
         async fn handle(&self, _cx: &NodeContext, input: String) -> Result<Vec<Out>, ActorError> {
@@ -357,12 +354,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let t: Arc<dyn Transport> = Arc::new(LocalTransport::open(&dir.path().join("spool"), false).unwrap());
             let seen = Arc::new(Mutex::new(Vec::new()));
-            let rx = t.consume(Flaky::QUEUE, 1).await.unwrap();
+            let rx = t.consume(Flaky::BINDING.queue, 1).await.unwrap();
             // One slot only: had the panic lost it, nothing after it would run.
             spawn(Flaky { seen: seen.clone() }, context(dir.path()), t.clone(), rx, 1, RetryPolicy { max_attempts: 3, base: Duration::from_millis(20) });
             for input in ["panic-1", "ok-1", "ok-2"] {
                 let body = edinode_proto::envelope::encode(&input.to_string()).unwrap();
-                t.publish(Publish { queue: Flaky::QUEUE, body: &body, attempt: 0, reason: None, origin: None, trace: &[] }).await.unwrap();
+                t.publish(Publish { queue: Flaky::BINDING.queue, body: &body, attempt: 0, reason: None, origin: None, trace: &[] }).await.unwrap();
             }
             let dead = dir.path().join("spool").join(queues::DEAD);
             let deadline = std::time::Instant::now() + Duration::from_secs(20);

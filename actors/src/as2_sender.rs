@@ -15,7 +15,7 @@
 //! `mdn-refused` with the reason. A refused asynchronous MDN leaves the message waiting for a
 //! good one until its deadline; a refused synchronous one fails the message with that reason.
 
-use crate::{event, queues, Actor, ActorError, NodeContext, Out, StorageError};
+use crate::{event, queues, Actor, Binding, ActorError, NodeContext, Out, StorageError};
 use edinode_proto::envelope::{self, Send};
 use edinode_proto::mdn::{self, Awaited, MdnVerdict, Mic, Refusal};
 use edinode_proto::outbound::{self, Document, MdnRequest, OutboundIds};
@@ -180,10 +180,8 @@ async fn settle(cx: &NodeContext, s: &Send, verdict: &MdnVerdict, receipt: &[u8]
     }
 }
 
-#[async_trait::async_trait]
 impl Actor for As2Sender {
-    const NAME: &'static str = "as2_sender";
-    const QUEUE: &'static str = queues::AS2_SENDER;
+    const BINDING: Binding = Binding::new("as2_sender", queues::AS2_SENDER);
     type Input = Send;
 
     async fn handle(&self, cx: &NodeContext, s: Send) -> Result<Vec<Out>, ActorError> {

@@ -4,7 +4,7 @@
 //! storage trouble is retried by the runner.
 
 use crate::pull_sender::{PullSender, Submission, SubmitError, SUBMIT_QUEUE};
-use crate::{Actor, ActorError, NodeContext, Out};
+use crate::{Actor, Binding, ActorError, NodeContext, Out};
 use std::sync::Arc;
 
 pub struct As4Submitter {
@@ -18,10 +18,8 @@ pub enum Queued {
     Unreadable(String),
 }
 
-#[async_trait::async_trait]
 impl Actor for As4Submitter {
-    const NAME: &'static str = "as4_submitter";
-    const QUEUE: &'static str = SUBMIT_QUEUE;
+    const BINDING: Binding = Binding::new("as4_submitter", SUBMIT_QUEUE);
     type Input = Queued;
 
     fn decode(body: &[u8], _headers: &[(String, String)]) -> Result<Queued, String> {

@@ -143,6 +143,15 @@ impl NodeContext {
         matches!(blob, Blob::Stored { len, .. } if *len > self.limits.stream_threshold as u64)
     }
 
+    /// The bytes of a blob a stage handles in memory; `None` when it is large enough to be
+    /// streamed through the stage instead.
+    pub async fn small(&self, blob: &Blob) -> Result<Option<Vec<u8>>, ActorError> {
+        if self.streams(blob) {
+            return Ok(None);
+        }
+        self.load(blob).await.map(Some)
+    }
+
     /// A blob read piece by piece.
     pub async fn reader(&self, blob: &Blob) -> Result<Box<dyn BlobReader + '_>, ActorError> {
         match blob {

@@ -3,26 +3,22 @@
 //! its next layer ([`crate::mime_unwrapper::route`]).
 
 use crate::mime_unwrapper::{fail, route, unsigned_mic_alg};
-use crate::{queues, Actor, ActorError, NodeContext, Out};
+use crate::{queues, Actor, Binding, ActorError, NodeContext, Out};
 use edinode_proto::envelope::Decrypt;
 use edinode_proto::error::ProcessingError;
 use edinode_proto::unwrap;
 
 pub struct Decryptor;
 
-#[async_trait::async_trait]
 impl Actor for Decryptor {
-    const NAME: &'static str = "decryptor";
-    const QUEUE: &'static str = queues::DECRYPTOR;
+    const BINDING: Binding = Binding::new("decryptor", queues::DECRYPTOR);
     type Input = Decrypt;
 
-    async fn handle(&self, cx: &NodeContext, input: Decrypt) -> Result<Vec<Out>, ActorError> {
-        let Decrypt { mut ctx, entity } = input;
+    async fn handle(&self, cx: &NodeContext, Decrypt { mut ctx, entity }: Decrypt) -> Result<Vec<Out>, ActorError> {
         crate::describe(&ctx);
-        if cx.streams(&entity) {
+        let Some(bytes) = cx.small(&entity).await? else {
             return crate::streamed::decrypt(cx, ctx, entity).await;
-        }
-        let bytes = cx.load(&entity).await?;
+        };
         let Some(station) = cx.directory.station_by_as2(&ctx.request.as2_to) else {
             return fail(ctx, &ProcessingError::Decryption("station no longer configured".into()));
         };

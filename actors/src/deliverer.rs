@@ -15,7 +15,7 @@
 //! name; where the file system cannot do that, as a temporary file under `<inbox>/.edinode-tmp/`,
 //! outside the partner folders.
 
-use crate::{files, queues, Actor, ActorError, NodeContext, Out};
+use crate::{files, queues, Actor, Binding, ActorError, NodeContext, Out};
 use edinode_proto::envelope::{Blob, Deliver};
 use std::path::{Path, PathBuf};
 
@@ -140,10 +140,8 @@ async fn deliver_once(cx: &NodeContext, dir: &Path, id: &str, index: usize, file
 }
 
 
-#[async_trait::async_trait]
 impl Actor for Deliverer {
-    const NAME: &'static str = "deliverer";
-    const QUEUE: &'static str = queues::DELIVERER;
+    const BINDING: Binding = Binding::new("deliverer", queues::DELIVERER);
     type Input = Deliver;
 
     async fn handle(&self, cx: &NodeContext, input: Deliver) -> Result<Vec<Out>, ActorError> {

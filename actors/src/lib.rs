@@ -96,15 +96,26 @@ impl From<StorageError> for ActorError {
     }
 }
 
-/// An actor: a name, a typed input, and a handler.
-#[async_trait::async_trait]
+/// Where an actor sits in the node: its name (in `node.actors`, metrics and logs) and the queue
+/// it consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub name: &'static str,
+    pub queue: &'static str,
+}
+
+impl Binding {
+    pub const fn new(name: &'static str, queue: &'static str) -> Binding {
+        Binding { name, queue }
+    }
+}
+
+/// An actor: where it is bound, a typed input, and a handler. The handler's future is `Send` so
+/// the runner can run it on the IO runtime; implementations write `async fn handle`.
 pub trait Actor: Send + Sync + 'static {
-    /// The actor's name as used in `--actors` and metrics.
-    const NAME: &'static str;
-    /// The queue it consumes.
-    const QUEUE: &'static str;
+    const BINDING: Binding;
     type Input: serde::de::DeserializeOwned + Send;
-    async fn handle(&self, cx: &NodeContext, input: Self::Input) -> Result<Vec<Out>, ActorError>;
+    fn handle(&self, cx: &NodeContext, input: Self::Input) -> impl std::future::Future<Output = Result<Vec<Out>, ActorError>> + Send;
     /// Read an input from a queue message: a typed envelope by default; stages fed by systems
     /// outside edinode read the body and headers as those systems write them.
     fn decode(body: &[u8], _headers: &[(String, String)]) -> Result<Self::Input, String> {

@@ -7,7 +7,7 @@
 //! with a delayed redelivery (`mdn.async_post_attempts`, `mdn.async_retry_base_ms`); the MDN
 //! keeps its Message-ID on every attempt because it was built once, by the MdnSender.
 
-use crate::{queues, Actor, ActorError, NodeContext, Out};
+use crate::{queues, Actor, Binding, ActorError, NodeContext, Out};
 use edinode_proto::envelope::AsyncMdn;
 use edinode_proto::profile::{is_internal, HttpProfile, MdnTarget};
 use std::time::Duration;
@@ -64,10 +64,8 @@ impl MdnPoster {
     }
 }
 
-#[async_trait::async_trait]
 impl Actor for MdnPoster {
-    const NAME: &'static str = "mdn_poster";
-    const QUEUE: &'static str = queues::MDN_POST;
+    const BINDING: Binding = Binding::new("mdn_poster", queues::MDN_POST);
     type Input = AsyncMdn;
 
     async fn handle(&self, cx: &NodeContext, m: AsyncMdn) -> Result<Vec<Out>, ActorError> {

@@ -2,7 +2,7 @@
 //! algorithm we support from the sender's list), then answers the waiting HTTP request
 //! (synchronous) or queues it for the MdnPoster (asynchronous: `edinode.mdn_post`).
 
-use crate::{queues, Actor, ActorError, NodeContext, Out};
+use crate::{queues, Actor, Binding, ActorError, NodeContext, Out};
 use edinode_proto::alg::DigestAlg;
 use edinode_proto::cms::SignOptions;
 use edinode_proto::envelope::{AsyncMdn, Conclude, Reply};
@@ -77,10 +77,8 @@ impl MdnSender {
     }
 }
 
-#[async_trait::async_trait]
 impl Actor for MdnSender {
-    const NAME: &'static str = "mdn_sender";
-    const QUEUE: &'static str = queues::MDN_SENDER;
+    const BINDING: Binding = Binding::new("mdn_sender", queues::MDN_SENDER);
     type Input = MdnSenderInput;
 
     async fn handle(&self, cx: &NodeContext, input: MdnSenderInput) -> Result<Vec<Out>, ActorError> {

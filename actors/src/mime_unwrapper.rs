@@ -10,7 +10,7 @@
 //! MimeUnwrapper's own queue takes what cannot be told without reading it (a large body kept
 //! as a blob, a compressed or unprotected first entity).
 
-use crate::{queues, Actor, ActorError, Claim, NodeContext, Out};
+use crate::{queues, Actor, Binding, ActorError, Claim, NodeContext, Out};
 use edinode_proto::alg::DigestAlg;
 use edinode_proto::envelope::{Blob, Conclude, Decrypt, Deliver, Inbound, Payload, Unwrap, Verify};
 use edinode_proto::error::{Disposition, ProcessingError};
@@ -121,19 +121,15 @@ pub(crate) fn default_filename(message_id: &str, index: usize, count: usize, con
     if count > 1 { format!("{safe}_{index}.{ext}") } else { format!("{safe}.{ext}") }
 }
 
-#[async_trait::async_trait]
 impl Actor for MimeUnwrapper {
-    const NAME: &'static str = "mime_unwrapper";
-    const QUEUE: &'static str = queues::MIME_UNWRAPPER;
+    const BINDING: Binding = Binding::new("mime_unwrapper", queues::MIME_UNWRAPPER);
     type Input = Unwrap;
 
-    async fn handle(&self, cx: &NodeContext, input: Unwrap) -> Result<Vec<Out>, ActorError> {
-        let Unwrap { ctx, entity } = input;
+    async fn handle(&self, cx: &NodeContext, Unwrap { ctx, entity }: Unwrap) -> Result<Vec<Out>, ActorError> {
         crate::describe(&ctx);
-        if cx.streams(&entity) {
+        let Some(bytes) = cx.small(&entity).await? else {
             return crate::streamed::open(cx, ctx, entity).await;
-        }
-        let bytes = cx.load(&entity).await?;
+        };
         route(cx, ctx, bytes, Some(entity)).await
     }
 }

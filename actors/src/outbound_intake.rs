@@ -2,7 +2,7 @@
 //! the document; headers station, partner, filename, content-type, and optionally message-id
 //! for idempotency) into the same typed [`Send`] the API and the S3 outbox produce.
 
-use crate::{event, queues, Actor, ActorError, NodeContext, Out};
+use crate::{event, queues, Actor, Binding, ActorError, NodeContext, Out};
 use edinode_proto::envelope::{Blob, Payload, Send};
 
 /// A document as an enterprise system put it on `edinode.outbound`.
@@ -16,10 +16,8 @@ pub struct QueuedDocument {
 /// sendable as given is dead-lettered with the reason and reported as `outbound.rejected`.
 pub struct OutboundIntake;
 
-#[async_trait::async_trait]
 impl Actor for OutboundIntake {
-    const NAME: &'static str = "outbound_intake";
-    const QUEUE: &'static str = queues::OUTBOUND;
+    const BINDING: Binding = Binding::new("outbound_intake", queues::OUTBOUND);
     type Input = QueuedDocument;
 
     fn decode(body: &[u8], headers: &[(String, String)]) -> Result<QueuedDocument, String> {

@@ -56,7 +56,7 @@ impl<A: crate::Actor> actix::Actor for Stage<A> {
 
 impl<A: crate::Actor> actix::Supervised for Stage<A> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(message = "Stage restarted by its supervisor after a panic.", actor = A::NAME);
+        tracing::warn!(message = "Stage restarted by its supervisor after a panic.", actor = A::BINDING.name);
     }
 }
 
@@ -75,10 +75,10 @@ where
                     Ok(r) => (r, false),
                     Err(e) if e.is_panic() => {
                         let text = panic_text(e.into_panic().as_ref());
-                        tracing::error!(message = "A stage handler panicked.", actor = A::NAME, panic = %text);
-                        (Err(ActorError::Transient(format!("panic in {}: {text}", A::NAME))), true)
+                        tracing::error!(message = "A stage handler panicked.", actor = A::BINDING.name, panic = %text);
+                        (Err(ActorError::Transient(format!("panic in {}: {text}", A::BINDING.name))), true)
                     }
-                    Err(e) => (Err(ActorError::Transient(format!("{} handler cancelled: {e}", A::NAME))), false),
+                    Err(e) => (Err(ActorError::Transient(format!("{} handler cancelled: {e}", A::BINDING.name))), false),
                 }
             }
             .into_actor(self)

@@ -7,9 +7,11 @@
 use crate::mime_unwrapper::{check_policy, conclude, default_filename, duplicate, fail, hand_off, requested_mic_alg, unsigned_mic_alg};
 use crate::{ActorError, BlobWriter, NodeContext, Out};
 use edinode_proto::alg::DigestAlg;
+use edinode_proto::mdn::Mic;
 use edinode_proto::envelope::{Blob, Inbound, Payload};
 use edinode_proto::error::ProcessingError;
 use edinode_proto::mime::Entity;
+use edinode_proto::stream::Codec;
 use edinode_proto::stream::pipeline::{BodyMic, DecompressEntity, DecryptEntity, Documents};
 use edinode_proto::stream::signed::SignedSplit;
 use edinode_proto::unwrap::{self, Step};
@@ -32,10 +34,44 @@ fn drop_input(ctx: &Inbound, input: &Blob) -> Option<Out> {
     }
 }
 
+/// A layer that streams into a new blob and may take an unsigned message's MIC on the way.
+trait Peel: Codec + 'static {
+    fn mic(&mut self) -> Result<Option<Mic>, ProcessingError>;
+}
+
+impl Peel for DecryptEntity {
+    fn mic(&mut self) -> Result<Option<Mic>, ProcessingError> {
+        DecryptEntity::mic(self)
+    }
+}
+
+impl Peel for DecompressEntity {
+    fn mic(&mut self) -> Result<Option<Mic>, ProcessingError> {
+        DecompressEntity::mic(self)
+    }
+}
+
+/// Take one layer off `entity` into the working blob `what` (`Ok(Err(_))`: the content is
+/// refused); the MIC the codec took, if any, becomes the message's.
+async fn peel<C: Peel>(cx: &NodeContext, ctx: &mut Inbound, entity: &Blob, what: &str, codec: Result<C, ProcessingError>) -> Result<Result<Blob, ProcessingError>, ActorError> {
+    let codec = match codec {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (mut codec, blob) = match cx.stream_through(ctx, entity, &layer_key(ctx, what), codec).await? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Some(m) = codec.mic().ok().flatten() {
+        ctx.security.mic = Some(m);
+    }
+    ctx.security.depth += 1;
+    Ok(Ok(blob))
+}
+
 /// Hand a stored entity to the stage of its next layer (its head says which).
 pub async fn route(cx: &NodeContext, ctx: Inbound, entity: Blob) -> Result<Vec<Out>, ActorError> {
-    if !cx.streams(&entity) {
-        let bytes = cx.load(&entity).await?;
+    if let Some(bytes) = cx.small(&entity).await? {
         return crate::mime_unwrapper::route(cx, ctx, bytes, Some(entity)).await;
     }
     if ctx.security.depth > cx.limits.max_depth {
@@ -68,19 +104,12 @@ pub async fn open(cx: &NodeContext, mut ctx: Inbound, mut entity: Blob) -> Resul
             }
             Step::Decompress => {
                 let mic_alg = ctx.security.unsigned_mic_due().then(|| unsigned_mic_alg(&ctx));
-                let codec = match DecompressEntity::new(cx.limits.max_decompressed as u64, mic_alg, cx.limits.mime) {
-                    Ok(c) => c,
+                let codec = DecompressEntity::new(cx.limits.max_decompressed as u64, mic_alg, cx.limits.mime);
+                let blob = match peel(cx, &mut ctx, &entity, "decompressed", codec).await? {
+                    Ok(b) => b,
                     Err(e) => return fail(ctx, &e),
                 };
-                let (mut codec, blob) = match cx.stream_through(&ctx, &entity, &layer_key(&ctx, "decompressed"), codec).await? {
-                    Ok(r) => r,
-                    Err(e) => return fail(ctx, &e),
-                };
-                if let Some(m) = codec.mic().ok().flatten() {
-                    ctx.security.mic = Some(m);
-                }
                 ctx.security.compressed = true;
-                ctx.security.depth += 1;
                 dropped.extend(drop_input(&ctx, &entity));
                 entity = blob;
             }
@@ -182,19 +211,12 @@ pub async fn decrypt(cx: &NodeContext, mut ctx: Inbound, entity: Blob) -> Result
         return fail(ctx, &ProcessingError::Decryption("station no longer configured".into()));
     };
     let mic_alg = ctx.security.unsigned_mic_due().then(|| unsigned_mic_alg(&ctx));
-    let codec = match DecryptEntity::new(station.decryption.clone(), mic_alg, cx.limits.mime) {
-        Ok(c) => c,
+    let codec = DecryptEntity::new(station.decryption.clone(), mic_alg, cx.limits.mime);
+    let blob = match peel(cx, &mut ctx, &entity, "decrypted", codec).await? {
+        Ok(b) => b,
         Err(e) => return fail(ctx, &e),
     };
-    let (mut codec, blob) = match cx.stream_through(&ctx, &entity, &layer_key(&ctx, "decrypted"), codec).await? {
-        Ok(r) => r,
-        Err(e) => return fail(ctx, &e),
-    };
-    if let Some(m) = codec.mic().ok().flatten() {
-        ctx.security.mic = Some(m);
-    }
     ctx.security.encrypted = true;
-    ctx.security.depth += 1;
     let status = Out::Status { id: ctx.id.clone(), status: "decrypted", detail: format!("by {} (streamed)", cx.node_id) };
     let dropped = drop_input(&ctx, &entity);
     let mut outs = route(cx, ctx, blob).await?;

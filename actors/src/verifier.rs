@@ -4,26 +4,22 @@
 //! layer ([`crate::mime_unwrapper::route`]).
 
 use crate::mime_unwrapper::{fail, route, requested_mic_alg};
-use crate::{queues, Actor, ActorError, NodeContext, Out};
+use crate::{queues, Actor, Binding, ActorError, NodeContext, Out};
 use edinode_proto::envelope::Verify;
 use edinode_proto::error::ProcessingError;
 use edinode_proto::unwrap;
 
 pub struct Verifier;
 
-#[async_trait::async_trait]
 impl Actor for Verifier {
-    const NAME: &'static str = "verifier";
-    const QUEUE: &'static str = queues::VERIFIER;
+    const BINDING: Binding = Binding::new("verifier", queues::VERIFIER);
     type Input = Verify;
 
-    async fn handle(&self, cx: &NodeContext, input: Verify) -> Result<Vec<Out>, ActorError> {
-        let Verify { mut ctx, entity } = input;
+    async fn handle(&self, cx: &NodeContext, Verify { mut ctx, entity }: Verify) -> Result<Vec<Out>, ActorError> {
         crate::describe(&ctx);
-        if cx.streams(&entity) {
+        let Some(bytes) = cx.small(&entity).await? else {
             return crate::streamed::verify(cx, ctx, entity).await;
-        }
-        let bytes = cx.load(&entity).await?;
+        };
         let Some(partner) = cx.directory.partner(&ctx.request.as2_to, &ctx.request.as2_from) else {
             return fail(ctx, &ProcessingError::Authentication("partner no longer configured".into()));
         };
