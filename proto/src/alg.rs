@@ -6,8 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A message digest algorithm used for MICs and CMS signatures.
+/// A message digest algorithm used for MICs and CMS signatures. Read from any spelling
+/// [`DigestAlg::parse`] knows (configuration, and the variant names it is written as).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub enum DigestAlg {
     Md5,
     Sha1,
@@ -17,9 +19,9 @@ pub enum DigestAlg {
     Sha512,
 }
 
-/// How we write a digest name back to a partner.
+/// How we write a digest name back to a partner: `rfc5751`, `compact` or `hyphenated`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", try_from = "String")]
 pub enum MicSpelling {
     /// RFC 5751: md5, sha1, sha224, sha-256, sha-384, sha-512... (sha-224 for consistency).
     #[default]
@@ -29,6 +31,8 @@ pub enum MicSpelling {
     /// Some gateways: sha-1, sha-256 (hyphenated everything).
     Hyphenated,
 }
+
+from_words!(MicSpelling: "rfc5751" => Rfc5751, "compact" => Compact, "hyphenated" => Hyphenated);
 
 impl DigestAlg {
     pub const ALL: [DigestAlg; 6] = [
@@ -107,11 +111,19 @@ impl DigestAlg {
     }
 }
 
-/// Content-encryption algorithm of an EnvelopedData / AuthEnvelopedData.
+impl TryFrom<String> for DigestAlg {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<DigestAlg, String> {
+        DigestAlg::parse(&name).ok_or_else(|| format!("unknown digest {name:?}: expected md5, sha1, sha224, sha256, sha384 or sha512 (any spelling: sha-256, SHA256, sha2-256)"))
+    }
+}
+
+/// Content-encryption algorithm of an EnvelopedData / AuthEnvelopedData. Read from any spelling
+/// [`ContentCipher::parse`] knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", try_from = "String")]
 pub enum ContentCipher {
-    #[serde(alias = "3des", alias = "tripledes")]
     Des3,
     Aes128Cbc,
     Aes192Cbc,
@@ -144,6 +156,14 @@ impl ContentCipher {
             ContentCipher::Aes128Gcm => C::aes_128_gcm(),
             ContentCipher::Aes256Gcm => C::aes_256_gcm(),
         }
+    }
+}
+
+impl TryFrom<String> for ContentCipher {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<ContentCipher, String> {
+        ContentCipher::parse(&name).ok_or_else(|| format!("unknown cipher {name:?}: expected 3des, aes128-cbc, aes192-cbc, aes256-cbc, aes128-gcm or aes256-gcm"))
     }
 }
 
@@ -198,5 +218,27 @@ mod tests {
         }
         assert_eq!(DigestAlg::Sha256.name(MicSpelling::Rfc5751), "sha-256");
         assert_eq!(DigestAlg::Sha1.name(MicSpelling::Rfc5751), "sha1");
+    }
+
+    fn from_str<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+        T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn deserialized_from_any_spelling_and_from_what_they_serialize_to() {
+        assert_eq!(from_str::<DigestAlg>("SHA-256"), Ok(DigestAlg::Sha256));
+        assert_eq!(from_str::<ContentCipher>("3des"), Ok(ContentCipher::Des3));
+        assert_eq!(from_str::<ContentCipher>("AES256_GCM"), Ok(ContentCipher::Aes256Gcm));
+        // Envelopes and stored state carry the serialized names: they still read back.
+        for d in DigestAlg::ALL {
+            assert_eq!(rmp_serde::from_slice::<DigestAlg>(&rmp_serde::to_vec_named(&d).unwrap()).unwrap(), d);
+        }
+        for c in [ContentCipher::Des3, ContentCipher::Aes128Cbc, ContentCipher::Aes192Cbc, ContentCipher::Aes256Cbc, ContentCipher::Aes128Gcm, ContentCipher::Aes256Gcm] {
+            assert_eq!(rmp_serde::from_slice::<ContentCipher>(&rmp_serde::to_vec_named(&c).unwrap()).unwrap(), c);
+        }
+        let e = from_str::<DigestAlg>("sha3-256").unwrap_err();
+        assert!(e.contains("sha3-256") && e.contains("sha512"), "{e}");
+        let e = from_str::<ContentCipher>("aes512").unwrap_err();
+        assert!(e.contains("aes512") && e.contains("aes256-gcm"), "{e}");
     }
 }

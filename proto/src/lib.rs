@@ -14,6 +14,26 @@
 //! - `fuzzing` and `testing` (hidden): fuzz entry points, and keys for tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+/// `TryFrom<String>` (for serde's `try_from`) of an enum that a configuration names by a word:
+/// `from_words!(Compression: "none" | "" => None, "before" => BeforeSigning, ...)`. Any case;
+/// another value is refused with the first word of each variant.
+macro_rules! from_words {
+    ($t:ident: $($word:literal $(| $alias:literal)* => $v:ident),+) => {
+        impl TryFrom<String> for $t {
+            type Error = String;
+
+            fn try_from(v: String) -> Result<$t, String> {
+                $(if v.eq_ignore_ascii_case($word) $(|| v.eq_ignore_ascii_case($alias))* {
+                    return Ok($t::$v);
+                })+
+                let words = [$($word),+];
+                let (last, rest) = words.split_last().unwrap_or((&"", &[]));
+                Err(format!("{v}: expected {} or {last}", rest.join(", ")))
+            }
+        }
+    };
+}
+
 pub mod alg;
 pub mod as4;
 pub mod cms;

@@ -9,6 +9,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
 
 /// A fresh 2048-bit RSA key and a self-signed SHA-256 certificate for `CN=cn`: a new
@@ -53,21 +54,38 @@ pub struct Station {
     pub decryption: Vec<(PKey<Private>, X509)>,
 }
 
-/// What we require of a partner's messages and how we answer.
-#[derive(Debug, Clone)]
+/// What we require of a partner's messages and how we answer: `[partners.X.policy]` of the
+/// configuration, read as it is (absent keys take [`Policy::default`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub require_signed: bool,
     pub require_encrypted: bool,
-    /// Digests accepted on signatures (empty: all).
+    /// Digests accepted on signatures, in any spelling (empty: all).
     pub accepted_digests: Vec<DigestAlg>,
     /// Ciphers accepted (informational for inbound: OpenSSL reports none; used outbound).
     pub accepted_ciphers: Vec<ContentCipher>,
-    /// Spelling of MIC algorithm names in our MDNs.
+    /// Spelling of MIC algorithm names in our MDNs: rfc5751 (default), compact or hyphenated.
     pub mic_spelling: MicSpelling,
-    /// Sign MDNs with RSASSA-PSS.
+    /// Sign MDNs with RSASSA-PSS: the key `pss` (true or false).
+    #[serde(rename = "pss", deserialize_with = "pss_flag")]
     pub mdn_padding: SignaturePadding,
-    /// Add the RFC 6211 algorithm-protection attribute to our signatures.
+    /// Add the RFC 6211 algorithm-protection attribute to our signatures (off: IBM Sterling
+    /// rejects it).
     pub algorithm_protection: bool,
+    /// `binary_mic` of older configurations, accepted (true or false) and without effect: the
+    /// MIC of an unsigned message is over the bytes as received (RFC 4130 section 7.3.1), never
+    /// canonicalized.
+    #[serde(rename = "binary_mic", deserialize_with = "ignored_flag")]
+    pub binary_mic: (),
+}
+
+fn pss_flag<'de, D: Deserializer<'de>>(d: D) -> Result<SignaturePadding, D::Error> {
+    Ok(if bool::deserialize(d)? { SignaturePadding::Pss } else { SignaturePadding::Pkcs1v15 })
+}
+
+fn ignored_flag<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    bool::deserialize(d).map(drop)
 }
 
 impl Default for Policy {
@@ -80,12 +98,14 @@ impl Default for Policy {
             mic_spelling: MicSpelling::Rfc5751,
             mdn_padding: SignaturePadding::Pkcs1v15,
             algorithm_protection: false,
+            binary_mic: (),
         }
     }
 }
 
-/// What to do when an asynchronous MDN does not arrive in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What to do when an asynchronous MDN does not arrive in time: `fail` or `resend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum OnMdnTimeout {
     /// Count the message as failed and report it.
     #[default]
@@ -93,6 +113,8 @@ pub enum OnMdnTimeout {
     /// Send it again (same Message-ID, so the partner can recognise the duplicate).
     Resend,
 }
+
+from_words!(OnMdnTimeout: "fail" => Fail, "resend" => Resend);
 
 /// How we reach a partner over HTTP.
 #[derive(Clone, Default)]
@@ -238,7 +260,8 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
     }
 }
 
-/// How we send to a partner.
+/// How we send to a partner (its defaults are those of `[partners.X.outbound]` in the node's
+/// configuration).
 #[derive(Debug, Clone)]
 pub struct OutboundProfile {
     pub options: crate::outbound::OutboundOptions,
@@ -253,21 +276,6 @@ pub struct OutboundProfile {
     /// How long to wait for an asynchronous MDN.
     pub mdn_deadline_secs: u64,
     pub on_mdn_timeout: OnMdnTimeout,
-}
-
-impl Default for OutboundProfile {
-    fn default() -> Self {
-        OutboundProfile {
-            options: crate::outbound::OutboundOptions::default(),
-            require_signed_mdn: false,
-            strict_mic: false,
-            http: HttpProfile { timeout_secs: 60, ..Default::default() },
-            attempts: 6,
-            retry_base_ms: 2000,
-            mdn_deadline_secs: 3600,
-            on_mdn_timeout: OnMdnTimeout::Fail,
-        }
-    }
 }
 
 /// A trading partner.

@@ -4,7 +4,6 @@
 use super::keys::{load_cert, load_pair, KeyPairConfig, Secret};
 use super::outbound::{outbound_profile, OutboundConfig};
 use super::{err, ConfigError, Settings};
-use edinode_proto::alg::{ContentCipher, DigestAlg, MicSpelling, SignaturePadding};
 use edinode_proto::profile::{Directory, Partner, Policy, Station};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -80,25 +79,6 @@ impl std::fmt::Debug for S3Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    pub require_signed: bool,
-    pub require_encrypted: bool,
-    /// Accepted signature digests (any spelling); empty accepts all.
-    pub accepted_digests: Vec<String>,
-    pub accepted_ciphers: Vec<String>,
-    /// rfc5751 (default), compact or hyphenated.
-    pub mic_spelling: Option<MicSpelling>,
-    /// No effect, accepted so that older configurations load: the MIC of an unsigned message
-    /// is over the bytes as received (RFC 4130 section 7.3.1), never canonicalized.
-    pub binary_mic: bool,
-    /// Sign MDNs with RSASSA-PSS.
-    pub pss: bool,
-    /// Add the RFC 6211 algorithm-protection attribute (off: IBM Sterling rejects it).
-    pub algorithm_protection: bool,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerConfig {
@@ -120,15 +100,12 @@ pub struct PartnerConfig {
     pub async_mdn_private: bool,
     #[serde(default)]
     pub test: bool,
+    /// What we require of this partner's messages and how we answer.
     #[serde(default)]
-    pub policy: PolicyConfig,
+    pub policy: Policy,
     /// How we send to this partner.
     #[serde(default)]
     pub outbound: OutboundConfig,
-}
-
-fn digests(src: &str, key: &str, names: &[String]) -> Result<Vec<DigestAlg>, ConfigError> {
-    names.iter().map(|n| DigestAlg::parse(n).ok_or_else(|| err(src, key, format!("unknown digest {n}")))).collect()
 }
 
 /// Resolve stations and partners into a directory of loaded keys.
@@ -165,22 +142,7 @@ pub fn directory(s: &Settings, src: &str) -> Result<Directory, ConfigError> {
             Some(c) => Some(load_cert(src, &format!("{key}.encryption_cert"), c)?),
             None => None,
         };
-        let pc = &p.policy;
-        let accepted_ciphers = pc
-            .accepted_ciphers
-            .iter()
-            .map(|n| ContentCipher::parse(n).ok_or_else(|| err(src, format!("{key}.policy.accepted_ciphers"), format!("unknown cipher {n}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let policy = Policy {
-            require_signed: pc.require_signed,
-            require_encrypted: pc.require_encrypted,
-            accepted_digests: digests(src, &format!("{key}.policy.accepted_digests"), &pc.accepted_digests)?,
-            accepted_ciphers,
-            mic_spelling: pc.mic_spelling.unwrap_or_default(),
-            mdn_padding: if pc.pss { SignaturePadding::Pss } else { SignaturePadding::Pkcs1v15 },
-            algorithm_protection: pc.algorithm_protection,
-        };
-        if policy.require_signed && verify_certs.is_empty() {
+        if p.policy.require_signed && verify_certs.is_empty() {
             return Err(err(src, format!("{key}.verify_certs"), "require_signed needs at least one certificate"));
         }
         let outbound = outbound_profile(src, &key, &p.outbound, encryption_cert.is_some(), &s.http.public_url)?;
@@ -197,7 +159,7 @@ pub fn directory(s: &Settings, src: &str) -> Result<Directory, ConfigError> {
             encryption_cert,
             mdn_urls: edinode_proto::profile::MdnUrlPolicy::new(&p.async_mdn_urls, p.url.as_deref(), p.async_mdn_private),
             url: p.url.clone(),
-            policy,
+            policy: p.policy.clone(),
             test: p.test,
             outbound,
         };

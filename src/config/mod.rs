@@ -6,14 +6,17 @@
 //! - this module: [`Settings`] and its node-wide sections, [`load`], [`ConfigError`], the actor
 //!   selection;
 //! - `keys`: key pairs and certificates read from files, [`Secret`];
-//! - `directory`: `[stations]` and `[partners]`, resolved by [`directory()`] with their keys;
+//! - `directory`: `[stations]` and `[partners]`, resolved by [`directory()`] with their keys
+//!   (`[partners.X.policy]` is read as proto's [`Policy`](edinode_proto::profile::Policy));
 //! - `outbound`: `[partners.X.outbound]`, how we send to a partner.
 
 mod directory;
 mod keys;
 mod outbound;
+#[cfg(test)]
+mod tests;
 
-pub use directory::{directory, PartnerConfig, PolicyConfig, S3Config, StationConfig};
+pub use directory::{directory, PartnerConfig, S3Config, StationConfig};
 pub use keys::{KeyPairConfig, Secret};
 pub use outbound::OutboundConfig;
 
@@ -213,8 +216,20 @@ pub fn load(file: Option<&Path>) -> Result<(Settings, String), ConfigError> {
     }
     b = b.add_source(config::Environment::with_prefix("EDINODE").separator("__").try_parsing(true));
     let c = b.build().map_err(|e| err(&src, "(syntax)", e.to_string()))?;
-    let s: Settings = c.try_deserialize().map_err(|e| err(&src, "(settings)", e.to_string()))?;
+    let s: Settings = c.try_deserialize().map_err(|e| at_key(&src, e))?;
     Ok((s, src))
+}
+
+/// A settings error of the `config` crate as the key it names (`partners.acme.outbound.sign`)
+/// and the reason; "(settings)" when it names none.
+fn at_key(src: &str, e: config::ConfigError) -> ConfigError {
+    let origin = |o: Option<String>| o.map(|o| format!(" (in {o})")).unwrap_or_default();
+    match e {
+        config::ConfigError::At { error, origin: o, key: Some(key) } => err(src, key, format!("{error}{}", origin(o))),
+        config::ConfigError::Type { origin: o, unexpected, expected, key: Some(key) } => err(src, key, format!("invalid type: {unexpected}, expected {expected}{}", origin(o))),
+        config::ConfigError::NotFound(key) => err(src, key, "required, and missing"),
+        e => err(src, "(settings)", e.to_string()),
+    }
 }
 
 pub const ACTORS: &[&str] = &["http_receiver", "mime_unwrapper", "decryptor", "verifier", "mdn_sender", "mdn_poster", "deliverer", "as2_sender", "outbound_intake", "mdn_monitor", "s3_outbox"];

@@ -54,8 +54,10 @@ pub struct Document {
     pub data: Vec<u8>,
 }
 
-/// Where compression goes relative to the signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where compression goes relative to the signature. Read from `none` (or empty), `before` or
+/// `after`, in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Compression {
     #[default]
     None,
@@ -64,6 +66,9 @@ pub enum Compression {
     /// Sign, then compress the multipart/signed entity.
     AfterSigning,
 }
+
+from_words!(Compression: "none" | "" => None, "before" => BeforeSigning, "after" => AfterSigning);
+from_words!(MdnMode: "none" | "" => None, "sync" => Sync, "async" => Async);
 
 /// The MDN to ask the partner for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -77,6 +82,17 @@ pub enum MdnRequest {
         url: String,
         signed: Option<DigestAlg>,
     },
+}
+
+/// Which MDN to ask for, as a partner agreement names it: `none` (or empty), `sync` or `async`,
+/// in any case. Where an asynchronous one goes and whether it is signed are separate settings
+/// (the [`MdnRequest`] it becomes carries them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum MdnMode {
+    None,
+    Sync,
+    Async,
 }
 
 impl MdnRequest {
