@@ -130,34 +130,66 @@ pub fn admin_url(s: &crate::config::Settings) -> String {
     format!("http://{}", l.replace("0.0.0.0", "127.0.0.1"))
 }
 
+/// The multipart/form-data body `POST /api/send` takes: the station and partner fields, then a
+/// `file` part per document.
+pub struct SendForm {
+    boundary: String,
+    body: Vec<u8>,
+}
+
+impl SendForm {
+    pub fn new(boundary: &str, station: &str, partner: &str) -> SendForm {
+        let mut body = Vec::new();
+        for (k, v) in [("station", station), ("partner", partner)] {
+            body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+        }
+        SendForm { boundary: boundary.to_string(), body }
+    }
+
+    /// Adds a document; `name` goes into the part's filename as it is.
+    pub fn file(&mut self, name: &str, content_type: &str, data: &[u8]) {
+        let b = &self.boundary;
+        self.body.reserve(data.len() + 256);
+        self.body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n").as_bytes());
+        self.body.extend_from_slice(data);
+        self.body.extend_from_slice(b"\r\n");
+    }
+
+    /// The request's Content-Type.
+    pub fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    /// The body, closed.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.body.extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
+        self.body
+    }
+}
+
+/// POSTs `form` to `/api/send` of the admin API at `base`: the answer's status and text (empty
+/// when it could not be read).
+pub async fn post_send(client: &reqwest::Client, base: &str, token: &str, form: SendForm) -> reqwest::Result<(reqwest::StatusCode, String)> {
+    let resp = client.post(format!("{base}/api/send")).bearer_auth(token).header("Content-Type", form.content_type()).body(form.finish()).send().await?;
+    let status = resp.status();
+    Ok((status, resp.text().await.unwrap_or_default()))
+}
+
 /// `edinode send`: POST the files to `/api/send` for (station, partner), then follow each
 /// message until it is sent or failed (or `wait` passes). Prints as it goes; Ok(true) when every
 /// message was sent.
 pub async fn send(base: &str, token: &str, station: &str, partner: &str, files: &[PathBuf], wait: Duration) -> anyhow::Result<bool> {
-    let boundary = format!("edinode-send-{}", crate::storage::now_ms());
-    let mut body = Vec::new();
-    for (k, v) in [("station", station), ("partner", partner)] {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
-    }
+    let mut form = SendForm::new(&format!("edinode-send-{}", crate::storage::now_ms()), station, partner);
     for f in files {
         let data = std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
         let name = f.file_name().map(|n| n.to_string_lossy().replace(['"', '\r', '\n'], "_")).unwrap_or_else(|| "document".into());
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {}\r\n\r\n", content_type(f)).as_bytes());
-        body.extend_from_slice(&data);
-        body.extend_from_slice(b"\r\n");
+        form.file(&name, content_type(f), &data);
     }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let c = reqwest::Client::new();
-    let resp = c
-        .post(format!("{base}/api/send"))
-        .bearer_auth(token)
-        .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
-        .body(body)
-        .send()
+    let (status, text) = post_send(&c, base, token, form)
         .await
         .map_err(|e| anyhow::anyhow!("the node's admin API at {base} is not reachable ({e}); is `edinode serve` running with this configuration?"))?;
-    let status = resp.status();
-    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     if !status.is_success() {
         anyhow::bail!("the node refused the message ({status}): {}", v["error"].as_str().unwrap_or("no reason given"));
     }

@@ -156,6 +156,24 @@ fn statuses(node: &NodeProc, id: &str) -> Vec<String> {
     v["history"].as_array().map(|h| h.iter().map(|e| e["status"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
 }
 
+/// Pulls on `mpc` (signed by the puller, with `receipts`) until a user message is offered again
+/// after its lease ran out, and returns the answer. Every answer before it must be the
+/// empty-MPC warning, and it must come no sooner than `lease` after `leased`: an instant taken
+/// before the pull that leased it (the lease starts while the node answers that pull, so time
+/// since then is never shorter than the lease has run).
+fn wait_reoffered(e: &Env, node: &NodeProc, mpc: Option<&str>, receipts: &[&str], leased: Instant, lease: Duration) -> Value {
+    let r = wait_until(60, "a user message offered again after its lease ran out", || {
+        let r = e.pull(node, mpc, Some(&e.puller), json!({"receipts": receipts}));
+        if r["kind"] == "user_message" {
+            return Ok(r);
+        }
+        assert_eq!(error_code(&r), "EBMS:0006", "nothing but the leased message is queued");
+        Err(r.to_string())
+    });
+    assert!(leased.elapsed() >= lease, "{} offered again {:?} after it was leased for {lease:?}", um_id(&r), leased.elapsed());
+    r
+}
+
 fn raw(node: &NodeProc, body: &str, content_type: &str) -> Value {
     client("raw", &json!({"url": format!("{}/as4", node.url), "body": body, "content_type": content_type}))
 }
@@ -357,7 +375,8 @@ fn post_error(node: &NodeProc, by: &Identity, ref_to: &str) -> u16 {
 fn unreceipted_message_is_offered_again_settled_ones_never() {
     // A receipt timeout of 4 s: the pulls before it (a Python process each) fit in it on a
     // busy machine.
-    let e = env(4);
+    let lease = Duration::from_secs(4);
+    let e = env(lease.as_secs());
     let tp = thumbprint(&e.puller);
     std::fs::write(&e.map, map_xml(&[("urn:mpc:r", &tp)])).unwrap();
     let node = e.start();
@@ -380,19 +399,21 @@ fn unreceipted_message_is_offered_again_settled_ones_never() {
     assert_eq!(post_error(&node, &e.puller, "m3@test"), 200);
     // A stranger's receipt for m1 is ignored (not authorized on its MPC).
     client("receipt", &json!({"url": format!("{}/as4", node.url), "ref_to_message_id": "m1@test", "sign": true, "key_pem": e.stranger.key_pem, "cert_pem": e.stranger.cert_pem}));
-    if pulled_m1.elapsed() < Duration::from_millis(3800) {
-        assert_eq!(error_code(&e.pull(&node, mpc, Some(&e.puller), json!({}))), "EBMS:0006", "m1 is leased");
-    }
     // Nothing else is queued: pulling changes nothing until m1 comes back.
-    let r = wait_for(30, "m1 offered again after the receipt timeout", || Some(e.pull(&node, mpc, Some(&e.puller), json!({}))).filter(|r| r["kind"] == "user_message"));
+    let r = wait_reoffered(&e, &node, mpc, &[], pulled_m1, lease);
     assert_eq!(um_id(&r), "m1@test", "m1 offered again after the receipt timeout");
-    assert!(pulled_m1.elapsed() >= Duration::from_secs(4), "m1 came back {:?} after it was pulled", pulled_m1.elapsed());
     assert_eq!(r["signature_verified"], true);
     let r = e.pull(&node, mpc, Some(&e.puller), json!({"receipts": ["m1@test"]}));
     assert_eq!(error_code(&r), "EBMS:0006");
-    // Waiting out the receipt timeout (4 s) is the point: m1, settled, must not come back.
-    std::thread::sleep(Duration::from_millis(4500));
-    let r = e.pull(&node, mpc, Some(&e.puller), json!({}));
+    // m1, settled, must not come back once its second lease would have run out. m4, leased
+    // after that one began and never receipted, tells when: once m4 is offered again, m1's
+    // lease has run out too, and m1 (due first) would have come before it.
+    queue(&node, &simple("m4@test", mpc));
+    let pulled_m4 = Instant::now();
+    assert_eq!(um_id(&e.pull(&node, mpc, Some(&e.puller), json!({}))), "m4@test");
+    let r = wait_reoffered(&e, &node, mpc, &[], pulled_m4, lease);
+    assert_eq!(um_id(&r), "m4@test", "settled messages never come back");
+    let r = e.pull(&node, mpc, Some(&e.puller), json!({"receipts": ["m4@test"]}));
     assert_eq!(error_code(&r), "EBMS:0006", "settled messages never come back");
 
     let h1 = statuses(&node, "m1@test");
@@ -407,20 +428,25 @@ fn unreceipted_message_is_offered_again_settled_ones_never() {
 /// Acceptance 3 (restart): kill -9 loses no queued or pulled-but-unreceipted user message.
 #[test]
 fn restart_loses_no_queued_user_message() {
-    let e = env(2);
-    std::fs::write(&e.map, map_xml(&[("urn:mpc:k", &thumbprint(&e.puller))])).unwrap();
+    let lease = Duration::from_secs(2);
+    let e = env(lease.as_secs());
+    let tp = thumbprint(&e.puller);
+    std::fs::write(&e.map, map_xml(&[("urn:mpc:k", &tp), ("urn:mpc:clock", &tp)])).unwrap();
     let mut node = e.start();
-    let mpc = Some("urn:mpc:k");
+    let (mpc, clock) = (Some("urn:mpc:k"), Some("urn:mpc:clock"));
     for id in ["k1@test", "k2@test", "k3@test"] {
         queue(&node, &simple(id, mpc));
     }
+    queue(&node, &simple("c1@test", clock));
     assert_eq!(um_id(&e.pull(&node, mpc, Some(&e.puller), json!({}))), "k1@test");
-    let pulled = Instant::now();
+    // c1, leased on another MPC after k1, tells when k1's lease has run out: when c1 has
+    // come back. (Pulling on k1's MPC before that would take k2.)
+    let pulled_c1 = Instant::now();
+    assert_eq!(um_id(&e.pull(&node, clock, Some(&e.puller), json!({}))), "c1@test");
     queue(&node, &simple("k4@test", mpc));
     node.kill9();
     let node = e.start();
-    // Waiting out k1's lease (2 s) is the point: the expired lease comes first.
-    std::thread::sleep(Duration::from_millis(2300).saturating_sub(pulled.elapsed()));
+    assert_eq!(um_id(&wait_reoffered(&e, &node, clock, &[], pulled_c1, lease)), "c1@test");
     let mut got = Vec::new();
     let mut receipts: Vec<String> = Vec::new();
     loop {
@@ -493,10 +519,12 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
     let _ = Command::new("rabbitmqctl").args(["purge_queue", "edinode.as4.submit"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     let e = env(2);
     let prefix = unique("edinode-as4-");
+    // Two restarts of two nodes fit in it on a busy machine.
+    let lease = Duration::from_secs(10);
     let cfg = ConfigBuilder::new(e.dir.path())
         .rabbit(&prefix)
         .station("st", "AS4NODE", &e.node_id)
-        .raw(&format!("\n[as4]\nauthorization_map = \"{}\"\nreceipt_timeout_secs = 10\n", e.map.display()))
+        .raw(&format!("\n[as4]\nauthorization_map = \"{}\"\nreceipt_timeout_secs = {}\n", e.map.display(), lease.as_secs()))
         .write(e.dir.path());
     std::fs::write(&e.map, map_xml(&[("urn:mpc:q", &thumbprint(&e.puller))])).unwrap();
     let start = |id: &str| start_node(&cfg, e.dir.path(), &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN), ("EDINODE__NODE__ID", id)]);
@@ -525,18 +553,16 @@ fn rabbit_mode_submit_queue_two_nodes_and_restart() {
     let mut b = start("as4b");
 
     let mpc = Some("urn:mpc:q");
+    let pulled_q1 = Instant::now();
     assert_eq!(um_id(&e.pull(&a, mpc, Some(&e.puller), json!({}))), "q1@test");
-    let pulled = Instant::now();
     assert_eq!(um_id(&e.pull(&b, mpc, Some(&e.puller), json!({}))), "q2@test", "the other node hands out the next one, not q1 again");
     a.kill9();
     b.kill9();
     let (a, b) = (start("as4a"), start("as4b"));
     // Settle q2 through node a; q3 is next, then q1 after its lease ran out.
     assert_eq!(um_id(&e.pull(&a, mpc, Some(&e.puller), json!({"receipts": ["q2@test"]}))), "q3@test");
-    // Waiting out q1's lease (10 s: two restarts of two nodes fit in it on a busy machine) is
-    // the point: it comes back once its lease ran out.
-    std::thread::sleep(Duration::from_millis(10_300).saturating_sub(pulled.elapsed()));
-    assert_eq!(um_id(&e.pull(&b, mpc, Some(&e.puller), json!({"receipts": ["q3@test"]}))), "q1@test");
+    // q1 comes back once its lease ran out, not before.
+    assert_eq!(um_id(&wait_reoffered(&e, &b, mpc, &["q3@test"], pulled_q1, lease)), "q1@test");
     assert_eq!(error_code(&e.pull(&a, mpc, Some(&e.puller), json!({"receipts": ["q1@test"]}))), "EBMS:0006");
     for id in ["q1@test", "q2@test", "q3@test"] {
         assert!(statuses(&b, id).contains(&"receipted".to_string()), "{id}");

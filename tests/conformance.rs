@@ -9,63 +9,44 @@ use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use edinode_proto::mdn::{self, ParsedMdn};
 use edinode_proto::mime::MimeLimits;
-use std::time::Duration;
 
 const TOKEN: &str = "conformance-token";
 
 /// POST /api/send with one document of `size` bytes; returns the HTTP status.
 fn send_status(admin: &str, size: usize) -> u16 {
-    let b = "form-boundary-9";
-    let mut body = Vec::with_capacity(size + 512);
-    for (k, v) in [("station", "edinode"), ("partner", "acme")] {
-        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
-    }
-    body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.edi\"\r\nContent-Type: application/edi-x12\r\n\r\n").as_bytes());
-    body.extend(std::iter::repeat_n(b'X', size));
-    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-        .post(format!("{admin}/api/send"))
-        .bearer_auth(TOKEN)
-        .header("Content-Type", format!("multipart/form-data; boundary={b}"))
-        .body(body)
-        .send()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    let mut form = SendForm::new("form-boundary-9", "edinode", "acme");
+    form.file("big.edi", "application/edi-x12", &vec![b'X'; size]);
+    post_send_form(admin, TOKEN, form).0
 }
 
 #[test]
 fn admin_send_accepts_documents_up_to_max_send_bytes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let me = identity(tmp.path(), "edinode");
-    let acme = identity(tmp.path(), "acme");
+    let p = pair("edinode", "acme");
+    let dir = p.dir.path();
     let url = http_listener(|_, _| (200, vec![], vec![]));
-    let cfg = ConfigBuilder::new(tmp.path())
-        .station("edinode", "edinode", &me)
-        .acme_at(&acme.cert_pem, &url, "mdn = \"none\"")
-        .write(tmp.path());
+    let cfg = ConfigBuilder::new(dir)
+        .station("edinode", "edinode", &p.station)
+        .acme_at(&p.partner.cert_pem, &url, "mdn = \"none\"")
+        .write(dir);
     // The default (128 MiB): 300 KiB (above actix's 256 KiB default) and 5 MiB are accepted.
-    let node = start_node(&cfg, tmp.path(), &[], &[("EDINODE__ADMIN__TOKEN", TOKEN)]);
+    let node = start_node(&cfg, dir, &[], &[("EDINODE__ADMIN__TOKEN", TOKEN)]);
     let admin = node.admin_url.clone().expect("a separate admin listener");
     assert_eq!(send_status(&admin, 300 * 1024), 202);
     assert_eq!(send_status(&admin, 5 * 1024 * 1024), 202);
     drop(node);
     // A configured limit holds: below it 202, above it 413.
-    let node = start_node(&cfg, tmp.path(), &[], &[("EDINODE__ADMIN__TOKEN", TOKEN), ("EDINODE__ADMIN__MAX_SEND_BYTES", "400000")]);
+    let node = start_node(&cfg, dir, &[], &[("EDINODE__ADMIN__TOKEN", TOKEN), ("EDINODE__ADMIN__MAX_SEND_BYTES", "400000")]);
     let admin = node.admin_url.clone().unwrap();
     assert_eq!(send_status(&admin, 300 * 1024), 202);
     assert_eq!(send_status(&admin, 500 * 1024), 413);
 }
 
-/// A node with station `edinode` and partner `acme` (its signatures verified with `acme`'s
-/// certificate); `policy` goes into `[partners.acme.policy]`.
-fn inbound_node(dir: &std::path::Path, policy: &str) -> (NodeProc, Identity, Identity) {
-    let station = identity(dir, "station");
-    let partner = identity(dir, "partner");
-    let cfg = ConfigBuilder::new(dir).station("edinode", "edinode", &station).partner("acme", "acme", "edinode", &[&partner.cert_pem], policy).write(dir);
-    (start_node(&cfg, dir, &[], &[]), station, partner)
+/// A node in a fresh folder with station `edinode` and partner `acme` (its signatures verified
+/// with the partner's certificate); `policy` goes into `[partners.acme.policy]`.
+fn inbound_node(policy: &str) -> (Pair, NodeProc) {
+    let p = pair("station", "partner");
+    let node = start_node(&p.config(policy), p.dir.path(), &[], &[]);
+    (p, node)
 }
 
 /// POST a message and read the synchronous MDN (signed by the station when asked).
@@ -77,8 +58,8 @@ fn post_for_mdn(node: &NodeProc, station: &Identity, hs: &[(String, String)], bo
 
 #[test]
 fn signed_encrypted_whose_signed_entity_starts_with_date_is_verified_and_unwrapped() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (node, station, partner) = inbound_node(tmp.path(), "require_signed = true");
+    let (p, node) = inbound_node("require_signed = true");
+    let (station, partner) = (&p.station, &p.partner);
     let payload = entity("application/edi-x12", "po.edi", b"ISA*00*DATE-FIRST~\r\n");
     // As the TypeScript library sends it: the multipart/signed entity starts with Date and
     // MIME-Version before its Content-Type.
@@ -86,11 +67,11 @@ fn signed_encrypted_whose_signed_entity_starts_with_date_is_verified_and_unwrapp
     signed_entity.extend_from_slice(&signed(&payload, &partner.key, &partner.cert, DigestAlg::Sha256));
     let msg = encrypted(&signed_entity, &station.cert);
     let (hs, body) = request("acme", "edinode", "<date-first-1@test>", Some("signed"), &msg);
-    let mdn = post_for_mdn(&node, &station, &hs, body);
+    let mdn = post_for_mdn(&node, station, &hs, body);
     assert_eq!(mdn.disposition_raw.to_ascii_lowercase().replace(' ', ""), "automatic-action/mdn-sent-automatically;processed", "{}", mdn.text);
     // Verified: the MIC is the signed-message MIC, over the signed payload entity.
     assert_eq!(mdn.received_mic, Some(edinode_proto::unwrap::compute_mic(&payload, DigestAlg::Sha256)));
-    let files = wait_for(10, "the delivery", || Some(delivered(&tmp.path().join("inbox"), "edinode", "acme")).filter(|d| !d.is_empty()));
+    let files = wait_for(10, "the delivery", || Some(delivered(&p.dir.path().join("inbox"), "edinode", "acme")).filter(|d| !d.is_empty()));
     assert_eq!(files, vec![("po.edi".to_string(), b"ISA*00*DATE-FIRST~\r\n".to_vec())], "the document, not the signed entity");
 }
 
@@ -98,9 +79,8 @@ fn signed_encrypted_whose_signed_entity_starts_with_date_is_verified_and_unwrapp
 fn history_stays_in_order_when_the_async_mdn_overtakes_the_post() {
     use edinode_proto::error::Disposition;
     use std::sync::{Arc, Mutex};
-    let tmp = tempfile::tempdir().unwrap();
-    let me = identity(tmp.path(), "edinode");
-    let acme = identity(tmp.path(), "acme");
+    let p = pair("edinode", "acme");
+    let dir = p.dir.path();
     // The partner posts its asynchronous MDN, and has it settled, before it answers the POST.
     let node_url = Arc::new(Mutex::new(String::new()));
     let target = node_url.clone();
@@ -111,11 +91,11 @@ fn history_stays_in_order_when_the_async_mdn_overtakes_the_post() {
         assert_eq!(st, 200, "{}", String::from_utf8_lossy(&answer));
         (200, vec![], vec![])
     });
-    let cfg = ConfigBuilder::new(tmp.path())
-        .station("edinode", "edinode", &me)
-        .acme_at(&acme.cert_pem, &url, "sign = \"none\"\nmdn = \"async\"\nmdn_signed = false\nasync_mdn_url = \"http://127.0.0.1:9/as2\"")
-        .write(tmp.path());
-    let node = start_node(&cfg, tmp.path(), &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)]);
+    let cfg = ConfigBuilder::new(dir)
+        .station("edinode", "edinode", &p.station)
+        .acme_at(&p.partner.cert_pem, &url, "sign = \"none\"\nmdn = \"async\"\nmdn_signed = false\nasync_mdn_url = \"http://127.0.0.1:9/as2\"")
+        .write(dir);
+    let node = start_node(&cfg, dir, &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)]);
     *node_url.lock().unwrap() = node.as2_url();
     let (id, _) = admin_send(&node.url, TOKEN, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA*FAST~".to_vec())]);
     let m = wait_for(30, "sent", || Some(admin_message(&node.url, TOKEN, &id)).filter(|m| m["summary"]["status"] == "sent"));
@@ -137,8 +117,8 @@ fn history_stays_in_order_when_the_async_mdn_overtakes_the_post() {
 #[test]
 fn unsigned_messages_get_the_rfc4130_mic() {
     use edinode_proto::unwrap::compute_mic;
-    let tmp = tempfile::tempdir().unwrap();
-    let (node, station, _) = inbound_node(tmp.path(), "");
+    let (p, node) = inbound_node("");
+    let station = &p.station;
     let edi = entity("application/edi-x12", "po.edi", b"ISA*00*UNSIGNED~\r\n");
     let text = entity("text/plain", "note.txt", b"line one\nline two\n");
     let zipped = compressed(&edi);
@@ -156,19 +136,14 @@ fn unsigned_messages_get_the_rfc4130_mic() {
     ];
     for (i, (case, msg, signed_mdn, covered)) in cases.into_iter().enumerate() {
         let (hs, body) = request("acme", "edinode", &format!("<rfc-mic-{i}@test>"), Some(if signed_mdn { "signed" } else { "unsigned" }), &msg);
-        let mdn = post_for_mdn(&node, &station, &hs, body);
+        let mdn = post_for_mdn(&node, station, &hs, body);
         assert!(mdn.disposition.is_positive(), "{case}: {} {}", mdn.disposition_raw, mdn.text);
         assert_eq!(mdn.signed, signed_mdn, "{case}");
         let alg = if signed_mdn { DigestAlg::Sha256 } else { DigestAlg::Sha1 };
         assert_eq!(mdn.received_mic, Some(compute_mic(&covered, alg)), "{case}");
     }
-    let files = wait_for(10, "the deliveries", || Some(delivered(&tmp.path().join("inbox"), "edinode", "acme")).filter(|d| d.len() == 7));
+    let files = wait_for(10, "the deliveries", || Some(delivered(&p.dir.path().join("inbox"), "edinode", "acme")).filter(|d| d.len() == 7));
     assert!(files.iter().any(|(_, d)| d == &bare), "the bare content is delivered as is");
-}
-
-/// An Identity owned by a closure.
-fn clone_identity(i: &Identity) -> Identity {
-    Identity { key: i.key.clone(), cert: i.cert.clone(), key_pem: i.key_pem.clone(), cert_pem: i.cert_pem.clone() }
 }
 
 /// What a fake receiver of our unsigned messages hashes.
@@ -184,7 +159,7 @@ enum Basis {
 /// whose MIC is over `basis`.
 fn mic_partner(acme: &Identity, basis: Basis) -> String {
     use edinode_proto::unwrap::{self, compute_mic, Step};
-    let acme = clone_identity(acme);
+    let acme = acme.clone();
     http_listener(move |hs, body| {
         let l = MimeLimits::default();
         let get = |n: &str| hs.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone()).unwrap_or_default();
@@ -221,11 +196,9 @@ fn mic_partner(acme: &Identity, basis: Basis) -> String {
 /// a receiver that hashes another basis is accepted with a note, or refused under strict_mic.
 #[test]
 fn unsigned_messages_settle_by_the_rfc4130_mic_and_note_other_bases() {
-    let tmp = tempfile::tempdir().unwrap();
-    let me = identity(tmp.path(), "edinode");
-    let acme = identity(tmp.path(), "acme");
-    let rfc = mic_partner(&acme, Basis::Rfc);
-    let other = mic_partner(&acme, Basis::DecompressedEntity);
+    let p = pair("edinode", "acme");
+    let rfc = mic_partner(&p.partner, Basis::Rfc);
+    let other = mic_partner(&p.partner, Basis::DecompressedEntity);
     // (case, partner url, outbound settings, outcome, note expected)
     let cases = [
         ("encrypted, compressed, sha-256 asked for", &rfc, "encrypt = \"aes256-cbc\"\ncompress = \"before\"", "sent", false),
@@ -235,14 +208,15 @@ fn unsigned_messages_settle_by_the_rfc4130_mic_and_note_other_bases() {
         ("decompressed entity, sha1", &other, "encrypt = \"aes128-cbc\"\ncompress = \"before\"", "sent", true),
         ("decompressed entity, strict", &other, "encrypt = \"aes128-cbc\"\ncompress = \"before\"\nstrict_mic = true", "failed", false),
     ];
-    let mut cfg = ConfigBuilder::new(tmp.path());
+    let dir = p.dir.path();
+    let mut cfg = ConfigBuilder::new(dir);
     for (i, (_, url, outbound, _, _)) in cases.iter().enumerate() {
-        cfg = cfg.station(&format!("st{i}"), &format!("edinode{i}"), &me).raw(&format!(
+        cfg = cfg.station(&format!("st{i}"), &format!("edinode{i}"), &p.station).raw(&format!(
             "\n[partners.p{i}]\nas2_id = \"acme\"\nstation = \"st{i}\"\nverify_certs = [\"{c}\"]\nencryption_cert = \"{c}\"\nurl = \"{url}\"\n[partners.p{i}.outbound]\nsign = \"none\"\nmdn = \"sync\"\nattempts = 1\n{outbound}\n",
-            c = acme.cert_pem.display()
+            c = p.partner.cert_pem.display()
         ));
     }
-    let node = start_node(&cfg.write(tmp.path()), tmp.path(), &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)]);
+    let node = start_node(&cfg.write(dir), dir, &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)]);
     let sent: Vec<String> = (0..cases.len()).map(|i| admin_send(&node.url, TOKEN, &format!("st{i}"), &format!("p{i}"), &[("po.edi", "application/edi-x12", format!("ISA*{i}~\r\n").into_bytes())]).0).collect();
     let mut failures = Vec::new();
     for ((case, _, _, outcome, note), id) in cases.iter().zip(&sent) {

@@ -46,6 +46,8 @@ fn init_serve_send_delivers_to_the_inbox_and_reports_the_mdn() {
     let sent_out = String::from_utf8_lossy(&sent.stdout);
     assert!(sent.status.success(), "{sent_out}{}", String::from_utf8_lossy(&sent.stderr));
     assert!(sent_out.contains("sent: delivered; MDN verified"), "send prints the outcome of the MDN: {sent_out}");
+    // The node answered its own message before its Deliverer was done.
+    node.wait_idle();
     let delivered = delivered(&dir.join("inbox"), "demo", "loopback");
     assert_eq!(delivered, vec![("order.edi".to_string(), b"ISA*00*first-run~\r\n".to_vec())]);
     // The MDN is kept with the message (the console and the API download it from there).

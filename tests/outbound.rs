@@ -215,10 +215,13 @@ fn fake_partner(answer: impl Fn(&[(String, String)], &[u8]) -> Answer + Send + S
     http_listener(answer)
 }
 
-fn simple_node(dir: &Path, me: &Identity, partner: &Identity, url: &str, outbound: &str) -> NodeProc {
+/// A node in `p`'s folder: station `edinode` with `p`'s station key, partner `acme` at `url`
+/// with `p`'s partner certificate.
+fn simple_node(p: &Pair, url: &str, outbound: &str) -> NodeProc {
+    let dir = p.dir.path();
     let cfg = ConfigBuilder::new(dir)
-        .station("edinode", "edinode", me)
-        .acme_at(&partner.cert_pem, url, outbound)
+        .station("edinode", "edinode", &p.station)
+        .acme_at(&p.partner.cert_pem, url, outbound)
         .write(dir);
     start_node(&cfg, dir, &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)])
 }
@@ -233,20 +236,16 @@ fn mdn_for(headers: &[(String, String)], mic: &str, key: &Identity) -> Answer {
 
 #[test]
 fn tampered_mic_or_signature_in_the_mdn_is_a_failure() {
-    let tmp = tempfile::tempdir().unwrap();
-    let me = identity(tmp.path(), "me");
-    let partner = identity(tmp.path(), "acme");
-    let rogue = identity(tmp.path(), "rogue");
-    let p2 = identity(tmp.path(), "acme2");
+    let p = pair("me", "acme");
     // A wrong MIC, correctly signed by the partner.
-    let p_key = Identity { key: partner.key.clone(), cert: partner.cert.clone(), key_pem: partner.key_pem.clone(), cert_pem: partner.cert_pem.clone() };
+    let p_key = p.partner.clone();
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = bodies.clone();
     let url = fake_partner(move |h, b| {
         seen.lock().unwrap().push(b.to_vec());
         mdn_for(h, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", &p_key)
     });
-    let node = simple_node(tmp.path(), &me, &partner, &url, "encrypt = \"none\"\nmdn = \"sync\"\nrequire_signed_mdn = true");
+    let node = simple_node(&p, &url, "encrypt = \"none\"\nmdn = \"sync\"\nrequire_signed_mdn = true");
     let (id, _) = api_send(&node.url, "edinode", "acme", &[("a.txt", "text/plain; charset=utf-8", b"ISA~".to_vec())]);
     let m = final_status(&node.url, &id, 30);
     assert_eq!(m["summary"]["status"], "failed");
@@ -256,9 +255,10 @@ fn tampered_mic_or_signature_in_the_mdn_is_a_failure() {
     assert!(sent.contains("Content-Type: text/plain; charset=utf-8\r\n"), "{sent}");
     drop(node);
     // A good MIC is impossible to forge here; a signature by someone else must fail.
-    let tmp2 = tempfile::tempdir().unwrap();
+    let p2 = pair("me", "acme2");
+    let rogue = identity(p2.dir.path(), "rogue");
     let url = fake_partner(move |h, _| mdn_for(h, "irrelevant", &rogue));
-    let node = simple_node(tmp2.path(), &me, &p2, &url, "encrypt = \"none\"\nmdn = \"sync\"\nrequire_signed_mdn = true");
+    let node = simple_node(&p2, &url, "encrypt = \"none\"\nmdn = \"sync\"\nrequire_signed_mdn = true");
     let (id, _) = api_send(&node.url, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA~".to_vec())]);
     let m = final_status(&node.url, &id, 30);
     assert_eq!(m["summary"]["status"], "failed");
@@ -301,12 +301,10 @@ fn an_unreachable_partner_gets_the_message_when_it_comes_back() {
 
 #[test]
 fn a_missing_async_mdn_fails_the_message_after_its_deadline() {
-    let tmp = tempfile::tempdir().unwrap();
-    let me = identity(tmp.path(), "me");
-    let partner = identity(tmp.path(), "acme");
+    let p = pair("me", "acme");
     // The partner accepts the message (200, no MDN) and never sends the asynchronous MDN.
     let url = fake_partner(|_, _| (200, vec![], Vec::new()));
-    let node = simple_node(tmp.path(), &me, &partner, &url, "encrypt = \"none\"\nmdn = \"async\"\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\nmdn_deadline_secs = 2");
+    let node = simple_node(&p, &url, "encrypt = \"none\"\nmdn = \"async\"\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\nmdn_deadline_secs = 2");
     let (id, _) = api_send(&node.url, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA~".to_vec())]);
     let m = final_status(&node.url, &id, 30);
     assert_eq!(m["summary"]["status"], "failed");

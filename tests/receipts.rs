@@ -7,17 +7,17 @@ use crate::common::*;
 use edinode_proto::alg::DigestAlg;
 use edinode_proto::error::Disposition;
 use edinode_proto::mdn::Mic;
-use std::path::Path;
 
 const TOKEN: &str = "receipts-test-token";
 
-/// A node with station `edinode` and partner `acme` (trusted: `acme`'s certificate) at `url`;
-/// `more`: further config.
-fn node(dir: &Path, me: &Identity, acme: &Identity, url: &str, outbound: &str, more: &str) -> NodeProc {
+/// A node in `p`'s folder with station `edinode` (`p`'s station key) and partner `acme`
+/// (trusted: `p`'s partner certificate) at `url`; `more`: further config.
+fn node(p: &Pair, url: &str, outbound: &str, more: &str) -> NodeProc {
+    let dir = p.dir.path();
     let cfg = ConfigBuilder::new(dir)
-        .station("edinode", "edinode", me)
+        .station("edinode", "edinode", &p.station)
         .raw(more)
-        .acme_at(&acme.cert_pem, url, &format!("encrypt = \"none\"\n{outbound}"))
+        .acme_at(&p.partner.cert_pem, url, &format!("encrypt = \"none\"\n{outbound}"))
         .write(dir);
     start_node(&cfg, dir, &[], &[("EDINODE__ADMIN__LISTEN", ""), ("EDINODE__ADMIN__TOKEN", TOKEN)])
 }
@@ -42,16 +42,15 @@ fn refusals(m: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn an_async_mdn_settles_the_message_only_when_it_can_be_trusted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let me = identity(tmp.path(), "me");
-    let acme = identity(tmp.path(), "acme");
-    let rogue = identity(tmp.path(), "rogue");
+    let p = pair("me", "acme");
+    let acme = &p.partner;
+    let rogue = identity(p.dir.path(), "rogue");
     // Another partner of ours, with a certificate we trust for it (and only for it).
-    let other = identity(tmp.path(), "other");
+    let other = identity(p.dir.path(), "other");
     let more = format!("\n[partners.other]\nas2_id = \"other\"\nstation = \"edinode\"\nverify_certs = [\"{}\"]\n", other.cert_pem.display());
     // The partner accepts the message (200, no MDN); the MDNs come from this test.
     let url = http_listener(|_, _| (200, vec![], Vec::new()));
-    let node = node(tmp.path(), &me, &acme, &url, "mdn = \"async\"\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\nmdn_deadline_secs = 600", &more);
+    let node = node(&p, &url, "mdn = \"async\"\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\nmdn_deadline_secs = 600", &more);
     let (id, mid) = admin_send(&node.url, TOKEN, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA*RECEIPTS~".to_vec())]);
     wait_for(30, "awaiting-mdn", || history(&admin_message(&node.url, TOKEN, &id)).iter().any(|(s, _)| s == "awaiting-mdn").then_some(()));
     let mic = our_mic(&node.url, &id);
@@ -63,8 +62,8 @@ fn an_async_mdn_settles_the_message_only_when_it_can_be_trusted() {
     let refused = [
         ("unsigned, positive, no MIC", mdn(&processed, None, None), "not signed"),
         ("unsigned, negative", mdn(&failed, None, None), "not signed"),
-        ("signed by acme, wrong MIC", mdn(&processed, Some(&wrong), Some(&acme)), "MIC mismatch"),
-        ("signed by acme, no MIC", mdn(&processed, None, Some(&acme)), "no Received-Content-MIC"),
+        ("signed by acme, wrong MIC", mdn(&processed, Some(&wrong), Some(acme)), "MIC mismatch"),
+        ("signed by acme, no MIC", mdn(&processed, None, Some(acme)), "no Received-Content-MIC"),
         ("signed by an unknown key", mdn(&processed, Some(&mic), Some(&rogue)), "signature invalid"),
         ("from another partner, signed by it", build_mdn("other", "edinode", &mid, &processed, Some(&mic), Some(&other)), "signature invalid"),
     ];
@@ -82,7 +81,7 @@ fn an_async_mdn_settles_the_message_only_when_it_can_be_trusted() {
     }
 
     // The partner's signed MDN with our MIC: delivered, kept as the receipt.
-    let (st, text) = post_mdn(&node, mdn(&processed, Some(&mic), Some(&acme)));
+    let (st, text) = post_mdn(&node, mdn(&processed, Some(&mic), Some(acme)));
     assert_eq!(st, 200, "{text}");
     let m = wait_for(30, "delivered", || {
         let m = admin_message(&node.url, TOKEN, &id);
@@ -91,7 +90,7 @@ fn an_async_mdn_settles_the_message_only_when_it_can_be_trusted() {
     assert!(history(&m).iter().any(|(s, d)| s == "sent" && d.contains("MDN verified")), "{m}");
     assert!(m["summary"]["receipt"].is_string(), "{m}");
     // It is settled for good: a replay (or a late refused MDN) changes nothing.
-    let (st, _) = post_mdn(&node, mdn(&processed, Some(&mic), Some(&acme)));
+    let (st, _) = post_mdn(&node, mdn(&processed, Some(&mic), Some(acme)));
     assert!((400..500).contains(&st));
     let (st, _) = post_mdn(&node, mdn(&failed, None, None));
     assert!((400..500).contains(&st));
@@ -100,11 +99,9 @@ fn an_async_mdn_settles_the_message_only_when_it_can_be_trusted() {
 
 #[test]
 fn a_refused_async_mdn_is_told_when_the_deadline_passes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let me = identity(tmp.path(), "me");
-    let acme = identity(tmp.path(), "acme");
+    let p = pair("me", "acme");
     let url = http_listener(|_, _| (200, vec![], Vec::new()));
-    let node = node(tmp.path(), &me, &acme, &url, "mdn = \"async\"\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\nmdn_deadline_secs = 3", "");
+    let node = node(&p, &url, "mdn = \"async\"\nasync_mdn_url = \"http://127.0.0.1:9/as2\"\nmdn_deadline_secs = 3", "");
     let (id, mid) = admin_send(&node.url, TOKEN, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA~".to_vec())]);
     wait_for(30, "awaiting-mdn", || history(&admin_message(&node.url, TOKEN, &id)).iter().any(|(s, _)| s == "awaiting-mdn").then_some(()));
     let (st, text) = post_mdn(&node, build_mdn("acme", "edinode", &mid, &Disposition::Processed, None, None));
@@ -119,9 +116,7 @@ fn a_refused_async_mdn_is_told_when_the_deadline_passes() {
 
 #[test]
 fn an_unsigned_sync_mdn_is_not_a_receipt_when_a_signed_one_was_asked_for() {
-    let tmp = tempfile::tempdir().unwrap();
-    let me = identity(tmp.path(), "me");
-    let acme = identity(tmp.path(), "acme");
+    let p = pair("me", "acme");
     // The partner answers at once with an unsigned MDN that is right in every other way: our
     // Message-ID, processed, the MIC of the signed entity it received.
     let computed = std::sync::Arc::new(std::sync::Mutex::new(None::<Mic>));
@@ -136,7 +131,7 @@ fn an_unsigned_sync_mdn_is_not_a_receipt_when_a_signed_one_was_asked_for() {
         let (hs, b) = build_mdn("acme", "edinode", &get("message-id"), &Disposition::Processed, Some(&mic), None);
         (200, hs, b)
     });
-    let node = node(tmp.path(), &me, &acme, &url, "mdn = \"sync\"\nattempts = 1", "");
+    let node = node(&p, &url, "mdn = \"sync\"\nattempts = 1", "");
     let (id, _) = admin_send(&node.url, TOKEN, "edinode", "acme", &[("a.edi", "application/edi-x12", b"ISA~".to_vec())]);
     let m = wait_for(30, "an outcome", || {
         let m = admin_message(&node.url, TOKEN, &id);

@@ -11,7 +11,7 @@ use crate::common::*;
 use s3server::{Grant, Policy, TestS3};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -53,6 +53,18 @@ fn put_file(s3: &TestS3, key: &str, data: &[u8]) {
     let p = s3.path(key);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
+}
+
+/// Puts `key` as if it had been uploaded at `at`: s3s-fs lists a file's mtime as the object's
+/// LastModified. The file is dated beside the bucket and renamed in, so no listing sees it with
+/// another date.
+fn put_file_at(s3: &TestS3, key: &str, data: &[u8], at: SystemTime) {
+    let staged = s3.dir.path().join(unique("put-"));
+    std::fs::write(&staged, data).unwrap();
+    std::fs::File::options().write(true).open(&staged).unwrap().set_modified(at).unwrap();
+    let p = s3.path(key);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::rename(&staged, p).unwrap();
 }
 
 fn exists(s3: &TestS3, key: &str) -> bool {
@@ -176,7 +188,8 @@ fn a_file_that_can_be_neither_read_nor_moved_is_reported_once_as_it_is() {
 
     let cfg = config(&s, &s3, "noget", "ng-secret", "outbound = true", &url, None);
     let node = start_node(&cfg, s.dir.path(), &[], &[]);
-    put_file(&s3, "AS2/send/edinode/acme/secret.edi", b"ISA*SECRET~");
+    // Uploaded two seconds ago, so that an upload now falls in a later second (see below).
+    put_file_at(&s3, "AS2/send/edinode/acme/secret.edi", b"ISA*SECRET~", SystemTime::now() - Duration::from_secs(2));
     wait_for(10, "the report", || (!s3_failed(&s).is_empty()).then_some(()));
     // Ten more polls: nothing new.
     s3.wait_listings(10);
@@ -188,9 +201,8 @@ fn a_file_that_can_be_neither_read_nor_moved_is_reported_once_as_it_is() {
     assert_eq!(count(&node.log, "moved to failed/."), 0);
     assert!(exists(&s3, "AS2/send/edinode/acme/secret.edi"), "left in place");
     assert!(find_under(&s3.dir.path().join(&s3.bucket).join("as2gateway")).is_empty(), "nothing claimed to be under failed/");
-    // A new upload of the file is a new attempt, reported again. Letting time pass is the
-    // point: the upload must fall in a later second (listings show whole seconds).
-    std::thread::sleep(Duration::from_millis(1100));
+    // A new upload of the file is a new attempt, reported again. Listings carry no ETag and
+    // show whole seconds: the upload is told from the first by its later second.
     put_file(&s3, "AS2/send/edinode/acme/secret.edi", b"ISA*SECRET2~");
     wait_for(10, "the second report", || (s3_failed(&s).len() == 2).then_some(()));
     drop(node);
@@ -213,21 +225,24 @@ fn a_file_that_can_be_neither_read_nor_moved_is_reported_once_as_it_is() {
 #[test]
 fn nothing_is_picked_up_before_the_pickup_age_has_really_passed() {
     let Outbox { got, s3, .. } = &outbox();
-    // Written late in a second: the listing (whole seconds, as AWS) shows it up to 0.9 s older.
+    // Written 0.9 s into a second: the listing (whole seconds, as AWS) shows it 0.9 s older
+    // than it is. Each file is dated at the next three such moments, up to 3 s from now, so
+    // nothing waits for the clock to reach them.
+    let now = SystemTime::now();
+    let into_second = Duration::from_nanos(now.duration_since(UNIX_EPOCH).unwrap().subsec_nanos().into());
+    let late = now - into_second + Duration::from_millis(900);
+    let late = if late > now { late } else { late + Duration::from_secs(1) };
     let mut written = Vec::new();
     for i in 0..3 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        // The behaviour under test: a write 0.9 s into a second.
-        std::thread::sleep(Duration::from_millis(((1900 - now.subsec_millis()) % 1000) as u64));
         let key = format!("AS2/send/edinode/acme/late{i}.edi");
-        put_file(s3, &key, b"ISA*LATE~");
-        // s3s-fs: the file is the object, its mtime the real last modification.
-        written.push((key.clone(), std::fs::metadata(s3.path(&key)).unwrap().modified().unwrap()));
+        let at = late + Duration::from_secs(i);
+        put_file_at(s3, &key, b"ISA*LATE~", at);
+        written.push((key, at));
     }
     wait_for(15, "all three sent", || (got.lock().unwrap().len() == 3).then_some(()));
     for (key, at) in written {
         let (_, read_at) = s3.reads().into_iter().find(|(k, _)| *k == key).expect("read");
-        let age = read_at.duration_since(at).unwrap();
+        let age = read_at.duration_since(at).unwrap_or_default();
         assert!(age >= Duration::from_secs(1), "{key} read {age:?} after it was written (pickup_age_secs = 1)");
     }
 }
@@ -257,10 +272,9 @@ fn inbound_files_land_under_as2gateway_with_test_level_and_outbox_rules_hold() {
     wait_for(10, "the partner got it", || (got.lock().unwrap().len() == 1).then_some(()));
     assert!(got.lock().unwrap()[0].body.windows(8).any(|w| w == b"ISA*PO1~"));
 
-    // A subdirectory goes as one message once steady for steady_secs (2 s here).
-    put_file(&s3, "AS2/send/edinode/acme/batch1/a.edi", b"ISA*A~");
-    // Letting time pass is the point: a.edi is past pickup_age_secs, alone it would go.
-    std::thread::sleep(Duration::from_millis(1200));
+    // A subdirectory goes as one message once steady for steady_secs (2 s here). a.edi was
+    // uploaded 1.2 s ago: past pickup_age_secs, alone it would go.
+    put_file_at(&s3, "AS2/send/edinode/acme/batch1/a.edi", b"ISA*A~", SystemTime::now() - Duration::from_millis(1200));
     put_file(&s3, "AS2/send/edinode/acme/batch1/b.xml", b"<b/>");
     let put = std::time::Instant::now();
     s3.wait_listings(3);

@@ -242,17 +242,23 @@ fn openssl_sign_encrypt(dir: &std::path::Path, payload: &std::path::Path, pk: &c
     ok.then_some(secs)
 }
 
-/// BENCH_LARGE_MIB: sizes in MiB, comma-separated (0 or empty skips).
-pub fn bench(cx: &mut Ctx) -> Vec<LargeResult> {
+/// One run per size in BENCH_LARGE_MIB (MiB, comma-separated; 0 or empty skips), as `what`;
+/// a run that fails is counted and left out.
+fn each_size(cx: &mut Ctx, what: &str, mut run: impl FnMut(&mut Ctx, usize) -> Result<LargeResult, String>) -> Vec<LargeResult> {
     let sizes: Vec<usize> = std::env::var("BENCH_LARGE_MIB").unwrap_or_else(|_| "100".into()).split(',').filter_map(|v| v.trim().parse().ok()).filter(|&m| m > 0).collect();
     let mut out = Vec::new();
     for mib in sizes {
-        eprintln!("large message: {mib} MiB, embedded mode");
-        if let Ok(r) = run_large(cx, mib).map_err(|e| cx.fail(format!("large message: {e}"))) {
+        eprintln!("{what}: {mib} MiB, embedded mode");
+        if let Ok(r) = run(cx, mib).map_err(|e| cx.fail(format!("{what}: {e}"))) {
             out.push(r);
         }
     }
     out
+}
+
+/// The receiving side, one message per size of BENCH_LARGE_MIB.
+pub fn bench(cx: &mut Ctx) -> Vec<LargeResult> {
+    each_size(cx, "large message", |cx, mib| run_large(cx, mib))
 }
 
 /// The sending side, sizes as in [`bench`] (BENCH_LARGE_OUT=0 skips it).
@@ -260,69 +266,56 @@ pub fn bench_out(cx: &mut Ctx) -> Vec<LargeResult> {
     if std::env::var("BENCH_LARGE_OUT").is_ok_and(|v| v == "0") {
         return Vec::new();
     }
-    let sizes: Vec<usize> = std::env::var("BENCH_LARGE_MIB").unwrap_or_else(|_| "100".into()).split(',').filter_map(|v| v.trim().parse().ok()).filter(|&m| m > 0).collect();
     let pk = crate::outbound::PairKeys { alpha: identity(&cx.keydir, "alpha"), beta: identity(&cx.keydir, "beta") };
-    let mut out = Vec::new();
-    for mib in sizes {
-        eprintln!("large message sent: {mib} MiB, embedded mode");
-        if let Ok(r) = run_large_out(cx, &pk, mib).map_err(|e| cx.fail(format!("large message sent: {e}"))) {
-            out.push(r);
-        }
-    }
-    out
+    each_size(cx, "large message sent", |cx, mib| run_large_out(cx, &pk, mib))
 }
 
 pub fn print_out(all: &[LargeResult]) {
-    if all.is_empty() {
-        return;
-    }
-    println!();
-    println!("Large messages sent: random-bytes document through POST /api/send on node A, signed sha256 + encrypted aes256-cbc as it streams, POSTed to node B with a signed synchronous MDN; time from the submit to A's `sent`; RSS and CPU of node A; OpenSSL CLI = `openssl cms -sign` (detached) then `openssl cms -encrypt` of the same payload.");
-    println!();
-    println!("| Payload | Time s | OpenSSL CLI s | Time / CLI | Node A peak RSS (VmHWM) MiB | Peak RSS / payload | Node A RSS before MiB | Node A CPU s | Result |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for l in all {
-        let cli = l.openssl_s.map_or("failed".to_string(), |s| format!("{s:.1}"));
-        let ratio = l.openssl_s.map_or("-".to_string(), |s| format!("{:.2}x", l.secs / s));
-        println!(
-            "| {:.0} MiB | {:.1} | {cli} | {ratio} | {:.0} | {:.3}x | {:.0} | {:.1} | {} |",
-            l.payload_mib,
-            l.secs,
-            l.hwm_mib,
-            l.hwm_mib / l.payload_mib,
-            l.base_mib,
-            l.node_cpu_s,
-            l.problem.clone().unwrap_or_else(|| "sent, MDN verified".into())
-        );
-    }
+    print_table(
+        all,
+        "Large messages sent: random-bytes document through POST /api/send on node A, signed sha256 + encrypted aes256-cbc as it streams, POSTed to node B with a signed synchronous MDN; time from the submit to A's `sent`; RSS and CPU of node A; OpenSSL CLI = `openssl cms -sign` (detached) then `openssl cms -encrypt` of the same payload.",
+        &["Payload", "Time s", "OpenSSL CLI s", "Time / CLI", "Node A peak RSS (VmHWM) MiB", "Peak RSS / payload", "Node A RSS before MiB", "Node A CPU s", "Result"],
+        |l| vec![format!("{:.0} MiB", l.payload_mib)],
+        "sent, MDN verified",
+    );
 }
 
 pub fn print(all: &[LargeResult]) {
+    print_table(
+        all,
+        "Large messages: random-bytes payload, signed sha256 + encrypted as above, signed synchronous MDN, embedded mode; OpenSSL CLI = `openssl cms -decrypt` then `openssl cms -verify` on the same message.",
+        &["Payload", "Body on the wire", "Time s", "OpenSSL CLI s", "Time / CLI", "Node peak RSS (VmHWM) MiB", "Peak RSS / payload", "Node RSS before MiB", "Node CPU s", "Result"],
+        |l| vec![format!("{:.0} MiB", l.payload_mib), format!("{:.1} MiB", l.body_mib)],
+        "processed, MIC matches",
+    );
+}
+
+/// A markdown table of `all` under `intro`: the `first` cells of a row, then the columns both
+/// sides share, from the time to the result (`ok` when there was no problem). Nothing when
+/// `all` is empty.
+fn print_table(all: &[LargeResult], intro: &str, head: &[&str], first: impl Fn(&LargeResult) -> Vec<String>, ok: &str) {
     if all.is_empty() {
         return;
     }
     println!();
-    println!("Large messages: random-bytes payload, signed sha256 + encrypted as above, signed synchronous MDN, embedded mode; OpenSSL CLI = `openssl cms -decrypt` then `openssl cms -verify` on the same message.");
+    println!("{intro}");
     println!();
-    println!("| Payload | Body on the wire | Time s | OpenSSL CLI s | Time / CLI | Node peak RSS (VmHWM) MiB | Peak RSS / payload | Node RSS before MiB | Node CPU s | Result |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| {} |", head.join(" | "));
+    println!("|{}---|", "---:|".repeat(head.len() - 1));
     for l in all {
-        row(l);
+        let cli = l.openssl_s.map_or("failed".to_string(), |s| format!("{s:.1}"));
+        let ratio = l.openssl_s.map_or("-".to_string(), |s| format!("{:.2}x", l.secs / s));
+        let mut cells = first(l);
+        cells.extend([
+            format!("{:.1}", l.secs),
+            cli,
+            ratio,
+            format!("{:.0}", l.hwm_mib),
+            format!("{:.3}x", l.hwm_mib / l.payload_mib),
+            format!("{:.0}", l.base_mib),
+            format!("{:.1}", l.node_cpu_s),
+            l.problem.clone().unwrap_or_else(|| ok.into()),
+        ]);
+        println!("| {} |", cells.join(" | "));
     }
-}
-
-fn row(l: &LargeResult) {
-    let cli = l.openssl_s.map_or("failed".to_string(), |s| format!("{s:.1}"));
-    let ratio = l.openssl_s.map_or("-".to_string(), |s| format!("{:.2}x", l.secs / s));
-    println!(
-        "| {:.0} MiB | {:.1} MiB | {:.1} | {cli} | {ratio} | {:.0} | {:.3}x | {:.0} | {:.1} | {} |",
-        l.payload_mib,
-        l.body_mib,
-        l.secs,
-        l.hwm_mib,
-        l.hwm_mib / l.payload_mib,
-        l.base_mib,
-        l.node_cpu_s,
-        l.problem.clone().unwrap_or_else(|| "processed, MIC matches".into())
-    );
 }

@@ -56,6 +56,44 @@ pub struct Pair {
     pub dir_b: PathBuf,
 }
 
+/// How a pair's run ended: what B's inbox holds, how a node ended if one did, and the first
+/// WARN/ERROR lines of each node's log.
+#[derive(Clone)]
+pub struct PairEnd {
+    pub delivered: usize,
+    pub log_a: (usize, Vec<String>),
+    pub log_b: (usize, Vec<String>),
+    pub died: Option<String>,
+}
+
+impl Pair {
+    /// CPU used so far by node A and node B, in clock ticks.
+    pub fn cpu_ticks(&self) -> (u64, u64) {
+        (cpu_ticks(&self.a.pid().to_string()).unwrap_or(0), cpu_ticks(&self.b.pid().to_string()).unwrap_or(0))
+    }
+
+    /// Notes how the run ended, then stops both nodes.
+    pub fn finish(mut self) -> PairEnd {
+        let died = match (self.a.exit_description(), self.b.exit_description()) {
+            (None, None) => None,
+            (a, b) => Some(format!("A: {}, B: {}", a.unwrap_or_else(|| "running".into()), b.unwrap_or_else(|| "running".into()))),
+        };
+        let delivered = count_files(&self.dir_b.join("inbox"));
+        let (log_a, log_b) = (self.a.log_problems(5), self.b.log_problems(5));
+        self.a.kill();
+        self.b.kill();
+        PairEnd { delivered, log_a, log_b, died }
+    }
+}
+
+impl PairEnd {
+    /// After a run's summary line: its failure samples (each labelled `what`), then how the
+    /// pair ended.
+    pub fn print_problems<'a>(&self, what: &str, samples: impl IntoIterator<Item = &'a String>) {
+        print_problems(what, samples, &self.died, &[("A", &self.log_a), ("B", &self.log_b)]);
+    }
+}
+
 pub fn start_pair(cx: &mut Ctx, pk: &PairKeys, a_station_extra: &str) -> Result<Pair, String> {
     let (pa, pb) = (cx.tempdir("edinode-bench-a-")?, cx.tempdir("edinode-bench-b-")?);
     let cb = write_pair_config(&pb, "beta", &pk.beta, "alpha", &pk.alpha, None, "");
@@ -78,17 +116,12 @@ pub fn count_files(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// multipart/form-data for POST /api/send: station, partner and one file part.
+/// multipart/form-data for POST /api/send (as `edinode send` makes it): station, partner and one
+/// file part.
 pub fn send_form(station: &str, partner: &str, filename: &str, data: &[u8]) -> Vec<u8> {
-    let b = FORM_BOUNDARY;
-    let mut body = Vec::with_capacity(data.len() + 512);
-    for (k, v) in [("station", station), ("partner", partner)] {
-        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
-    }
-    body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/edi-x12\r\n\r\n").as_bytes());
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
-    body
+    let mut form = edinode::init::SendForm::new(FORM_BOUNDARY, station, partner);
+    form.file(filename, "application/edi-x12", data);
+    form.finish()
 }
 
 pub struct SubmitPhase {
@@ -215,10 +248,7 @@ pub struct OutboundRun {
     pub a_cpu_ms: f64,
     pub b_cpu_ms: f64,
     pub client_cpu_ms: f64,
-    pub delivered: usize,
-    pub log_a: (usize, Vec<String>),
-    pub log_b: (usize, Vec<String>),
-    pub died: Option<String>,
+    pub end: PairEnd,
 }
 
 /// After a run's summary line: its failure samples (each labelled `what`), how a node ended if
@@ -245,7 +275,7 @@ fn print_log_problems(name: &str, lp: &(usize, Vec<String>)) {
 }
 
 pub fn run_outbound_once(cx: &mut Ctx, pk: &PairKeys, payload: &[u8], n: usize, warmup: usize, run: usize) -> Result<OutboundRun, String> {
-    let mut pair = start_pair(cx, pk, "")?;
+    let pair = start_pair(cx, pk, "")?;
     let (rt, s) = (&cx.rt, &cx.s);
     let base = pair.a.url.clone();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(150)).pool_max_idle_per_host(s.concurrency * 2).build().map_err(|e| e.to_string())?;
@@ -266,21 +296,14 @@ pub fn run_outbound_once(cx: &mut Ctx, pk: &PairKeys, payload: &[u8], n: usize, 
             );
         }
     }
-    let (pa, pb, me) = (pair.a.pid().to_string(), pair.b.pid().to_string(), std::process::id().to_string());
-    let (a0, b0, c0) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0), cpu_ticks(&me).unwrap_or(0));
+    let me = std::process::id().to_string();
+    let ((a0, b0), c0) = (pair.cpu_ticks(), cpu_ticks(&me).unwrap_or(0));
     let t0_ms = unix_ms();
     let mut phase = rt.block_on(submit_docs(&client, &base, payload, n, s.concurrency, s.max, &format!("{tag}m")));
     let ids: std::collections::HashSet<String> = phase.ids.iter().cloned().collect();
     let f = rt.block_on(wait_final(&client, &base, &ids, Instant::now() + wait_limit, Duration::from_millis(250)))?;
-    let (a1, b1, c1) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0), cpu_ticks(&me).unwrap_or(0));
-    let died = match (pair.a.exit_description(), pair.b.exit_description()) {
-        (None, None) => None,
-        (a, b) => Some(format!("A: {}, B: {}", a.unwrap_or_else(|| "running".into()), b.unwrap_or_else(|| "running".into()))),
-    };
-    let delivered = count_files(&pair.dir_b.join("inbox"));
-    let (log_a, log_b) = (pair.a.log_problems(5), pair.b.log_problems(5));
-    pair.a.kill();
-    pair.b.kill();
+    let ((a1, b1), c1) = (pair.cpu_ticks(), cpu_ticks(&me).unwrap_or(0));
+    let ended = pair.finish();
     phase.latencies.sort();
     let end_ms = f.sent.values().copied().max().unwrap_or(t0_ms);
     let secs = ((end_ms - t0_ms) as f64 / 1000.0).max(1e-3);
@@ -302,10 +325,7 @@ pub fn run_outbound_once(cx: &mut Ctx, pk: &PairKeys, payload: &[u8], n: usize, 
         a_cpu_ms: per_msg(a1.saturating_sub(a0)),
         b_cpu_ms: per_msg(b1.saturating_sub(b0)),
         client_cpu_ms: per_msg(c1.saturating_sub(c0)),
-        delivered,
-        log_a,
-        log_b,
-        died,
+        end: ended,
     };
     eprintln!(
         "  outbound run {run}: {} submitted in {:.1} s (202 p50 {:.1} ms, p99 {:.1} ms, {} refused), {} sent + {} failed{} in {:.1} s = {:.0} msg/s, node A {:.2} + node B {:.2} CPU-ms/msg, client {:.2}; B's inbox holds {} files (warm-up included)",
@@ -322,9 +342,9 @@ pub fn run_outbound_once(cx: &mut Ctx, pk: &PairKeys, payload: &[u8], n: usize, 
         r.a_cpu_ms,
         r.b_cpu_ms,
         r.client_cpu_ms,
-        r.delivered
+        r.end.delivered
     );
-    print_problems("failure", r.submit_samples.iter().chain(&r.failed_samples), &r.died, &[("A", &r.log_a), ("B", &r.log_b)]);
+    r.end.print_problems("failure", r.submit_samples.iter().chain(&r.failed_samples));
     Ok(r)
 }
 
@@ -338,7 +358,7 @@ pub fn bench(cx: &mut Ctx, pk: &PairKeys) -> Option<(OutboundRun, Vec<OutboundRu
     eprintln!("outbound: {n} documents of {} B per run via POST /api/send on node A, {} submitters, {warmup} warm-up", cx.payload_bytes, cx.s.concurrency);
     let payload = x12_payload(cx.payload_bytes);
     let rs = cx.repeat("outbound", |cx, i| run_outbound_once(cx, pk, &payload, n, warmup, i));
-    let median = median_run(&rs, |r| r.failed == 0 && r.submit_failures == 0 && !r.timed_out && r.died.is_none(), |r| r.msg_per_s)?;
+    let median = median_run(&rs, |r| r.failed == 0 && r.submit_failures == 0 && !r.timed_out && r.end.died.is_none(), |r| r.msg_per_s)?;
     Some((median, rs))
 }
 

@@ -34,10 +34,7 @@ pub struct S3Run {
     pub a_cpu_ms: f64,
     pub b_cpu_ms: f64,
     pub left_in_bucket: usize,
-    pub delivered: usize,
-    pub log_a: (usize, Vec<String>),
-    pub log_b: (usize, Vec<String>),
-    pub died: Option<String>,
+    pub end: PairEnd,
 }
 
 pub const S3_POLL_SECS: f64 = 0.2;
@@ -71,7 +68,7 @@ pub fn run_s3_once(cx: &mut Ctx, pk: &PairKeys, files: usize, run: usize) -> Res
         "[stations.alpha.s3]\nbucket = \"{S3_BUCKET}\"\nendpoint = \"{}\"\naccess_key = \"bench\"\nsecret_key = \"bench-secret\"\ninbound = true\noutbound = true\npickup_age_secs = {S3_PICKUP_AGE_SECS:.1}\nsteady_secs = 2.0\npoll_secs = {S3_POLL_SECS}\n",
         s3.endpoint
     );
-    let mut pair = start_pair(cx, pk, &extra)?;
+    let pair = start_pair(cx, pk, &extra)?;
     let s = &cx.s;
     let base = pair.a.url.clone();
     let log = std::fs::read_to_string(&pair.a.log).unwrap_or_default();
@@ -93,8 +90,7 @@ pub fn run_s3_once(cx: &mut Ctx, pk: &PairKeys, files: usize, run: usize) -> Res
     // nodes settle, then drop at a random phase of the poll cycle.
     let phase_ms = rand_u32() as u64 % ((S3_POLL_SECS * 1000.0) as u64).max(1);
     std::thread::sleep(Duration::from_millis(1000 + phase_ms));
-    let (pa, pb) = (pair.a.pid().to_string(), pair.b.pid().to_string());
-    let (a0, b0) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0));
+    let (a0, b0) = pair.cpu_ticks();
     let mut written = vec![0i64; files];
     let tw = Instant::now();
     for (i, d) in docs.iter().enumerate() {
@@ -128,7 +124,7 @@ pub fn run_s3_once(cx: &mut Ctx, pk: &PairKeys, files: usize, run: usize) -> Res
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (a1, b1) = (cpu_ticks(&pa).unwrap_or(0), cpu_ticks(&pb).unwrap_or(0));
+    let (a1, b1) = pair.cpu_ticks();
     // The `queued` record of each message (after its object was read: never before the write).
     let mut queued_at = std::collections::HashMap::new();
     for r in &rows {
@@ -138,15 +134,8 @@ pub fn run_s3_once(cx: &mut Ctx, pk: &PairKeys, files: usize, run: usize) -> Res
             queued_at.insert(r.1.clone(), at);
         }
     }
-    let died = match (pair.a.exit_description(), pair.b.exit_description()) {
-        (None, None) => None,
-        (a, b) => Some(format!("A: {}, B: {}", a.unwrap_or_else(|| "running".into()), b.unwrap_or_else(|| "running".into()))),
-    };
     let left_in_bucket = count_files(&outdir);
-    let delivered = count_files(&pair.dir_b.join("inbox"));
-    let (log_a, log_b) = (pair.a.log_problems(5), pair.b.log_problems(5));
-    pair.a.kill();
-    pair.b.kill();
+    let ended = pair.finish();
     drop(s3);
     drop(srt);
     let mut pick: Vec<f64> = rows.iter().map(|r| (r.2 - written[r.0]) as f64).collect();
@@ -181,10 +170,7 @@ pub fn run_s3_once(cx: &mut Ctx, pk: &PairKeys, files: usize, run: usize) -> Res
         a_cpu_ms: per_file(a1.saturating_sub(a0)),
         b_cpu_ms: per_file(b1.saturating_sub(b0)),
         left_in_bucket,
-        delivered,
-        log_a,
-        log_b,
-        died,
+        end: ended,
     };
     eprintln!(
         "  s3 run {run}: {} files written in {:.0} ms, {} listed by the node, {} sent + {} failed{} in {:.2} s = {:.0} files/s; pick-up (received_at) p50 {:.0} ms p99 {:.0} ms, min {:.0} max {:.0}; queued record p50 {:.0} p99 {:.0}; sent p50 {:.0} p99 {:.0}; node A {:.2} + node B {:.2} CPU-ms/file; {} left in AS2/send/, B's inbox holds {}",
@@ -207,9 +193,9 @@ pub fn run_s3_once(cx: &mut Ctx, pk: &PairKeys, files: usize, run: usize) -> Res
         r.a_cpu_ms,
         r.b_cpu_ms,
         r.left_in_bucket,
-        r.delivered
+        r.end.delivered
     );
-    print_problems("failed", &r.failed_samples, &r.died, &[("A", &r.log_a), ("B", &r.log_b)]);
+    r.end.print_problems("failed", &r.failed_samples);
     Ok(r)
 }
 
@@ -222,7 +208,7 @@ pub fn bench(cx: &mut Ctx, pk: &PairKeys) -> Option<(S3Run, Vec<S3Run>)> {
         cx.payload_bytes + files - 1
     );
     let rs = cx.repeat("s3", |cx, i| run_s3_once(cx, pk, files, i));
-    let median = median_run(&rs, |r| r.failed == 0 && !r.timed_out && r.died.is_none() && r.seen == r.files, |r| r.files_per_s)?;
+    let median = median_run(&rs, |r| r.failed == 0 && !r.timed_out && r.end.died.is_none() && r.seen == r.files, |r| r.files_per_s)?;
     Some((median, rs))
 }
 

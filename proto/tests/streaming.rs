@@ -117,6 +117,18 @@ fn streamed(entity: Vec<u8>, keys: &[(PKey<Private>, X509)], trusted: &[X509], r
     Opened { docs, mic: mic.unwrap(), steps }
 }
 
+/// `docs` built as alice sends them to bob.
+fn alice_to_bob(docs: &[Document], opts: &OutboundOptions) -> Built {
+    let (akey, acert) = alice();
+    build("alice", "bob", docs, opts, Some((akey, acert)), Some(&bob().1), &IDS, "s").unwrap()
+}
+
+/// What bob, receiving from alice, holds: his key to decrypt and her certificate to verify.
+fn bob_receiving() -> ([(PKey<Private>, X509); 1], [X509; 1]) {
+    let (bkey, bcert) = bob();
+    ([(bkey.clone(), bcert.clone())], [alice().1.clone()])
+}
+
 fn entity_of(built: &Built) -> (Vec<u8>, Option<DigestAlg>) {
     let headers: Vec<mime::Header> = built.headers.iter().map(|(n, v)| mime::Header { name: n.clone(), value: v.clone() }).collect();
     let request = As2Request::from_headers(&headers).unwrap();
@@ -125,14 +137,11 @@ fn entity_of(built: &Built) -> (Vec<u8>, Option<DigestAlg>) {
 
 #[test]
 fn streaming_opens_every_combination_like_the_in_memory_path() {
-    let (akey, acert) = alice();
-    let (bkey, bcert) = bob();
-    let keys = [(bkey.clone(), bcert.clone())];
-    let trusted = [acert.clone()];
+    let (keys, trusted) = bob_receiving();
     let mut checked = 0;
     for opts in layerings() {
         let (sign, encrypt, compression, kt) = (opts.sign, opts.encrypt, opts.compression, opts.key_transport);
-        let built = build("alice", "bob", &docs(false), &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
+        let built = alice_to_bob(&docs(false), &opts);
         let (entity, requested) = entity_of(&built);
         let want = in_memory(entity.clone(), &keys, &trusted, requested);
         // Byte by byte once per layering (slow in a debug build), then awkward sizes.
@@ -173,24 +182,20 @@ fn layerings() -> Vec<OutboundOptions> {
 
 #[test]
 fn streaming_a_few_mib_in_mib_chunks_matches() {
-    let (akey, acert) = alice();
-    let (bkey, bcert) = bob();
-    let keys = [(bkey.clone(), bcert.clone())];
+    let (keys, trusted) = bob_receiving();
     let opts = OutboundOptions { sign: Some(DigestAlg::Sha256), encrypt: Some(ContentCipher::Aes256Cbc), compression: Compression::BeforeSigning, mdn: MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, ..Default::default() };
-    let built = build("alice", "bob", &docs(true), &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
+    let built = alice_to_bob(&docs(true), &opts);
     let (entity, requested) = entity_of(&built);
-    let want = in_memory(entity.clone(), &keys, std::slice::from_ref(acert), requested);
+    let want = in_memory(entity.clone(), &keys, &trusted, requested);
     for chunk in [4093, 1 << 20] {
-        let got = streamed(entity.clone(), &keys, std::slice::from_ref(acert), requested, chunk);
+        let got = streamed(entity.clone(), &keys, &trusted, requested, chunk);
         assert_eq!(got.docs, want.docs);
         assert_eq!(got.mic, built.mic);
     }
 }
 
 fn built(opts: &OutboundOptions) -> (Vec<u8>, Option<DigestAlg>) {
-    let (akey, acert) = alice();
-    let (_, bcert) = bob();
-    entity_of(&build("alice", "bob", &docs(false), opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap())
+    entity_of(&alice_to_bob(&docs(false), opts))
 }
 
 #[test]
@@ -337,10 +342,7 @@ fn stream_build(docs: &[Document], opts: &OutboundOptions, ids: &OutboundIds<'_>
 
 #[test]
 fn streamed_outbound_every_combination_opens_to_the_documents_and_the_mic() {
-    let (akey, acert) = alice();
-    let (bkey, bcert) = bob();
-    let keys = [(bkey.clone(), bcert.clone())];
-    let trusted = [acert.clone()];
+    let (keys, trusted) = bob_receiving();
     let one = vec![docs(false).remove(1)];
     let mut checked = 0;
     for layering in layerings() {
@@ -350,7 +352,7 @@ fn streamed_outbound_every_combination_opens_to_the_documents_and_the_mic() {
         let text = vec![Document { filename: "notes.txt".into(), content_type: "text/plain; charset=utf-8".into(), data: b"line one\nline two\r\nline three\n\n".to_vec() }];
         for (n, (mdn, docs)) in [(MdnRequest::Sync { signed: Some(DigestAlg::Sha256) }, docs(false)), (MdnRequest::None, one.clone()), (MdnRequest::None, text)].into_iter().enumerate() {
             let opts = OutboundOptions { mdn, ..layering.clone() };
-            let want = build("alice", "bob", &docs, &opts, Some((akey, acert)), Some(bcert), &IDS, "s").unwrap();
+            let want = alice_to_bob(&docs, &opts);
             for chunk in [3, 1000, 1 << 20] {
                 let (got, _) = stream_build(&docs, &opts, &IDS, chunk);
                 let what = format!("sign {sign:?} encrypt {encrypt:?} {compression:?} {kt:?} mdn {n} chunk {chunk}");

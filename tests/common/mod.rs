@@ -4,6 +4,7 @@
 pub mod netns;
 pub mod s3server;
 
+pub use edinode::init::SendForm;
 pub use edinode_proto::testing::TestCert;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
@@ -17,6 +18,7 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 
 /// A key pair written as PEM files.
+#[derive(Clone)]
 pub struct Identity {
     pub key: PKey<Private>,
     pub cert: X509,
@@ -64,11 +66,19 @@ pub fn pair(station_cn: &str, partner_cn: &str) -> Pair {
 }
 
 impl Pair {
-    /// RabbitMQ and Redis (keys under `prefix`), station `edinode`, partner `acme` with
-    /// `policy`; written to `dir/edinode.toml`.
+    /// Embedded mode, station `edinode`, partner `acme` with `policy`; written to
+    /// `dir/edinode.toml`.
+    pub fn config(&self, policy: &str) -> PathBuf {
+        self.edinode_and_acme(ConfigBuilder::new(self.dir.path()), policy)
+    }
+
+    /// [`Pair::config`] on RabbitMQ and Redis (keys under `prefix`).
     pub fn rabbit_config(&self, prefix: &str, policy: &str) -> PathBuf {
-        let dir = self.dir.path();
-        ConfigBuilder::new(dir).rabbit(prefix).station("edinode", "edinode", &self.station).partner("acme", "acme", "edinode", &[&self.partner.cert_pem], policy).write(dir)
+        self.edinode_and_acme(ConfigBuilder::new(self.dir.path()).rabbit(prefix), policy)
+    }
+
+    fn edinode_and_acme(&self, config: ConfigBuilder, policy: &str) -> PathBuf {
+        config.station("edinode", "edinode", &self.station).partner("acme", "acme", "edinode", &[&self.partner.cert_pem], policy).write(self.dir.path())
     }
 }
 
@@ -644,31 +654,24 @@ pub fn http_listener(answer: impl Fn(&[(String, String)], &[u8]) -> Answer + Sen
 /// POST /api/send on a node's admin API with documents (file name, content type, bytes);
 /// returns (id, Message-ID).
 pub fn admin_send(admin: &str, token: &str, station: &str, partner: &str, docs: &[(&str, &str, Vec<u8>)]) -> (String, String) {
-    let b = "form-boundary-7";
-    let mut body = Vec::new();
-    for (k, v) in [("station", station), ("partner", partner)] {
-        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
-    }
+    let mut form = SendForm::new("form-boundary-7", station, partner);
     for (name, ct, data) in docs {
-        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
+        form.file(name, ct, data);
     }
-    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    // Documents of a GiB take minutes to store in a debug build on a busy machine.
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(1800)).build().unwrap();
-    let resp = client
-        .post(format!("{admin}/api/send"))
-        .bearer_auth(token)
-        .header("Content-Type", format!("multipart/form-data; boundary={b}"))
-        .body(body)
-        .send()
-        .unwrap();
-    let st = resp.status().as_u16();
-    let text = resp.text().unwrap();
+    let (st, text) = post_send_form(admin, token, form);
     assert_eq!(st, 202, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     (v["id"].as_str().unwrap().to_string(), v["message_id"].as_str().unwrap().to_string())
+}
+
+/// POST /api/send on a node's admin API with `form`, as `edinode send` posts it: (status,
+/// answer text).
+pub fn post_send_form(admin: &str, token: &str, form: SendForm) -> (u16, String) {
+    // Documents of a GiB take minutes to store in a debug build on a busy machine.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1800)).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (st, text) = rt.block_on(edinode::init::post_send(&client, admin, token, form)).unwrap();
+    (st.as_u16(), text)
 }
 
 /// GET /api/messages/{id}: `{"summary": {...}, "history": [{"status", "detail"}, ...]}`.

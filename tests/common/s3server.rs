@@ -30,10 +30,7 @@ use s3s::dto::{CopyObjectInput, CopySource, DeleteObjectsInput, ListObjectsInput
 use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
 use s3s::{S3Request, S3Result, s3_error};
-use s3s::dto::{
-    CopyObjectOutput, CreateBucketInput, CreateBucketOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsOutput, GetObjectInput, GetObjectOutput,
-    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListObjectsOutput, ListObjectsV2Output, PutObjectInput, PutObjectOutput, Timestamp,
-};
+use s3s::dto::{GetObjectInput, GetObjectOutput, ListObjectsOutput, ListObjectsV2Output};
 use s3s::{S3, S3Response};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -250,69 +247,64 @@ struct AwsLike {
     listings: Arc<AtomicUsize>,
 }
 
-fn whole_second(t: &mut Option<Timestamp>) {
-    if let Some(ts) = t.take() {
-        let odt: time::OffsetDateTime = ts.into();
-        *t = Some(odt.replace_nanosecond(0).unwrap_or(odt).into());
+impl AwsLike {
+    /// A listing as AWS answers it: LastModified in whole seconds. Counted.
+    fn listed(&self, contents: &mut Option<Vec<s3s::dto::Object>>) {
+        self.listings.fetch_add(1, Ordering::SeqCst);
+        for o in contents.iter_mut().flatten() {
+            if let Some(ts) = o.last_modified.take() {
+                let odt: time::OffsetDateTime = ts.into();
+                o.last_modified = Some(odt.replace_nanosecond(0).unwrap_or(odt).into());
+            }
+        }
     }
 }
 
-#[async_trait::async_trait]
-impl S3 for AwsLike {
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
-        self.fs.create_bucket(req).await
-    }
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.fs.head_bucket(req).await
-    }
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        self.fs.put_object(req).await
-    }
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let key = req.input.key.clone();
-        let out = self.fs.get_object(req).await?;
-        self.reads.lock().unwrap_or_else(|p| p.into_inner()).push((key, SystemTime::now()));
-        Ok(out)
-    }
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        self.fs.head_object(req).await
-    }
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        self.fs.delete_object(req).await
-    }
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        self.fs.delete_objects(req).await
-    }
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        self.fs.copy_object(req).await
-    }
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-        self.listings.fetch_add(1, Ordering::SeqCst);
-        let mut out = self.fs.list_objects(req).await?;
-        for o in out.output.contents.iter_mut().flatten() {
-            whole_second(&mut o.last_modified);
+/// `impl S3 for AwsLike`: each `call(Input) -> Output` goes to s3s-fs as it is; the methods in
+/// braces are AwsLike's own.
+macro_rules! s3_over_fs {
+    ($($call:ident($input:ident) -> $output:ident;)* { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl S3 for AwsLike {
+            $(
+                async fn $call(&self, req: S3Request<s3s::dto::$input>) -> S3Result<S3Response<s3s::dto::$output>> {
+                    self.fs.$call(req).await
+                }
+            )*
+            $($own)*
         }
-        Ok(out)
-    }
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
-        self.listings.fetch_add(1, Ordering::SeqCst);
-        let mut out = self.fs.list_objects_v2(req).await?;
-        for o in out.output.contents.iter_mut().flatten() {
-            whole_second(&mut o.last_modified);
+    };
+}
+
+s3_over_fs! {
+    create_bucket(CreateBucketInput) -> CreateBucketOutput;
+    head_bucket(HeadBucketInput) -> HeadBucketOutput;
+    put_object(PutObjectInput) -> PutObjectOutput;
+    head_object(HeadObjectInput) -> HeadObjectOutput;
+    delete_object(DeleteObjectInput) -> DeleteObjectOutput;
+    delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
+    copy_object(CopyObjectInput) -> CopyObjectOutput;
+    create_multipart_upload(CreateMultipartUploadInput) -> CreateMultipartUploadOutput;
+    upload_part(UploadPartInput) -> UploadPartOutput;
+    complete_multipart_upload(CompleteMultipartUploadInput) -> CompleteMultipartUploadOutput;
+    abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput;
+    {
+        async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+            let key = req.input.key.clone();
+            let out = self.fs.get_object(req).await?;
+            self.reads.lock().unwrap_or_else(|p| p.into_inner()).push((key, SystemTime::now()));
+            Ok(out)
         }
-        Ok(out)
-    }
-    async fn create_multipart_upload(&self, req: S3Request<s3s::dto::CreateMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::CreateMultipartUploadOutput>> {
-        self.fs.create_multipart_upload(req).await
-    }
-    async fn upload_part(&self, req: S3Request<s3s::dto::UploadPartInput>) -> S3Result<S3Response<s3s::dto::UploadPartOutput>> {
-        self.fs.upload_part(req).await
-    }
-    async fn complete_multipart_upload(&self, req: S3Request<s3s::dto::CompleteMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
-        self.fs.complete_multipart_upload(req).await
-    }
-    async fn abort_multipart_upload(&self, req: S3Request<s3s::dto::AbortMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::AbortMultipartUploadOutput>> {
-        self.fs.abort_multipart_upload(req).await
+        async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+            let mut out = self.fs.list_objects(req).await?;
+            self.listed(&mut out.output.contents);
+            Ok(out)
+        }
+        async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+            let mut out = self.fs.list_objects_v2(req).await?;
+            self.listed(&mut out.output.contents);
+            Ok(out)
+        }
     }
 }
 

@@ -204,6 +204,19 @@ impl Fixture {
         let body = signals::build(&sigs, by.map(|k| (k, &sec))).unwrap();
         self.ps.handle(&self.cx, signals::SOAP_CONTENT_TYPE, &body, self.now()).await
     }
+    /// PullRequest `pull_id` on `mpc` (see [`Fixture::post`]): what it got (see [`what`]).
+    async fn pull(&self, pull_id: &str, mpc: Option<&str>, receipts: &[&str], by: Option<&SigningKey>) -> String {
+        what(&self.post(Some((pull_id, mpc)), receipts, by).await)
+    }
+}
+
+/// A fixture with an empty map (anyone may pull) and `ids` queued, in order, on the default MPC.
+async fn queued(ids: &[&str]) -> Fixture {
+    let f = fixture(EMPTY);
+    for id in ids {
+        f.submit(id, None).await.unwrap();
+    }
+    f
 }
 
 /// The pulled message id, or the error code.
@@ -228,10 +241,10 @@ async fn oldest_first_per_mpc_and_empty() {
     f.submit("b1@t", Some("urn:b")).await.unwrap();
     f.submit("a2@t", Some("urn:a")).await.unwrap();
     f.submit("d1@t", None).await.unwrap();
-    assert_eq!(what(&f.post(Some(("p1", Some("urn:a"))), &[], None).await), "a1@t");
-    assert_eq!(what(&f.post(Some(("p2", Some("urn:a"))), &["a1@t"], None).await), "a2@t");
-    assert_eq!(what(&f.post(Some(("p3", Some("urn:b"))), &["a2@t"], None).await), "b1@t");
-    assert_eq!(what(&f.post(Some(("p4", None)), &[], None).await), "d1@t");
+    assert_eq!(f.pull("p1", Some("urn:a"), &[], None).await, "a1@t");
+    assert_eq!(f.pull("p2", Some("urn:a"), &["a1@t"], None).await, "a2@t");
+    assert_eq!(f.pull("p3", Some("urn:b"), &["a2@t"], None).await, "b1@t");
+    assert_eq!(f.pull("p4", None, &[], None).await, "d1@t");
     let r = f.post(Some(("p5", Some("urn:a"))), &[], None).await;
     assert_eq!(what(&r), "EBMS:0006");
     let inc = signal::parse(r.content_type.as_deref().unwrap(), &r.body, &Limits::default()).unwrap();
@@ -243,34 +256,30 @@ async fn oldest_first_per_mpc_and_empty() {
 
 #[tokio::test]
 async fn lease_expires_and_the_message_comes_back_first() {
-    let f = fixture(EMPTY);
-    f.submit("m1@t", None).await.unwrap();
-    f.submit("m2@t", None).await.unwrap();
-    assert_eq!(what(&f.post(Some(("p1", None)), &[], None).await), "m1@t");
-    assert_eq!(what(&f.post(Some(("p2", None)), &[], None).await), "m2@t");
+    let f = queued(&["m1@t", "m2@t"]).await;
+    assert_eq!(f.pull("p1", None, &[], None).await, "m1@t");
+    assert_eq!(f.pull("p2", None, &[], None).await, "m2@t");
     let r = f.post(None, &["m2@t"], None).await;
     assert_eq!((r.status, r.body.len(), r.outcome), (200, 0, "settled"));
     f.advance(1500);
-    assert_eq!(what(&f.post(Some(("p3", None)), &[], None).await), "EBMS:0006");
+    assert_eq!(f.pull("p3", None, &[], None).await, "EBMS:0006");
     f.advance(600);
-    assert_eq!(what(&f.post(Some(("p4", None)), &[], None).await), "m1@t");
+    assert_eq!(f.pull("p4", None, &[], None).await, "m1@t");
     // m2 was receipted, so it never comes back; m1 neither once receipted.
     f.advance(2100);
-    assert_eq!(what(&f.post(Some(("p5", None)), &["m1@t"], None).await), "EBMS:0006");
+    assert_eq!(f.pull("p5", None, &["m1@t"], None).await, "EBMS:0006");
     f.advance(2100);
-    assert_eq!(what(&f.post(Some(("p6", None)), &[], None).await), "EBMS:0006");
+    assert_eq!(f.pull("p6", None, &[], None).await, "EBMS:0006");
 }
 
 #[tokio::test]
 async fn repeated_pull_request_gets_the_same_message() {
-    let f = fixture(EMPTY);
-    f.submit("m1@t", None).await.unwrap();
-    f.submit("m2@t", None).await.unwrap();
-    assert_eq!(what(&f.post(Some(("p1", None)), &[], None).await), "m1@t");
-    assert_eq!(what(&f.post(Some(("p1", None)), &[], None).await), "m1@t");
-    assert_eq!(what(&f.post(Some(("p2", None)), &[], None).await), "m2@t");
+    let f = queued(&["m1@t", "m2@t"]).await;
+    assert_eq!(f.pull("p1", None, &[], None).await, "m1@t");
+    assert_eq!(f.pull("p1", None, &[], None).await, "m1@t");
+    assert_eq!(f.pull("p2", None, &[], None).await, "m2@t");
     // Once settled, the repeated id is a new pull.
-    assert_eq!(what(&f.post(Some(("p1", None)), &["m1@t", "m2@t"], None).await), "EBMS:0006");
+    assert_eq!(f.pull("p1", None, &["m1@t", "m2@t"], None).await, "EBMS:0006");
 }
 
 #[tokio::test]
@@ -280,27 +289,27 @@ async fn authorization_map_signed_unsigned_and_reload() {
     let map = format!(r#"<PullRequestAuthorizationMap><AuthorizationEntry mpc="urn:a" certificatethumprint="{}" allowed="true"/></PullRequestAuthorizationMap>"#, tp(&puller).to_lowercase());
     let f = fixture(&map);
     f.submit("a1@t", Some("urn:a")).await.unwrap();
-    assert_eq!(what(&f.post(Some(("p1", Some("urn:a"))), &[], None).await), "EBMS:0004");
-    assert_eq!(what(&f.post(Some(("p2", Some("urn:a"))), &[], Some(&stranger)).await), "EBMS:0004");
-    assert_eq!(what(&f.post(Some(("p3", Some("urn:b"))), &[], Some(&puller)).await), "EBMS:0004");
+    assert_eq!(f.pull("p1", Some("urn:a"), &[], None).await, "EBMS:0004");
+    assert_eq!(f.pull("p2", Some("urn:a"), &[], Some(&stranger)).await, "EBMS:0004");
+    assert_eq!(f.pull("p3", Some("urn:b"), &[], Some(&puller)).await, "EBMS:0004");
     // Still queued after the refusals.
-    assert_eq!(what(&f.post(Some(("p4", Some("urn:a"))), &[], Some(&puller)).await), "a1@t");
+    assert_eq!(f.pull("p4", Some("urn:a"), &[], Some(&puller)).await, "a1@t");
     // A stranger's receipt does not settle it.
     f.post(None, &["a1@t"], Some(&stranger)).await;
     f.advance(2100);
-    assert_eq!(what(&f.post(Some(("p5", Some("urn:a"))), &[], Some(&puller)).await), "a1@t");
+    assert_eq!(f.pull("p5", Some("urn:a"), &[], Some(&puller)).await, "a1@t");
     // The map is reloaded when the file changes: now empty, unsigned pulls are allowed.
     std::fs::write(&f.map, EMPTY).unwrap();
     f.ps.authz.look_again();
     f.submit("a2@t", Some("urn:a")).await.unwrap();
-    assert_eq!(what(&f.post(Some(("p6", Some("urn:a"))), &["a1@t"], None).await), "a2@t");
+    assert_eq!(f.pull("p6", Some("urn:a"), &["a1@t"], None).await, "a2@t");
     // A broken file keeps the last good map; a missing one denies everything.
     std::fs::write(&f.map, "<oops").unwrap();
     f.ps.authz.look_again();
-    assert_eq!(what(&f.post(Some(("p7", Some("urn:a"))), &["a2@t"], None).await), "EBMS:0006");
+    assert_eq!(f.pull("p7", Some("urn:a"), &["a2@t"], None).await, "EBMS:0006");
     std::fs::remove_file(&f.map).unwrap();
     f.ps.authz.look_again();
-    assert_eq!(what(&f.post(Some(("p8", Some("urn:a"))), &[], None).await), "EBMS:0004");
+    assert_eq!(f.pull("p8", Some("urn:a"), &[], None).await, "EBMS:0004");
 }
 
 #[tokio::test]
@@ -348,15 +357,14 @@ async fn submissions_are_checked() {
 
 #[tokio::test]
 async fn an_error_signal_settles_too() {
-    let f = fixture(EMPTY);
-    f.submit("m1@t", None).await.unwrap();
-    assert_eq!(what(&f.post(Some(("p1", None)), &[], None).await), "m1@t");
+    let f = queued(&["m1@t"]).await;
+    assert_eq!(f.pull("p1", None, &[], None).await, "m1@t");
     let e = Signal::Error { ref_to_message_id: Some("m1@t".into()), errors: vec![ErrorDetail::new(EbmsCode::DeliveryFailure)] };
     let body = signals::build(&[(e, SignalIds { message_id: "e1".into(), timestamp: "t".into() })], None).unwrap();
     let r = f.ps.handle(&f.cx, signals::SOAP_CONTENT_TYPE, &body, f.now()).await;
     assert_eq!((r.status, r.body.len(), r.outcome), (200, 0, "settled"));
     f.advance(2100);
-    assert_eq!(what(&f.post(Some(("p2", None)), &[], None).await), "EBMS:0006");
+    assert_eq!(f.pull("p2", None, &[], None).await, "EBMS:0006");
     // A settled id cannot be queued again (while duplicates are remembered).
     assert_eq!(f.submit("m1@t", None).await, Err(SubmitError::Duplicate("m1@t".into())));
 }

@@ -27,6 +27,12 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     crate::mime::find(hay.get(from..)?, needle).map(|i| i + from)
 }
 
+/// `data` signed by alice, detached: sha256, default options.
+fn signed_by_alice(data: &[u8]) -> Vec<u8> {
+    let (key, cert) = alice();
+    sign_detached(data, key, cert, DigestAlg::Sha256, &SignOptions::default()).unwrap()
+}
+
 const PROTECTION_OID_DER: &[u8] = &[
     0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x34,
 ];
@@ -83,16 +89,8 @@ fn cms_decrypt_wrong_key_fails_and_right_key_is_picked() {
         decrypt(b"\x30\x03\x02\x01", &[]),
         Err(CmsError::Malformed(_))
     ));
-    let signed = sign_detached(
-        b"x",
-        akey,
-        acert,
-        DigestAlg::Sha256,
-        &SignOptions::default(),
-    )
-    .unwrap();
     assert!(matches!(
-        decrypt(&signed, &[]),
+        decrypt(&signed_by_alice(b"x"), &[]),
         Err(CmsError::Unsupported(_))
     ));
 }
@@ -151,14 +149,7 @@ fn cms_sign_verify_round_trip_every_digest_and_padding() {
 fn cms_verify_rejects_untrusted_signer() {
     let (akey, acert) = alice();
     let (_, bcert) = bob();
-    let sig = sign_detached(
-        b"data",
-        akey,
-        acert,
-        DigestAlg::Sha256,
-        &SignOptions::default(),
-    )
-    .unwrap();
+    let sig = signed_by_alice(b"data");
     // alice's certificate is inside the CMS, but only bob is trusted.
     let err = verify_detached(&sig, b"data", std::slice::from_ref(bcert)).unwrap_err();
     assert!(matches!(err, CmsError::UnknownSigner(_)), "{err:?}");
@@ -259,8 +250,7 @@ fn cms_verify_embedded_returns_content() {
         Err(CmsError::UnknownSigner(_))
     ));
     // A detached signature has no content to return.
-    let sig =
-        sign_detached(data, key, cert, DigestAlg::Sha256, &SignOptions::default()).unwrap();
+    let sig = signed_by_alice(data);
     assert!(matches!(
         verify_embedded(&sig, std::slice::from_ref(cert)),
         Err(CmsError::Malformed(_))
@@ -372,9 +362,9 @@ fn cms_decompress_zlib_bomb_is_bounded() {
 #[test]
 fn cms_unknown_digest_in_digest_algorithms_is_refused_before_openssl() {
     // OpenSSL 3.0 leaks in CMS_verify when a digestAlgorithms entry cannot be set up.
-    let (key, cert) = alice();
+    let (_, cert) = alice();
     let trusted = std::slice::from_ref(cert);
-    let sig = sign_detached(b"x", key, cert, DigestAlg::Sha256, &SignOptions::default()).unwrap();
+    let sig = signed_by_alice(b"x");
     assert!(verify_detached(&sig, b"x", trusted).is_ok());
     let sha256 = [0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
     let at = find(&sig, &sha256, 0).unwrap();
@@ -389,8 +379,7 @@ fn cms_garbage_never_panics() {
     let trusted = std::slice::from_ref(cert);
     let keys = [(key.clone(), cert.clone())];
     let valid_z = compress(&b"some payload ".repeat(100)).unwrap();
-    let valid_sig =
-        sign_detached(b"x", key, cert, DigestAlg::Sha256, &SignOptions::default()).unwrap();
+    let valid_sig = signed_by_alice(b"x");
     let valid_env = encrypt(
         b"x",
         cert,
