@@ -94,7 +94,7 @@ pub fn encrypt(
 
 /// [`encrypt`] for content that arrives in pieces: the same structure (for the same key and
 /// IV), written as indefinite-length BER with the content in chunks as it is encrypted.
-pub(crate) struct Encryptor(ffi::ContentStream);
+pub(crate) struct Encryptor(super::stream::ContentStream);
 
 impl Encryptor {
     pub fn new(recipient: &X509, cipher: ContentCipher, kt: KeyTransport) -> Result<Encryptor, CmsError> {
@@ -105,7 +105,7 @@ impl Encryptor {
             KeyTransport::RsaPkcs1v15 => ffi::add_recipient(&cms, recipient)?,
             KeyTransport::RsaOaep => ffi::add_oaep_recipient(&cms, recipient)?,
         }
-        Ok(Encryptor(ffi::ContentStream::encode(cms)?))
+        Ok(Encryptor(super::stream::ContentStream::encode(cms)?))
     }
 
     /// Encrypts a piece; appends the encoding produced so far.

@@ -35,6 +35,7 @@ mod enveloped;
 mod ffi;
 mod rfc4055;
 mod signed;
+mod stream;
 #[cfg(test)]
 mod tests;
 

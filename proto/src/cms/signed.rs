@@ -57,7 +57,7 @@ pub fn sign_detached(
 
 /// A detached signature over content that arrives in pieces ([`sign_detached`] for content
 /// too large to hold): the same SignedData, the content hashed as it passes.
-pub(crate) struct DetachedSigner(ffi::ContentStream);
+pub(crate) struct DetachedSigner(super::stream::ContentStream);
 
 impl DetachedSigner {
     pub fn new(key: &PKey<Private>, cert: &X509, digest: DigestAlg, opts: &SignOptions) -> Result<DetachedSigner, CmsError> {
@@ -78,7 +78,7 @@ impl DetachedSigner {
             None
         };
         let cms = prepare(key, cert, digest, opts, protection.as_deref())?;
-        Ok(DetachedSigner(ffi::ContentStream::digest(cms)?))
+        Ok(DetachedSigner(super::stream::ContentStream::digest(cms)?))
     }
 
     pub fn update(&mut self, data: &[u8]) -> Result<(), CmsError> {
